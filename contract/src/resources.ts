@@ -1,0 +1,147 @@
+import { z } from 'zod';
+import { PluginKindSchema, PluginManifestSchema } from './plugins';
+import { str } from './zod-helpers';
+
+// Accounts, API keys, runner registration keys, artifacts and plugin registry entries as the
+// API returns them.
+
+export const API_KEY_PREFIX = 'cgrpo_sk_';
+export const RUNNER_TOKEN_PREFIX = 'cgrpo_rt_';
+export const RUNNER_REGISTRATION_KEY_PREFIX = 'cgrpo_rk_';
+
+export const ApiKeySchema = z
+  .object({
+    id: z.string(),
+    name: z.string(),
+    /** The first characters of the key, to recognise it; the key itself is shown once. */
+    prefix: z.string(),
+    created_at: z.string(),
+    last_used_at: z.string().nullable(),
+    revoked_at: z.string().nullable(),
+  })
+  .meta({ id: 'ApiKey' });
+export type ApiKey = z.infer<typeof ApiKeySchema>;
+
+export const CreateApiKeySchema = z
+  .strictObject({ name: str(0, 200).default('') })
+  .meta({ id: 'CreateApiKey' });
+export const CreatedApiKeySchema = ApiKeySchema.extend({
+  /** The secret, shown only in this response. */
+  key: z.string(),
+}).meta({ id: 'CreatedApiKey' });
+export type CreatedApiKey = z.infer<typeof CreatedApiKeySchema>;
+
+export const RunnerKeySchema = ApiKeySchema.meta({ id: 'RunnerRegistrationKey' });
+export const CreatedRunnerKeySchema = CreatedApiKeySchema.meta({ id: 'CreatedRunnerRegistrationKey' });
+
+export const AccountSchema = z
+  .object({ id: z.string(), name: z.string(), created_at: z.string() })
+  .meta({ id: 'Account' });
+export type Account = z.infer<typeof AccountSchema>;
+
+// ---- artifacts --------------------------------------------------------------------------------
+
+export const ARTIFACT_KINDS = ['dataset', 'model', 'file'] as const;
+export const ArtifactKindSchema = z.enum(ARTIFACT_KINDS);
+export type ArtifactKind = z.infer<typeof ArtifactKindSchema>;
+
+export const ArtifactSchema = z
+  .object({
+    id: z.string(),
+    name: z.string(),
+    kind: ArtifactKindSchema,
+    status: z.enum(['uploading', 'ready']),
+    size: z.number().int().nullable(),
+    sha256: z.string().nullable(),
+    content_type: z.string(),
+    /** For datasets: the number of JSONL rows. */
+    rows: z.number().int().nullable(),
+    /** For datasets: the field mapping the rows were validated against. */
+    fields: z.record(z.string(), z.string()).nullable(),
+    created_at: z.string(),
+  })
+  .meta({ id: 'Artifact' });
+export type Artifact = z.infer<typeof ArtifactSchema>;
+
+/** Starts a multipart upload for a file larger than one request. */
+export const CreateMultipartArtifactSchema = z
+  .strictObject({
+    name: str(1, 500),
+    kind: ArtifactKindSchema.default('file'),
+    content_type: str(1, 200).default('application/octet-stream'),
+  })
+  .meta({ id: 'CreateMultipartArtifact' });
+
+export const UploadedPartSchema = z.strictObject({
+  part_number: z.number().int().min(1).max(10_000),
+  etag: z.string().min(1),
+});
+export type UploadedPart = z.infer<typeof UploadedPartSchema>;
+
+export const CompleteMultipartSchema = z
+  .strictObject({
+    parts: z.array(UploadedPartSchema).min(1).max(10_000),
+    /** sha256 (hex) of the whole file, computed by the uploader (parts are hashed separately by R2). */
+    sha256: z
+      .string()
+      .regex(/^[0-9a-f]{64}$/, 'must be the hex sha256 of the whole file')
+      .optional(),
+  })
+  .meta({ id: 'CompleteMultipart' });
+
+// ---- plugin registry --------------------------------------------------------------------------
+
+export const PluginVersionSchema = z
+  .object({
+    /** `builtin:<name>` or `<owner>/<name>@<version>`. */
+    ref: z.string(),
+    name: z.string(),
+    version: z.string(),
+    kind: PluginKindSchema,
+    builtin: z.boolean(),
+    sha256: z.string().nullable(),
+    size: z.number().int().nullable(),
+    deprecated: z.boolean(),
+    deprecation_message: z.string().nullable(),
+    manifest: PluginManifestSchema.nullable(),
+    created_at: z.string().nullable(),
+  })
+  .meta({ id: 'PluginVersion' });
+export type PluginVersion = z.infer<typeof PluginVersionSchema>;
+
+export const DeprecatePluginSchema = z
+  .strictObject({ message: str(0, 2000).default('') })
+  .meta({ id: 'DeprecatePlugin' });
+
+/** The built-in plugins every runner ships, listed by the registry as `builtin:<name>`. */
+export const BUILTIN_PLUGINS: readonly {
+  name: string;
+  kind: z.infer<typeof PluginKindSchema>;
+  description: string;
+}[] = [
+  {
+    name: 'math',
+    kind: 'verifier',
+    description: 'Extracts the final answer and checks math equivalence with the reference.',
+  },
+  { name: 'exact', kind: 'verifier', description: 'Normalised string match against the reference.' },
+  {
+    name: 'regex',
+    kind: 'verifier',
+    description: 'Matches the response against a configured regular expression.',
+  },
+  { name: 'choice', kind: 'verifier', description: 'Multiple-choice letter match.' },
+  { name: 'indicative', kind: 'critic', description: 'States only whether the response is correct.' },
+  { name: 'ground-truth', kind: 'critic', description: 'Correctness plus the reference answer.' },
+  {
+    name: 'llm',
+    kind: 'critic',
+    description: 'Chain-of-thought critique written by an LLM endpoint (needs llm.chat).',
+  },
+  { name: 'self', kind: 'critic', description: 'The policy model critiques its own response.' },
+  {
+    name: 'expression',
+    kind: 'shaping',
+    description: 'Declarative expression over p, default p / (p + gamma).',
+  },
+];
