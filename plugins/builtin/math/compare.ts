@@ -1,0 +1,442 @@
+// Equivalence of a reference (gold) and a predicted answer, following Math-Verify's documented
+// semantics: string first, then equations/assignments, relations, sets/intervals/tuples,
+// symbols and text, numbers (exact, or rounded when a float is involved), and finally the CAS.
+// Deliberately asymmetric where Math-Verify is (gold decides how equations are read).
+
+import { type Node, type RelOp, countNodes, freeSymbols, ratEq, show } from './ast.ts';
+import type { Cas } from './cas.ts';
+import { evalFloat, exactValue, roundedKey } from './evaluate.ts';
+
+export interface CompareOptions {
+  floatRounding: number;
+  cas: Cas;
+  strictVariables: boolean;
+  allowSetRelationComparison: boolean;
+  deadline: number;
+  maxCasNodes: number;
+}
+
+export class DeadlineExceeded extends Error {}
+
+export interface Verdict {
+  equal: boolean;
+  rule: string;
+}
+
+const NO = (rule: string): Verdict => ({ equal: false, rule });
+const YES = (rule: string): Verdict => ({ equal: true, rule });
+
+const INVERSE: Record<RelOp, RelOp> = { '=': '=', '!=': '!=', '<': '>', '>': '<', '<=': '>=', '>=': '<=' };
+
+export function compareNodes(goldIn: Node, predIn: Node, o: CompareOptions): Verdict {
+  if (performance.now() > o.deadline) throw new DeadlineExceeded();
+  let gold = expandPm(goldIn);
+  let pred = expandPm(predIn);
+  if (!o.strictVariables) pred = renameVariables(gold, pred);
+
+  if (show(gold) === show(pred)) return YES('string');
+
+  // Equations: follow the gold's format (x = 5 vs 5, 5 vs x = 5, chains a = b = 5).
+  const gAssign = isAssignment(gold);
+  const pAssign = isAssignment(pred);
+  if (gAssign && gold.k === 'rel') gold = { k: 'rel', ops: ['='], sides: [gold.sides[0]!, gold.sides.at(-1)!] };
+  if (pAssign && pred.k === 'rel') pred = { k: 'rel', ops: ['='], sides: [pred.sides[0]!, pred.sides.at(-1)!] };
+  if (isEquation(pred) && !isEquation(gold) && pred.k === 'rel') pred = pred.sides.at(-1)!;
+  else if (gAssign && !isEquation(pred) && gold.k === 'rel') gold = gold.sides.at(-1)!;
+  if (show(gold) === show(pred)) return YES('string_after_unwrap');
+
+  // Inequalities vs the solution set: only when the gold is the relation (anti reward hacking).
+  if (isRelationLike(gold) && isSetLike(pred)) {
+    const asSet = relationToSet(gold);
+    if (asSet) gold = asSet;
+  } else if (o.allowSetRelationComparison && isRelationLike(pred) && isSetLike(gold)) {
+    const asSet = relationToSet(pred);
+    if (asSet) pred = asSet;
+  }
+
+  if (gold.k === 'rel' && pred.k === 'rel') return compareRelations(gold, pred, o);
+  if (gold.k === 'rel' || pred.k === 'rel') return NO('relation_vs_value');
+
+  if (gold.k === 'matrix' || pred.k === 'matrix') return compareMatrices(gold, pred, o);
+  if (isSetLike(gold) || isSetLike(pred)) return compareCollections(gold, pred, o);
+
+  const gText = letters(gold);
+  const pText = letters(pred);
+  if (gold.k === 'text' || pred.k === 'text' || gold.k === 'sym' || pred.k === 'sym') {
+    if (gText !== null && pText !== null) {
+      const a = gText.length > 1 ? gText.toLowerCase() : gText;
+      const b = pText.length > 1 ? pText.toLowerCase() : pText;
+      if (a === b) return YES('symbol_or_text');
+      if (gold.k === 'text' || pred.k === 'text') return NO('text_differs');
+    }
+    if (gold.k === 'text' || pred.k === 'text') return NO('text_vs_expression');
+  }
+
+  return compareScalars(gold, pred, o);
+}
+
+function compareScalars(gold: Node, pred: Node, o: CompareOptions): Verdict {
+  const gx = exactValue(gold);
+  const px = exactValue(pred);
+  const floatInvolved = isFloatAtom(gold) || isFloatAtom(pred);
+  if (gx && px && !floatInvolved) return ratEq(gx, px) ? YES('exact_number') : NO('numbers_differ');
+
+  const gConst = freeSymbols(gold).size === 0;
+  const pConst = freeSymbols(pred).size === 0;
+  if (floatInvolved && gConst && pConst) {
+    const a = evalFloat(gold, new Map());
+    const b = evalFloat(pred, new Map());
+    if (Number.isFinite(a) && Number.isFinite(b)) {
+      return roundedKey(a, o.floatRounding) === roundedKey(b, o.floatRounding)
+        ? YES(`float_rounded_${o.floatRounding}`)
+        : NO('numbers_differ');
+    }
+  }
+  if (gx && px) return ratEq(gx, px) ? YES('exact_number') : NO('numbers_differ');
+  return symbolic(gold, pred, o);
+}
+
+function symbolic(gold: Node, pred: Node, o: CompareOptions): Verdict {
+  const budget = o.maxCasNodes;
+  if (countNodes(gold, budget) > budget || countNodes(pred, budget) > budget) return NO('too_large_for_cas');
+  if (hasHugePower(gold) || hasHugePower(pred)) return NO('exponent_too_large_for_cas');
+  const vars = [...new Set([...freeSymbols(gold), ...freeSymbols(pred)])].sort();
+  try {
+    const r = o.cas.equivalent(gold, pred, vars);
+    if (r === true) return YES(`symbolic:${o.cas.name}`);
+    return NO(r === false ? `symbolic_differs:${o.cas.name}` : `symbolic_undecided:${o.cas.name}`);
+  } catch (e) {
+    return NO(`cas_error:${e instanceof Error ? e.message.slice(0, 80) : 'unknown'}`);
+  }
+}
+
+/** A power whose exponent is large (and the base not 0/±1) would make an exact CAS explode. */
+function hasHugePower(n: Node): boolean {
+  if (n.k === 'pow') {
+    const e = evalFloat(n.exp, new Map());
+    const b = evalFloat(n.base, new Map());
+    if ((!Number.isFinite(e) || Math.abs(e) > 256) && !(Math.abs(b) <= 1)) return true;
+    if (Number.isNaN(e) && hasHugePower(n.exp)) return true;
+  }
+  switch (n.k) {
+    case 'add':
+      return n.terms.some(hasHugePower);
+    case 'mul':
+      return n.factors.some(hasHugePower);
+    case 'neg':
+    case 'pct':
+      return hasHugePower(n.arg);
+    case 'div':
+      return hasHugePower(n.num) || hasHugePower(n.den);
+    case 'pow':
+      return hasHugePower(n.base) || hasHugePower(n.exp);
+    case 'fn':
+      if (n.name === 'factorial') {
+        const v = evalFloat(n.args[0]!, new Map());
+        if (!Number.isFinite(v) || v > 1000) return true;
+      }
+      return n.args.some(hasHugePower);
+    default:
+      return false;
+  }
+}
+
+function isFloatAtom(n: Node): boolean {
+  if (n.k === 'num') return n.isFloat;
+  if (n.k === 'neg' || n.k === 'pct') return isFloatAtom(n.arg);
+  return false;
+}
+
+// ---- equations and relations ---------------------------------------------------------------
+
+function isOnlySymbols(n: Node): boolean {
+  if (n.k === 'sym') return true;
+  if (n.k === 'mul') return n.factors.every((f) => f.k === 'sym');
+  if (n.k === 'fn' && !['sqrt', 'abs', 'factorial'].includes(n.name)) return n.args.every((a) => a.k === 'sym');
+  return false;
+}
+
+function isAssignment(n: Node): boolean {
+  return n.k === 'rel' && n.ops.every((op) => op === '=') && isOnlySymbols(n.sides[0]!);
+}
+
+function isEquation(n: Node): boolean {
+  return n.k === 'rel' && n.ops.every((op) => op === '=');
+}
+
+function isRelationLike(n: Node): boolean {
+  if (n.k === 'rel') return true;
+  return n.k === 'list' && n.items.every((i) => i.k === 'rel' && !isEquation(i));
+}
+
+function isSetLike(n: Node): boolean {
+  return n.k === 'set' || n.k === 'list' || n.k === 'group' || n.k === 'union';
+}
+
+function interval(lo: Node, hi: Node, loOpen: boolean, hiOpen: boolean): Node {
+  return { k: 'group', items: [lo, hi], open: loOpen ? '(' : '[', close: hiOpen ? ')' : ']' };
+}
+
+const NEG_INF: Node = { k: 'neg', arg: { k: 'const', name: 'inf' } };
+const POS_INF: Node = { k: 'const', name: 'inf' };
+
+/** x > 2 -> (2, inf); 1 <= x < 3 -> [1, 3); x < -1 or x > 2 -> union. Single variable only. */
+export function relationToSet(n: Node): Node | null {
+  if (n.k === 'list') {
+    const parts = n.items.map(relationToSet);
+    if (parts.some((p) => p === null)) return null;
+    return { k: 'union', parts: parts as Node[] };
+  }
+  if (n.k !== 'rel') return null;
+  const vars = freeSymbols(n);
+  if (vars.size !== 1) return null;
+  if (n.ops.length === 1) {
+    let [l, r] = n.sides as [Node, Node];
+    let op = n.ops[0]!;
+    if (r.k === 'sym' && l.k !== 'sym') {
+      [l, r] = [r, l];
+      op = INVERSE[op];
+    }
+    if (l.k !== 'sym' || freeSymbols(r).size !== 0) return null;
+    switch (op) {
+      case '<':
+        return interval(NEG_INF, r, true, true);
+      case '<=':
+        return interval(NEG_INF, r, true, false);
+      case '>':
+        return interval(r, POS_INF, true, true);
+      case '>=':
+        return interval(r, POS_INF, false, true);
+      case '=':
+        return { k: 'set', items: [r] };
+      case '!=':
+        return { k: 'union', parts: [interval(NEG_INF, r, true, true), interval(r, POS_INF, true, true)] };
+    }
+  }
+  if (n.ops.length === 2 && n.sides[1]!.k === 'sym') {
+    const [a, , b] = n.sides as [Node, Node, Node];
+    const [o1, o2] = n.ops as [RelOp, RelOp];
+    const up = (op: RelOp) => op === '<' || op === '<=';
+    const down = (op: RelOp) => op === '>' || op === '>=';
+    if (up(o1) && up(o2)) return interval(a, b, o1 === '<', o2 === '<');
+    if (down(o1) && down(o2)) return interval(b, a, o2 === '>', o1 === '>');
+  }
+  return null;
+}
+
+function difference(n: Extract<Node, { k: 'rel' }>, i = 0): Node {
+  return { k: 'add', terms: [n.sides[i]!, { k: 'neg', arg: n.sides[i + 1]! }] };
+}
+
+function compareRelations(
+  gold: Extract<Node, { k: 'rel' }>,
+  pred: Extract<Node, { k: 'rel' }>,
+  o: CompareOptions,
+): Verdict {
+  if (gold.ops.length !== pred.ops.length) return NO('relation_shape_differs');
+  if (gold.ops.length > 1) {
+    const same = gold.ops.every((op, i) => op === pred.ops[i]);
+    if (same && gold.sides.every((s, i) => compareNodes(s, pred.sides[i]!, o).equal)) return YES('relation_chain');
+    const flipped = gold.ops.every((op, i) => INVERSE[op] === pred.ops[pred.ops.length - 1 - i]);
+    const rev = [...pred.sides].reverse();
+    if (flipped && gold.sides.every((s, i) => compareNodes(s, rev[i]!, o).equal)) return YES('relation_chain_flipped');
+    return NO('relation_chain_differs');
+  }
+  const gop = gold.ops[0]!;
+  const pop = pred.ops[0]!;
+  const dg = difference(gold);
+  const dp = difference(pred);
+  if (gop === pop && compareNodes(dg, dp, o).equal) return YES('relation_same');
+  if (INVERSE[gop] === pop && compareNodes(dg, { k: 'neg', arg: dp }, o).equal) return YES('relation_flipped');
+  // Same solution set when one side is a constant multiple of the other (2y = 4x + 2 vs y = 2x + 1).
+  const ratio = constantRatio(dg, dp);
+  if (ratio !== null && ratio !== 0) {
+    if ((gop === '=' || gop === '!=') && gop === pop) return YES('relation_scaled');
+    if (ratio > 0 && gop === pop) return YES('relation_scaled');
+    if (ratio < 0 && INVERSE[gop] === pop) return YES('relation_scaled_flipped');
+  }
+  return NO('relations_differ');
+}
+
+const RATIO_POINTS = [0.7390851332, 1.3247179572, 2.2360679775, -0.5772156649, 1.6180339887];
+
+function constantRatio(a: Node, b: Node): number | null {
+  const vars = [...new Set([...freeSymbols(a), ...freeSymbols(b)])];
+  if (vars.length === 0) return null;
+  let ratio: number | null = null;
+  for (let p = 0; p < RATIO_POINTS.length; p++) {
+    const env = new Map(vars.map((v, j) => [v, RATIO_POINTS[(p + j) % RATIO_POINTS.length]! * (1 + j)]));
+    const va = evalFloat(a, env);
+    const vb = evalFloat(b, env);
+    if (!Number.isFinite(va) || !Number.isFinite(vb) || vb === 0) return null;
+    const r = va / vb;
+    if (ratio === null) ratio = r;
+    else if (Math.abs(r - ratio) > 1e-9 * Math.max(1, Math.abs(ratio))) return null;
+  }
+  return ratio;
+}
+
+// ---- sets, tuples, intervals ----------------------------------------------------------------
+
+type Coll =
+  | { kind: 'set' | 'tuple'; items: Node[] }
+  | { kind: 'interval'; lo: Node; hi: Node; loOpen: boolean; hiOpen: boolean; pair: boolean }
+  | { kind: 'union'; parts: Coll[] };
+
+function toColl(n: Node): Coll {
+  switch (n.k) {
+    case 'set':
+    case 'list':
+      return { kind: 'set', items: n.items };
+    case 'group': {
+      if (n.items.length === 2 && (n.open === '(' || n.open === '[') && (n.close === ')' || n.close === ']')) {
+        return {
+          kind: 'interval',
+          lo: n.items[0]!,
+          hi: n.items[1]!,
+          loOpen: n.open === '(',
+          hiOpen: n.close === ')',
+          pair: n.open === '(' && n.close === ')',
+        };
+      }
+      return { kind: 'tuple', items: n.items };
+    }
+    case 'union':
+      return { kind: 'union', parts: n.parts.map(toColl) };
+    default:
+      return { kind: 'set', items: [n] };
+  }
+}
+
+function compareCollections(gold: Node, pred: Node, o: CompareOptions): Verdict {
+  return compareColl(toColl(gold), toColl(pred), o) ? YES('collection') : NO('collections_differ');
+}
+
+function compareColl(g: Coll, p: Coll, o: CompareOptions): boolean {
+  if (g.kind === 'union' || p.kind === 'union') {
+    const gp = g.kind === 'union' ? g.parts : [g];
+    const pp = p.kind === 'union' ? p.parts : [p];
+    if (gp.length !== pp.length) return false;
+    return matchUnordered(gp, pp, (a, b) => compareColl(a, b, o));
+  }
+  if (g.kind === 'interval' && p.kind === 'interval') {
+    return (
+      g.loOpen === p.loOpen &&
+      g.hiOpen === p.hiOpen &&
+      compareNodes(g.lo, p.lo, o).equal &&
+      compareNodes(g.hi, p.hi, o).equal
+    );
+  }
+  // (a, b) is both an open interval and an ordered pair: compare as a pair against tuples/lists
+  if (g.kind === 'interval' || p.kind === 'interval') {
+    const iv = (g.kind === 'interval' ? g : p) as Extract<Coll, { kind: 'interval' }>;
+    const other = (g.kind === 'interval' ? p : g) as Extract<Coll, { kind: 'set' | 'tuple' }>;
+    if (!iv.pair || other.items.length !== 2) return false;
+    const pairItems = [iv.lo, iv.hi];
+    const [gi, pi] = g.kind === 'interval' ? [pairItems, other.items] : [other.items, pairItems];
+    return gi.every((x, i) => compareNodes(x, pi[i]!, o).equal);
+  }
+  if (g.items.length !== p.items.length) return false;
+  const ordered = g.kind === 'tuple';
+  if (ordered) return g.items.every((x, i) => compareNodes(x, p.items[i]!, o).equal);
+  return matchUnordered(g.items, p.items, (a, b) => compareNodes(a, b, o).equal);
+}
+
+function matchUnordered<T>(gold: T[], pred: T[], eq: (a: T, b: T) => boolean): boolean {
+  const used = new Array<boolean>(pred.length).fill(false);
+  for (const g of gold) {
+    let found = false;
+    for (let j = 0; j < pred.length; j++) {
+      if (!used[j] && eq(g, pred[j]!)) {
+        used[j] = true;
+        found = true;
+        break;
+      }
+    }
+    if (!found) return false;
+  }
+  return true;
+}
+
+function compareMatrices(gold: Node, pred: Node, o: CompareOptions): Verdict {
+  if (gold.k !== 'matrix' || pred.k !== 'matrix') return NO('matrix_vs_other');
+  if (gold.rows.length !== pred.rows.length) return NO('matrix_shape_differs');
+  for (let r = 0; r < gold.rows.length; r++) {
+    const gr = gold.rows[r]!;
+    const pr = pred.rows[r]!;
+    if (gr.length !== pr.length) return NO('matrix_shape_differs');
+    for (let c = 0; c < gr.length; c++) if (!compareNodes(gr[c]!, pr[c]!, o).equal) return NO('matrix_entry_differs');
+  }
+  return YES('matrix');
+}
+
+// ---- helpers ----------------------------------------------------------------------------------
+
+/** a ± b is the set {a + b, a - b}. */
+function expandPm(n: Node): Node {
+  if (n.k === 'pm') {
+    const left = n.left ?? { k: 'num', value: { n: 0n, d: 1n }, text: '0', isFloat: false };
+    const plus: Node = n.left ? { k: 'add', terms: [left, n.right] } : n.right;
+    const minus: Node = n.left ? { k: 'add', terms: [left, { k: 'neg', arg: n.right }] } : { k: 'neg', arg: n.right };
+    return { k: 'set', items: [plus, minus] };
+  }
+  if (n.k === 'rel' && n.sides.some((s) => s.k === 'pm')) {
+    return { ...n, sides: n.sides.map(expandPm) };
+  }
+  return n;
+}
+
+function letters(n: Node): string | null {
+  if (n.k === 'text') return n.value.replace(/\s+/g, '');
+  if (n.k === 'sym') return n.name;
+  if (n.k === 'const' && n.name === 'e') return 'e';
+  if (n.k === 'const' && n.name === 'i') return 'i';
+  if (n.k === 'mul') {
+    const parts = n.factors.map(letters);
+    return parts.every((p) => p !== null) ? parts.join('') : null;
+  }
+  return null;
+}
+
+function renameVariables(gold: Node, pred: Node): Node {
+  const gv = [...freeSymbols(gold)].sort();
+  const pv = [...freeSymbols(pred)].sort();
+  if (gv.length !== pv.length || gv.every((v, i) => v === pv[i])) return pred;
+  const map = new Map(pv.map((v, i) => [v, gv[i]!]));
+  const walk = (n: Node): Node => {
+    switch (n.k) {
+      case 'sym':
+        return { k: 'sym', name: map.get(n.name) ?? n.name };
+      case 'add':
+        return { k: 'add', terms: n.terms.map(walk) };
+      case 'mul':
+        return { k: 'mul', factors: n.factors.map(walk) };
+      case 'neg':
+        return { k: 'neg', arg: walk(n.arg) };
+      case 'pct':
+        return { k: 'pct', arg: walk(n.arg) };
+      case 'div':
+        return { k: 'div', num: walk(n.num), den: walk(n.den) };
+      case 'pow':
+        return { k: 'pow', base: walk(n.base), exp: walk(n.exp) };
+      case 'fn':
+        return { k: 'fn', name: n.name, args: n.args.map(walk) };
+      case 'pm':
+        return { k: 'pm', left: n.left && walk(n.left), right: walk(n.right) };
+      case 'group':
+        return { ...n, items: n.items.map(walk) };
+      case 'set':
+      case 'list':
+        return { k: n.k, items: n.items.map(walk) };
+      case 'union':
+        return { k: 'union', parts: n.parts.map(walk) };
+      case 'rel':
+        return { k: 'rel', ops: n.ops, sides: n.sides.map(walk) };
+      case 'matrix':
+        return { k: 'matrix', rows: n.rows.map((r) => r.map(walk)) };
+      default:
+        return n;
+    }
+  };
+  return walk(pred);
+}

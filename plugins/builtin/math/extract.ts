@@ -1,0 +1,233 @@
+// Answer extraction from a model response. Strategies are grouped into tiers tried in order;
+// within a tier the rightmost match is tried first (as Math-Verify does), and the first
+// candidate that parses wins. Extraction never throws.
+
+export type Strategy = 'boxed' | 'final_answer' | 'answer' | 'latex' | 'number' | 'whole';
+
+export const STRATEGIES: readonly Strategy[] = ['boxed', 'final_answer', 'answer', 'latex', 'number', 'whole'];
+
+/** Math-Verify's default priorities: boxed and "final answer is" share a tier. */
+export const DEFAULT_EXTRACTION_ORDER: Strategy[][] = [['boxed', 'final_answer'], ['answer'], ['latex', 'number'], ['whole']];
+
+export interface Candidate {
+  strategy: Strategy;
+  start: number;
+  end: number;
+  /** The answer text, still LaTeX/plain, without $ delimiters or \boxed. */
+  text: string;
+  /** A percent sign/word right after the match ("$\boxed{28}$ pct"). */
+  percent: boolean;
+}
+
+const PERCENT_AFTER = /^\s*\$?\s*(?:\\?%|percentage\b|percent\b|pct\b)/;
+
+function percentAfter(s: string, end: number): boolean {
+  return PERCENT_AFTER.test(s.slice(end, end + 16));
+}
+
+/** Balanced-brace end for s[open] === '{'; -1 when unbalanced. */
+export function matchBrace(s: string, open: number): number {
+  let depth = 0;
+  for (let j = open; j < s.length; j++) {
+    const c = s[j];
+    if (c === '\\') {
+      j++;
+      continue;
+    }
+    if (c === '{') depth++;
+    else if (c === '}' && --depth === 0) return j;
+  }
+  return -1;
+}
+
+interface Box {
+  start: number;
+  end: number;
+  content: string;
+}
+
+function findBoxes(s: string): Box[] {
+  const boxes: Box[] = [];
+  const re = /\\(?:boxed|fbox)\s*\{/g;
+  for (let m = re.exec(s); m !== null; m = re.exec(s)) {
+    const open = m.index + m[0].length - 1;
+    const close = matchBrace(s, open);
+    if (close < 0) {
+      // unterminated last box: take the rest (truncated generations)
+      boxes.push({ start: m.index, end: s.length, content: s.slice(open + 1) });
+      break;
+    }
+    boxes.push({ start: m.index, end: close + 1, content: s.slice(open + 1, close) });
+    re.lastIndex = close + 1;
+  }
+  return boxes;
+}
+
+const SEPARATOR = /(?:^|[^a-zA-Z])(?:and|or)(?:[^a-zA-Z]|$)|[,;]/;
+
+function boxedCandidates(s: string): Candidate[] {
+  const boxes = findBoxes(s);
+  const out: Candidate[] = [];
+  // Consecutive boxes joined by "and"/","/";" form one multi-part answer (\boxed{1} and \boxed{2}).
+  let i = boxes.length - 1;
+  while (i >= 0) {
+    let first = i;
+    while (first > 0) {
+      const between = s.slice(boxes[first - 1]!.end, boxes[first]!.start);
+      if (between.length < 70 && SEPARATOR.test(between) && !/\n\s*\n/.test(between)) first--;
+      else break;
+    }
+    const group = boxes.slice(first, i + 1);
+    const last = group.at(-1)!;
+    out.push({
+      strategy: 'boxed',
+      start: group[0]!.start,
+      end: last.end,
+      text: group.map((b) => b.content.trim()).join(', '),
+      percent: percentAfter(s, last.end),
+    });
+    i = first - 1;
+  }
+  return out;
+}
+
+interface Env {
+  start: number;
+  end: number;
+  content: string;
+}
+
+const ENV_RE =
+  /\$\$([\s\S]+?)\$\$|\\\[([\s\S]+?)\\\]|(?<![\\\d])\$((?:\\\$|[^\n$])+?)\$|\\\(([\s\S]+?)\\\)|(?<![\\\w}])(-?\\frac\{-?\d+(?:\.\d+)?\}\{-?\d+(?:\.\d+)?\})/g;
+
+function findEnvs(s: string): Env[] {
+  const envs: Env[] = [];
+  ENV_RE.lastIndex = 0;
+  for (let m = ENV_RE.exec(s); m !== null; m = ENV_RE.exec(s)) {
+    const content = m[1] ?? m[2] ?? m[3] ?? m[4] ?? m[5] ?? '';
+    if (content.trim() !== '') envs.push({ start: m.index, end: m.index + m[0].length, content });
+  }
+  return envs;
+}
+
+const ENV_JOIN = /^\s*(?:,?\s*(?:and|or)|,)\s*$/;
+
+/** Latex environments, chained when joined by "and"/"or"/"," ($1$ and $2$ -> "1, 2"). */
+function latexCandidates(s: string, envs: Env[]): Candidate[] {
+  const out: Candidate[] = [];
+  for (let i = 0; i < envs.length; i++) {
+    let j = i;
+    while (j + 1 < envs.length && j - i < 5 && ENV_JOIN.test(s.slice(envs[j]!.end, envs[j + 1]!.start))) j++;
+    const group = envs.slice(i, j + 1);
+    out.push({
+      strategy: 'latex',
+      start: group[0]!.start,
+      end: group.at(-1)!.end,
+      text: group.map((e) => e.content.trim()).join(', '),
+      percent: percentAfter(s, group.at(-1)!.end),
+    });
+    // also offer the single env on its own (tried after the longer chain ending at the same place)
+    if (j > i) out.push({ ...out.at(-1)!, start: envs[j]!.start, text: envs[j]!.content.trim() });
+  }
+  return out;
+}
+
+const NUMBER_RE =
+  /(?:^|(?<=[\s=$€£¥*]))(-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*\/\s*\d+)?|-?\.\d+)(\s*(?:%|percent\b|percentage\b|pct\b))?(?!\d)/g;
+
+function numberCandidates(s: string, from = 0, to = s.length): Candidate[] {
+  const out: Candidate[] = [];
+  const slice = s.slice(from, to);
+  NUMBER_RE.lastIndex = 0;
+  for (let m = NUMBER_RE.exec(slice); m !== null; m = NUMBER_RE.exec(slice)) {
+    const text = m[1]!;
+    // a sentence-final "5." is the number 5
+    out.push({
+      strategy: 'number',
+      start: from + m.index,
+      end: from + m.index + m[0].length,
+      text,
+      percent: m[2] !== undefined,
+    });
+  }
+  return out;
+}
+
+/** The first latex env (or chain) starting within `window` chars after `pos`. */
+function envAfter(s: string, pos: number, window: number, envs: Env[], strategy: Strategy): Candidate | null {
+  const chained = latexCandidates(s, envs.filter((e) => e.start >= pos));
+  const first = chained.find((c) => c.start - pos <= window && c.start >= pos);
+  return first ? { ...first, strategy } : null;
+}
+
+const FINAL_ANSWER_RE = /final answer[^\n]{0,100}?\s+is\s*:?\s*|final answer\s*:\s*/gi;
+const ANSWER_RE = /\banswer\b\s*(?:is\s*)?:?\s*/gi;
+
+function anchoredCandidates(s: string, re: RegExp, strategy: Strategy, envs: Env[], window: number): Candidate[] {
+  const out: Candidate[] = [];
+  re.lastIndex = 0;
+  for (let m = re.exec(s); m !== null; m = re.exec(s)) {
+    const pos = m.index + m[0].length;
+    const env = envAfter(s, pos, window, envs, strategy);
+    if (env) {
+      out.push(env);
+      continue;
+    }
+    const box = /^\s*\\(?:boxed|fbox)\s*\{/.exec(s.slice(pos));
+    if (box) continue; // covered by the boxed strategy
+    // plain text: up to end of line / sentence, after the last '=' (answer: 2 + 3 = 5)
+    const lineEnd = s.indexOf('\n', pos);
+    let end = lineEnd < 0 ? s.length : lineEnd;
+    const hope = s.slice(pos, end).search(/\.\s+I hope|\.\s+[A-Z]|\.\s*$/);
+    if (hope >= 0) end = pos + hope;
+    end = Math.min(end, pos + 150);
+    let segStart = pos;
+    const lastEq = s.lastIndexOf('=', end - 1);
+    if (lastEq >= pos) segStart = lastEq + 1;
+    const text = s.slice(segStart, end).trim();
+    if (text !== '') {
+      out.push({ strategy, start: segStart, end, text, percent: false });
+      // and the numbers inside it, for "The answer is 42 apples because ..."
+      const nums = numberCandidates(s, segStart, end);
+      if (nums[0]) out.push({ ...nums[0], strategy, start: segStart, end: nums[0].end });
+    }
+  }
+  return out;
+}
+
+export function findCandidates(response: string, strategy: Strategy, envs: Env[]): Candidate[] {
+  switch (strategy) {
+    case 'boxed':
+      return boxedCandidates(response);
+    case 'final_answer':
+      return anchoredCandidates(response, FINAL_ANSWER_RE, 'final_answer', envs, 10);
+    case 'answer':
+      return anchoredCandidates(response, ANSWER_RE, 'answer', envs, 50);
+    case 'latex':
+      return latexCandidates(response, envs);
+    case 'number':
+      return numberCandidates(response);
+    case 'whole': {
+      const t = response.trim();
+      return t.length > 0 && t.length <= 300 ? [{ strategy: 'whole', start: 0, end: response.length, text: t, percent: false }] : [];
+    }
+  }
+}
+
+/**
+ * All candidates, tier by tier, rightmost first within a tier. Lazily generated so a boxed
+ * answer never pays for scanning numbers.
+ */
+export function* candidates(response: string, order: readonly (Strategy | readonly Strategy[])[]): Generator<Candidate> {
+  let envs: Env[] | null = null;
+  for (const tier of order) {
+    const strategies = typeof tier === 'string' ? [tier] : tier;
+    const found: Candidate[] = [];
+    for (const st of strategies) {
+      if (st === 'latex' || st === 'answer' || st === 'final_answer') envs ??= findEnvs(response);
+      found.push(...findCandidates(response, st, envs ?? []));
+    }
+    found.sort((a, b) => b.end - a.end || a.start - b.start);
+    yield* found;
+  }
+}

@@ -1,0 +1,211 @@
+// builtin:math — is the response's final answer mathematically equal to the reference?
+// Pipeline: extract candidates (extract.ts) -> normalise (normalize.ts) -> parse (parse.ts)
+// -> compare (compare.ts, CAS in cas.ts). A pure function that never throws.
+
+import { z } from 'zod';
+import { type Node, show } from './ast.ts';
+import { getCas } from './cas.ts';
+import { type CompareOptions, DeadlineExceeded, compareNodes } from './compare.ts';
+import { type Candidate, DEFAULT_EXTRACTION_ORDER, STRATEGIES, type Strategy, candidates } from './extract.ts';
+import { normalizeAnswer } from './normalize.ts';
+import { parseAnswer } from './parse.ts';
+
+export type { Strategy } from './extract.ts';
+export { DEFAULT_EXTRACTION_ORDER } from './extract.ts';
+
+const StrategySchema = z.enum(STRATEGIES as [Strategy, ...Strategy[]]);
+
+export const MathVerifierConfigSchema = z.strictObject({
+  /** Tiers of extraction strategies; within a tier the rightmost match wins. */
+  extractionOrder: z
+    .array(z.union([StrategySchema, z.array(StrategySchema).min(1)]))
+    .min(1)
+    .default(DEFAULT_EXTRACTION_ORDER),
+  /** Decimal places both sides are rounded to when either is a decimal number (Math-Verify: 6). */
+  floatRounding: z.number().int().min(0).max(12).default(6),
+  /** CAS used for symbolic equivalence (chosen by measured accuracy, see docs/math-verifier.md). */
+  cas: z.enum(['mathjs', 'compute-engine']).default('mathjs'),
+  /** When false, x + 1 and y + 1 are equal (variables matched by sorted name). */
+  strictVariables: z.boolean().default(true),
+  /** Also accept an inequality answer for an interval reference (Math-Verify's allow_set_relation_comp). */
+  allowSetRelationComparison: z.boolean().default(false),
+  /** Per-case time bound; past it the case is scored 0 with reason "timeout". */
+  timeoutMs: z.number().int().min(1).max(60_000).default(2_000),
+  /** Only the last this-many characters of a response are searched (final answers are at the end). */
+  maxResponseChars: z.number().int().min(100).max(1_000_000).default(100_000),
+  /** Expressions larger than this (nodes) are not sent to the CAS. */
+  maxCasNodes: z.number().int().min(10).max(5_000).default(400),
+});
+
+export type MathVerifierConfig = z.input<typeof MathVerifierConfigSchema>;
+type ResolvedConfig = z.output<typeof MathVerifierConfigSchema>;
+
+export interface MathVerifierInput {
+  response: string;
+  reference: string;
+}
+
+export interface MathVerifierResult {
+  score: number;
+  correct: boolean;
+  details: MathVerifierDetails;
+}
+
+export interface MathVerifierDetails {
+  /** The answer text taken from the response, or null when nothing was found. */
+  extracted: string | null;
+  /** Which extraction strategy produced it. */
+  strategy: Strategy | null;
+  /** Canonical forms after normalisation and parsing. */
+  normalizedResponse: string | null;
+  normalizedReference: string | null;
+  /** The comparison rule that decided (e.g. "exact_number", "symbolic:mathjs", "collection"). */
+  rule: string;
+  /** Why the case failed, when it did. */
+  reason?: string;
+  unitsStripped?: string[];
+}
+
+const DEFAULT_CONFIG: ResolvedConfig = MathVerifierConfigSchema.parse({});
+
+interface ParsedAnswer {
+  node: Node;
+  candidate: Candidate | null;
+  units: string[];
+}
+
+function parseCandidate(text: string, percent: boolean): { node: Node; units: string[] } | null {
+  try {
+    const { text: norm, strippedUnits } = normalizeAnswer(text);
+    if (norm === '') return null;
+    let node = parseAnswer(norm);
+    if (percent && node.k !== 'pct') node = { k: 'pct', arg: node };
+    return { node, units: strippedUnits };
+  } catch {
+    return null;
+  }
+}
+
+const referenceCache = new Map<string, ParsedAnswer | null>();
+const REFERENCE_CACHE_SIZE = 512;
+
+/** References are usually clean ("5", "$\frac12$", "\boxed{(1,2)}"); parse whole, else extract. */
+function parseReference(reference: string, order: ResolvedConfig['extractionOrder']): ParsedAnswer | null {
+  const key = `${JSON.stringify(order)}\u0000${reference}`;
+  const hit = referenceCache.get(key);
+  if (hit !== undefined) return hit;
+  let result: ParsedAnswer | null = null;
+  let t = reference.trim();
+  const boxed = /\\(?:boxed|fbox)\s*\{/.test(t) ? candidates(t, ['boxed']).next().value : undefined;
+  if (boxed) t = boxed.text;
+  const wrapped = /^\$\$([\s\S]*)\$\$$|^\$([\s\S]*)\$$|^\\\(([\s\S]*)\\\)$|^\\\[([\s\S]*)\\\]$/.exec(t);
+  if (wrapped) t = wrapped[1] ?? wrapped[2] ?? wrapped[3] ?? wrapped[4] ?? t;
+  const whole = parseCandidate(t, false);
+  if (whole) result = { node: whole.node, candidate: null, units: whole.units };
+  else {
+    for (const c of candidates(reference, order)) {
+      const p = parseCandidate(c.text, c.percent);
+      if (p) {
+        result = { node: p.node, candidate: c, units: p.units };
+        break;
+      }
+    }
+  }
+  if (referenceCache.size >= REFERENCE_CACHE_SIZE) referenceCache.delete(referenceCache.keys().next().value!);
+  referenceCache.set(key, result);
+  return result;
+}
+
+function result(correct: boolean, details: MathVerifierDetails): MathVerifierResult {
+  return { score: correct ? 1 : 0, correct, details };
+}
+
+/**
+ * Scores `response` against `reference`: 1 when the extracted final answer is mathematically
+ * equal to the reference, else 0. Never throws; `details` says what was extracted and why.
+ */
+export function verifyMath(input: MathVerifierInput, config?: MathVerifierConfig): MathVerifierResult {
+  const empty: MathVerifierDetails = {
+    extracted: null,
+    strategy: null,
+    normalizedResponse: null,
+    normalizedReference: null,
+    rule: 'none',
+  };
+  let cfg = DEFAULT_CONFIG;
+  if (config !== undefined) {
+    const parsed = MathVerifierConfigSchema.safeParse(config);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      return result(false, {
+        ...empty,
+        reason: `config_invalid: ${issue ? `${issue.path.join('.')}: ${issue.message}` : 'invalid'}`,
+      });
+    }
+    cfg = parsed.data;
+  }
+  try {
+    return verifyUnsafe(input, cfg);
+  } catch (e) {
+    if (e instanceof DeadlineExceeded) return result(false, { ...empty, reason: 'timeout' });
+    return result(false, { ...empty, reason: `internal_error: ${e instanceof Error ? e.message : String(e)}` });
+  }
+}
+
+function verifyUnsafe(input: MathVerifierInput, cfg: ResolvedConfig): MathVerifierResult {
+  const deadline = performance.now() + cfg.timeoutMs;
+  const response =
+    typeof input.response === 'string' ? input.response.slice(-cfg.maxResponseChars) : String(input.response ?? '');
+  const reference = typeof input.reference === 'string' ? input.reference : String(input.reference ?? '');
+
+  const gold = parseReference(reference, cfg.extractionOrder);
+  let first: Candidate | null = null;
+  let pred: ParsedAnswer | null = null;
+  for (const c of candidates(response, cfg.extractionOrder)) {
+    if (performance.now() > deadline) throw new DeadlineExceeded();
+    first ??= c;
+    const p = parseCandidate(c.text, c.percent);
+    if (p) {
+      pred = { node: p.node, candidate: c, units: p.units };
+      break;
+    }
+  }
+
+  const details: MathVerifierDetails = {
+    extracted: pred?.candidate?.text ?? first?.text ?? null,
+    strategy: pred?.candidate?.strategy ?? first?.strategy ?? null,
+    normalizedResponse: pred ? show(pred.node) : null,
+    normalizedReference: gold ? show(gold.node) : null,
+    rule: 'none',
+  };
+  const units = [...(gold?.units ?? []), ...(pred?.units ?? [])];
+  if (units.length > 0) details.unitsStripped = units;
+
+  if (first === null) return result(false, { ...details, reason: 'no_answer_found' });
+
+  if (gold && pred) {
+    const options: CompareOptions = {
+      floatRounding: cfg.floatRounding,
+      cas: getCas(cfg.cas),
+      strictVariables: cfg.strictVariables,
+      allowSetRelationComparison: cfg.allowSetRelationComparison,
+      deadline,
+      maxCasNodes: cfg.maxCasNodes,
+    };
+    const verdict = compareNodes(gold.node, pred.node, options);
+    if (verdict.equal) return result(true, { ...details, rule: verdict.rule });
+    // Math-Verify also compares the first matched string verbatim (its "first_match" fallback).
+    if (first.text.trim() === reference.trim()) return result(true, { ...details, rule: 'raw_string' });
+    return result(false, { ...details, rule: verdict.rule, reason: 'not_equivalent' });
+  }
+  // Either side unparseable: fall back to comparing normalised strings.
+  const a = normalizeAnswer(first.text).text.replace(/\s+/g, '');
+  const b = normalizeAnswer(reference).text.replace(/\s+/g, '');
+  if (a !== '' && a === b) return result(true, { ...details, extracted: first.text, rule: 'normalized_string' });
+  return result(false, {
+    ...details,
+    extracted: first.text,
+    rule: 'normalized_string',
+    reason: gold ? 'response_unparseable' : 'reference_unparseable',
+  });
+}

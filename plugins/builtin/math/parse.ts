@@ -1,0 +1,698 @@
+// A small LaTeX/plain-math parser for final answers (not a general LaTeX engine): numbers,
+// arithmetic, \frac/\sqrt/functions, sets, tuples, intervals, unions, relations and matrices.
+// Input is the output of normalizeAnswer(); failures throw ParseError, which callers catch.
+
+import { type Node, type RelOp, rat, ratFromDecimal } from './ast.ts';
+
+export class ParseError extends Error {}
+
+type Tok =
+  | { t: 'num'; v: string }
+  | { t: 'id'; v: string } // single letter or a known word (sin, pi, ...)
+  | { t: 'cmd'; v: string } // \name
+  | { t: 'op'; v: string } // + - * / ^ _ ( ) [ ] { } , ; = < > ! % | & \\ ' <= >= != \{ \}
+  | { t: 'matrix'; rows: string[][] }
+  | { t: 'text'; v: string };
+
+const WORDS = new Set([
+  'sqrt',
+  'sin',
+  'cos',
+  'tan',
+  'sec',
+  'csc',
+  'cot',
+  'arcsin',
+  'arccos',
+  'arctan',
+  'sinh',
+  'cosh',
+  'tanh',
+  'log',
+  'ln',
+  'exp',
+  'pi',
+  'inf',
+  'infty',
+  'infinity',
+  'oo',
+  'abs',
+]);
+
+const GREEK = new Set(
+  'alpha beta gamma delta epsilon varepsilon zeta eta theta vartheta iota kappa lambda mu nu xi rho sigma tau upsilon phi varphi chi psi omega Gamma Delta Theta Lambda Xi Sigma Phi Psi Omega'.split(
+    ' ',
+  ),
+);
+
+const FUNCS = new Set([
+  'sin',
+  'cos',
+  'tan',
+  'sec',
+  'csc',
+  'cot',
+  'arcsin',
+  'arccos',
+  'arctan',
+  'sinh',
+  'cosh',
+  'tanh',
+  'ln',
+  'log',
+  'exp',
+  'det',
+  'gcd',
+  'lcm',
+  'max',
+  'min',
+  'abs',
+]);
+
+const STYLE_CMDS = new Set([
+  'mathbf',
+  'boldsymbol',
+  'mathit',
+  'mathsf',
+  'mathtt',
+  'mathcal',
+  'bm',
+  'vec',
+  'overline',
+  'hat',
+  'widehat',
+  'tilde',
+  'bar',
+  'underline',
+  'mathring',
+]);
+const TEXT_CMDS = new Set(['text', 'textbf', 'textit', 'textrm', 'textnormal', 'mathrm', 'mbox', 'operatorname', 'textsf']);
+
+/** Reads a balanced {...} group starting at s[i] === '{'; returns [content, indexAfter]. */
+function readBraced(s: string, i: number): [string, number] {
+  let depth = 0;
+  for (let j = i; j < s.length; j++) {
+    const c = s[j];
+    if (c === '\\') {
+      j++;
+      continue;
+    }
+    if (c === '{') depth++;
+    else if (c === '}') {
+      depth--;
+      if (depth === 0) return [s.slice(i + 1, j), j + 1];
+    }
+  }
+  throw new ParseError('unbalanced braces');
+}
+
+export function tokenize(s: string): Tok[] {
+  const out: Tok[] = [];
+  let i = 0;
+  while (i < s.length) {
+    const c = s[i]!;
+    if (c === ' ' || c === '\n' || c === '\t') {
+      i++;
+      continue;
+    }
+    if (/[0-9.]/.test(c)) {
+      // thousands separators (1,234,567) only when every group has exactly 3 digits
+      const m =
+        /^\d{1,3}(?:,\d{3})+(?![\d])(?:\.\d+)?/.exec(s.slice(i)) ??
+        /^(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?/.exec(s.slice(i));
+      if (!m || m[0] === '.') throw new ParseError(`unexpected '${c}'`);
+      let v = m[0];
+      if (/[eE]/.test(v) && !/[eE][+-]?\d/.test(v)) v = v.replace(/[eE].*$/, '');
+      // "3." at the end of a number is punctuation, not a decimal point
+      if (v.endsWith('.') && v.length > 1) v = v.slice(0, -1);
+      out.push({ t: 'num', v: v.replace(/,/g, '') });
+      i += v.length;
+      continue;
+    }
+    if (/[a-zA-Z]/.test(c)) {
+      const m = /^[a-zA-Z]+/.exec(s.slice(i))!;
+      const word = m[0];
+      if (WORDS.has(word.toLowerCase()) && word.length > 1) {
+        out.push({ t: 'id', v: word.toLowerCase() });
+      } else {
+        for (const ch of word) out.push({ t: 'id', v: ch });
+      }
+      i += word.length;
+      continue;
+    }
+    if (c === '\\') {
+      const m = /^\\([a-zA-Z]+|.)/.exec(s.slice(i));
+      if (!m) throw new ParseError('dangling backslash');
+      const name = m[1]!;
+      i += m[0].length;
+      if (name === 'begin') {
+        const env = /^\s*\{([a-zA-Z*]+)\}/.exec(s.slice(i));
+        if (!env) throw new ParseError('\\begin without environment');
+        i += env[0].length;
+        const endTag = `\\end{${env[1]}}`;
+        const end = s.indexOf(endTag, i);
+        if (end < 0) throw new ParseError(`missing ${endTag}`);
+        let body = s.slice(i, end);
+        i = end + endTag.length;
+        if (/^(?:p|b|B|v|V|small)?matrix$|^array$/.test(env[1]!)) {
+          if (env[1] === 'array') body = body.replace(/^\s*\{[^}]*\}/, '');
+          const rows = body
+            .split(/\\\\/)
+            .map((r) => r.trim())
+            .filter((r) => r !== '' && r !== '\\hline')
+            .map((r) => r.split('&').map((cell) => cell.trim()));
+          out.push({ t: 'matrix', rows });
+          continue;
+        }
+        throw new ParseError(`unsupported environment ${env[1]}`);
+      }
+      if (TEXT_CMDS.has(name)) {
+        const j = skipSpaces(s, i);
+        if (s[j] !== '{') throw new ParseError(`\\${name} without argument`);
+        const [content, after] = readBraced(s, j);
+        i = after;
+        const inner = content.trim();
+        if (name === 'operatorname' || /^[a-zA-Z]+$/.test(inner)) {
+          if (FUNCS.has(inner) || WORDS.has(inner)) out.push({ t: 'cmd', v: inner });
+          else out.push({ t: 'text', v: inner });
+        } else if (inner !== '') {
+          // \mathrm{(A)} or \text{3} : tokenize the content itself
+          out.push(...tokenize(inner));
+        }
+        continue;
+      }
+      if (name === 'mathbb') {
+        const j = skipSpaces(s, i);
+        const [content, after] = s[j] === '{' ? readBraced(s, j) : [s[j] ?? '', j + 1];
+        i = after;
+        out.push({ t: 'text', v: `\\mathbb{${content.trim()}}` });
+        continue;
+      }
+      if (STYLE_CMDS.has(name)) continue; // \mathbf{v} -> {v}
+      out.push(...commandToken(name));
+      continue;
+    }
+    const two = s.slice(i, i + 2);
+    if (two === '<=' || two === '>=' || two === '!=' || two === '=<' || two === '=>') {
+      out.push({ t: 'op', v: two === '=<' ? '<=' : two === '=>' ? '>=' : two });
+      i += 2;
+      continue;
+    }
+    if (two === '**') {
+      out.push({ t: 'op', v: '^' });
+      i += 2;
+      continue;
+    }
+    if ('+-*/^_()[]{},;=<>!%|&\''.includes(c)) {
+      out.push({ t: 'op', v: c });
+      i++;
+      continue;
+    }
+    if (c === ':' || c === '?' || c === '"') {
+      i++;
+      continue;
+    }
+    throw new ParseError(`unexpected character '${c}'`);
+  }
+  return out;
+}
+
+function skipSpaces(s: string, i: number): number {
+  let j = i;
+  while (s[j] === ' ') j++;
+  return j;
+}
+
+function commandToken(name: string): Tok[] {
+  switch (name) {
+    case 'cdot':
+    case 'times':
+    case 'ast':
+      return [{ t: 'op', v: '*' }];
+    case 'div':
+      return [{ t: 'op', v: '/' }];
+    case 'le':
+    case 'leq':
+    case 'leqslant':
+      return [{ t: 'op', v: '<=' }];
+    case 'ge':
+    case 'geq':
+    case 'geqslant':
+      return [{ t: 'op', v: '>=' }];
+    case 'lt':
+      return [{ t: 'op', v: '<' }];
+    case 'gt':
+      return [{ t: 'op', v: '>' }];
+    case 'ne':
+    case 'neq':
+      return [{ t: 'op', v: '!=' }];
+    case 'approx':
+    case 'equiv':
+    case 'in':
+    case 'coloneqq':
+      return [{ t: 'op', v: '=' }];
+    case '{':
+    case 'lbrace':
+      return [{ t: 'op', v: '\\{' }];
+    case '}':
+    case 'rbrace':
+      return [{ t: 'op', v: '\\}' }];
+    case 'langle':
+      return [{ t: 'op', v: '(' }];
+    case 'rangle':
+      return [{ t: 'op', v: ')' }];
+    case 'lvert':
+    case 'rvert':
+    case 'vert':
+    case '|':
+      return [{ t: 'op', v: '|' }];
+    case '\\':
+      return [{ t: 'op', v: ',' }];
+    case '%':
+      return [{ t: 'op', v: '%' }];
+    case 'prime':
+      return [{ t: 'op', v: "'" }];
+    case 'cup':
+      return [{ t: 'op', v: 'cup' }];
+    case 'pm':
+    case 'mp':
+      return [{ t: 'op', v: 'pm' }];
+    case 'infty':
+    case 'infin':
+      return [{ t: 'id', v: 'inf' }];
+    case 'pi':
+      return [{ t: 'id', v: 'pi' }];
+    case 'i':
+    case 'imath':
+      return [{ t: 'id', v: 'i' }];
+    case 'lfloor':
+    case 'rfloor':
+    case 'lceil':
+    case 'rceil':
+    case 'to':
+    case 'rightarrow':
+    case 'Rightarrow':
+    case 'implies':
+      throw new ParseError(`unsupported command \\${name}`);
+    default:
+      if (GREEK.has(name)) return [{ t: 'id', v: name }];
+      return [{ t: 'cmd', v: name }];
+  }
+}
+
+const REL_OPS = new Set(['=', '<', '<=', '>', '>=', '!=']);
+
+/** Parses a normalised answer string into a Node. */
+export function parseAnswer(s: string, maxTokens = 2000): Node {
+  const toks = tokenize(s);
+  if (toks.length === 0) throw new ParseError('empty answer');
+  if (toks.length > maxTokens) throw new ParseError(`answer too long (${toks.length} tokens)`);
+  const p = new Parser(toks);
+  const node = p.parseTop();
+  if (!p.done()) throw new ParseError(`unexpected '${p.peekText()}'`);
+  return node;
+}
+
+class Parser {
+  private i = 0;
+  private absDepth = 0;
+  constructor(private readonly toks: Tok[]) {}
+
+  done(): boolean {
+    return this.i >= this.toks.length;
+  }
+  peekText(): string {
+    const t = this.toks[this.i];
+    return t === undefined ? 'end' : 'v' in t ? t.v : t.t;
+  }
+  private peek(): Tok | undefined {
+    return this.toks[this.i];
+  }
+  private isOp(v: string, at = this.i): boolean {
+    const t = this.toks[at];
+    return t !== undefined && t.t === 'op' && t.v === v;
+  }
+  private expectOp(v: string): void {
+    if (!this.isOp(v)) throw new ParseError(`expected '${v}', got '${this.peekText()}'`);
+    this.i++;
+  }
+
+  parseTop(): Node {
+    const items = this.parseSeq(new Set());
+    return items.length === 1 ? items[0]! : { k: 'list', items };
+  }
+
+  /** comma/semicolon separated items until one of the closers (not consumed). */
+  private parseSeq(closers: Set<string>): Node[] {
+    const items: Node[] = [];
+    for (;;) {
+      const t = this.peek();
+      if (t === undefined || (t.t === 'op' && closers.has(t.v))) {
+        if (items.length === 0) throw new ParseError('empty group');
+        return items;
+      }
+      items.push(this.parseUnion());
+      if (this.isOp(',') || this.isOp(';')) {
+        this.i++;
+        continue;
+      }
+      const n = this.peek();
+      if (n === undefined || (n.t === 'op' && closers.has(n.v))) return items;
+      throw new ParseError(`unexpected '${this.peekText()}'`);
+    }
+  }
+
+  private parseUnion(): Node {
+    const parts = [this.parseRel()];
+    while (this.isOp('cup')) {
+      this.i++;
+      parts.push(this.parseRel());
+    }
+    return parts.length === 1 ? parts[0]! : { k: 'union', parts };
+  }
+
+  private parseRel(): Node {
+    const sides = [this.parseExpr()];
+    const ops: RelOp[] = [];
+    for (;;) {
+      const t = this.peek();
+      if (t?.t === 'op' && REL_OPS.has(t.v)) {
+        this.i++;
+        ops.push(t.v as RelOp);
+        sides.push(this.parseExpr());
+      } else break;
+    }
+    return ops.length === 0 ? sides[0]! : { k: 'rel', ops, sides };
+  }
+
+  private parseExpr(): Node {
+    let terms: Node[] = [];
+    if (this.isOp('pm')) {
+      this.i++;
+      return { k: 'pm', left: null, right: this.parseTerm() };
+    }
+    terms.push(this.parseTerm());
+    for (;;) {
+      if (this.isOp('+')) {
+        this.i++;
+        terms.push(this.parseTerm());
+      } else if (this.isOp('-')) {
+        this.i++;
+        terms.push({ k: 'neg', arg: this.parseTerm() });
+      } else if (this.isOp('pm')) {
+        this.i++;
+        const left: Node = terms.length === 1 ? terms[0]! : { k: 'add', terms };
+        terms = [{ k: 'pm', left, right: this.parseTerm() }];
+      } else break;
+    }
+    return terms.length === 1 ? terms[0]! : { k: 'add', terms };
+  }
+
+  private parseTerm(): Node {
+    let node = this.parseUnary();
+    for (;;) {
+      if (this.isOp('*')) {
+        this.i++;
+        node = mul(node, this.parseUnary());
+      } else if (this.isOp('/')) {
+        this.i++;
+        node = { k: 'div', num: node, den: this.parseUnary() };
+      } else if (this.startsPrimary()) {
+        const next = this.parseUnary();
+        // mixed numbers: 2\frac{1}{2} means 2 + 1/2 (as latex2sympy reads it)
+        if (node.k === 'num' && !node.isFloat && next.k === 'div' && next.num.k === 'num' && next.den.k === 'num' && this.lastWasFrac) {
+          node = { k: 'add', terms: [node, next] };
+        } else node = mul(node, next);
+      } else break;
+    }
+    return node;
+  }
+
+  private lastWasFrac = false;
+
+  private startsPrimary(): boolean {
+    const t = this.peek();
+    if (t === undefined) return false;
+    if (t.t === 'op') return t.v === '(' || t.v === '{' || (t.v === '|' && this.absDepth === 0) || t.v === '\\{';
+    return true;
+  }
+
+  private parseUnary(): Node {
+    if (this.isOp('-')) {
+      this.i++;
+      const arg = this.parseUnary();
+      return arg.k === 'num' ? { ...arg, value: { n: -arg.value.n, d: arg.value.d }, text: `-${arg.text}` } : { k: 'neg', arg };
+    }
+    if (this.isOp('+')) {
+      this.i++;
+      return this.parseUnary();
+    }
+    return this.parsePower();
+  }
+
+  private parsePower(): Node {
+    const base = this.parsePostfix();
+    if (this.isOp('^')) {
+      this.i++;
+      const exp = this.isOp('-') ? (this.i++, { k: 'neg', arg: this.parseExponentAtom() } as Node) : this.parseExponentAtom();
+      return this.parsePostfixOps({ k: 'pow', base, exp });
+    }
+    return base;
+  }
+
+  private parseExponentAtom(): Node {
+    const t = this.peek();
+    if (t?.t === 'op' && t.v === '{') return this.parseBraceGroup();
+    const atom = this.parsePrimary();
+    if (this.isOp('^')) {
+      this.i++;
+      return { k: 'pow', base: atom, exp: this.parseExponentAtom() };
+    }
+    return atom;
+  }
+
+  private parsePostfix(): Node {
+    return this.parsePostfixOps(this.parsePrimary());
+  }
+
+  private parsePostfixOps(node: Node): Node {
+    let n = node;
+    for (;;) {
+      if (this.isOp('!') && !this.isOp('=', this.i + 1)) {
+        this.i++;
+        n = { k: 'fn', name: 'factorial', args: [n] };
+      } else if (this.isOp('%')) {
+        this.i++;
+        n = { k: 'pct', arg: n };
+      } else if (this.isOp("'")) {
+        this.i++;
+      } else return n;
+    }
+  }
+
+  private parseBraceGroup(): Node {
+    this.expectOp('{');
+    const items = this.parseSeq(new Set(['}']));
+    this.expectOp('}');
+    return items.length === 1 ? items[0]! : { k: 'set', items };
+  }
+
+  /** A LaTeX macro argument: {group} or a single token (\frac12 -> 1 and 2). */
+  private parseArg(): Node {
+    const t = this.peek();
+    if (t === undefined) throw new ParseError('missing argument');
+    if (t.t === 'op' && t.v === '{') return this.parseBraceGroup();
+    if (t.t === 'num' && /^\d{2,}$/.test(t.v)) {
+      this.toks.splice(this.i, 1, { t: 'num', v: t.v[0]! }, { t: 'num', v: t.v.slice(1) });
+    }
+    return this.parsePrimary();
+  }
+
+  private parsePrimary(): Node {
+    const t = this.peek();
+    if (t === undefined) throw new ParseError('unexpected end');
+    this.lastWasFrac = false;
+    this.i++;
+    switch (t.t) {
+      case 'num': {
+        const value = ratFromDecimal(t.v);
+        if (value === null) throw new ParseError(`number out of range: ${t.v}`);
+        return { k: 'num', value, text: t.v, isFloat: /[.eE]/.test(t.v) };
+      }
+      case 'id':
+        return this.identifier(t.v);
+      case 'text':
+        return { k: 'text', value: t.v };
+      case 'matrix':
+        return {
+          k: 'matrix',
+          rows: t.rows.map((r) => r.map((cell) => parseAnswer(cell))),
+        };
+      case 'cmd':
+        return this.command(t.v);
+      case 'op':
+        return this.openOp(t.v);
+    }
+  }
+
+  private identifier(v: string): Node {
+    switch (v) {
+      case 'pi':
+        return { k: 'const', name: 'pi' };
+      case 'inf':
+      case 'infty':
+      case 'infinity':
+      case 'oo':
+        return { k: 'const', name: 'inf' };
+      case 'sqrt':
+        return { k: 'fn', name: 'sqrt', args: [this.parseFnArg()] };
+      default:
+        if (FUNCS.has(v) && v.length > 1) return this.applyFunction(v);
+        if (v === 'e' && !this.isOp('_')) return { k: 'const', name: 'e' };
+        return this.subscripted(v);
+    }
+  }
+
+  private subscripted(name: string): Node {
+    if (this.isOp('_')) {
+      this.i++;
+      const t = this.peek();
+      let sub: string;
+      if (t?.t === 'op' && t.v === '{') {
+        const start = this.i;
+        this.parseBraceGroup();
+        sub = this.toks
+          .slice(start + 1, this.i - 1)
+          .map((x) => ('v' in x ? x.v : ''))
+          .join('');
+      } else {
+        this.i++;
+        sub = t && 'v' in t ? t.v : '';
+      }
+      return { k: 'sym', name: `${name}_${sub}` };
+    }
+    return { k: 'sym', name };
+  }
+
+  private parseFnArg(): Node {
+    if (this.isOp('(')) {
+      this.i++;
+      const items = this.parseSeq(new Set([')']));
+      this.expectOp(')');
+      if (items.length !== 1) throw new ParseError('function argument list');
+      return items[0]!;
+    }
+    if (this.isOp('{')) return this.parseBraceGroup();
+    return this.parsePower();
+  }
+
+  private applyFunction(name: string): Node {
+    let power: Node | null = null;
+    let base: Node | null = null;
+    if (this.isOp('^')) {
+      this.i++;
+      power = this.parseExponentAtom();
+    }
+    if (this.isOp('_')) {
+      this.i++;
+      base = this.parseArg();
+    }
+    if (name === 'gcd' || name === 'lcm' || name === 'max' || name === 'min') {
+      this.expectOp('(');
+      const args = this.parseSeq(new Set([')']));
+      this.expectOp(')');
+      const f: Node = { k: 'fn', name, args };
+      return power ? { k: 'pow', base: f, exp: power } : f;
+    }
+    // \sin x y is sin(x)*y: the argument is one power-level factor, or a parenthesised group
+    let arg: Node;
+    if (this.isOp('(')) {
+      arg = this.parseFnArg();
+    } else {
+      arg = this.parsePower();
+      if (arg.k === 'num' || arg.k === 'sym') {
+        // \sin 2x -> sin(2x): absorb directly following implicit symbol factors
+        while (this.peek()?.t === 'id' && !FUNCS.has((this.peek() as { v: string }).v)) arg = mul(arg, this.parsePower());
+      }
+    }
+    const f: Node = { k: 'fn', name: name === 'log' && base ? 'logb' : name, args: base ? [arg, base] : [arg] };
+    return power ? { k: 'pow', base: f, exp: power } : f;
+  }
+
+  private command(name: string): Node {
+    switch (name) {
+      case 'frac': {
+        const num = this.parseArg();
+        const den = this.parseArg();
+        const node: Node = { k: 'div', num, den };
+        this.lastWasFrac = true;
+        return node;
+      }
+      case 'binom': {
+        const n = this.parseArg();
+        const k = this.parseArg();
+        return { k: 'fn', name: 'binom', args: [n, k] };
+      }
+      case 'sqrt': {
+        if (this.isOp('[')) {
+          this.i++;
+          const items = this.parseSeq(new Set([']']));
+          this.expectOp(']');
+          const arg = this.parseArg();
+          return { k: 'fn', name: 'root', args: [arg, items[0]!] };
+        }
+        return { k: 'fn', name: 'sqrt', args: [this.parseArg()] };
+      }
+      case 'boxed':
+      case 'fbox':
+        return this.parseArg();
+      case 'e':
+        return { k: 'const', name: 'e' };
+      case 'emptyset':
+      case 'varnothing':
+        return { k: 'set', items: [] };
+      default:
+        if (FUNCS.has(name)) return this.applyFunction(name);
+        return this.subscripted(name);
+    }
+  }
+
+  private openOp(v: string): Node {
+    switch (v) {
+      case '(':
+      case '[': {
+        const items = this.parseSeq(new Set([')', ']']));
+        const close = this.peekText();
+        this.i++;
+        if (items.length === 1 && ((v === '(' && close === ')') || (v === '[' && close === ']'))) {
+          return items[0]!;
+        }
+        return { k: 'group', items, open: v, close };
+      }
+      case '{':
+        this.i--;
+        return this.parseBraceGroup();
+      case '\\{': {
+        const items = this.isOp('\\}') ? [] : this.parseSeq(new Set(['\\}']));
+        this.expectOp('\\}');
+        return { k: 'set', items };
+      }
+      case '|': {
+        this.absDepth++;
+        const inner = this.parseExpr();
+        this.absDepth--;
+        this.expectOp('|');
+        return { k: 'fn', name: 'abs', args: [inner] };
+      }
+      default:
+        throw new ParseError(`unexpected '${v}'`);
+    }
+  }
+}
+
+function mul(a: Node, b: Node): Node {
+  if (a.k === 'mul') return { k: 'mul', factors: [...a.factors, b] };
+  return { k: 'mul', factors: [a, b] };
+}
+
+export const ONE = rat(1n)!;
