@@ -1,0 +1,32 @@
+export interface WireTensor {
+  type: string;
+  dims: number[];
+  data: ArrayBufferView | ArrayLike<number> | ArrayLike<bigint>;
+}
+export interface HostOptions {
+  ortPath?: string;
+  executionProviders?: unknown[];
+  threads?: number;
+  graphOptimization?: 'disabled' | 'basic' | 'extended' | 'all';
+}
+export interface RunOptions {
+  fetch?: string[];
+  stateKey?: string;
+  bind?: Record<string, string>;
+  repeat?: number;
+}
+export declare class SessionHost {
+  constructor(options?: HostOptions);
+  version(): string;
+  load(hash: string, bytes: Uint8Array): Promise<{ inputNames: string[]; outputNames: string[] }>;
+  has(hash: string): boolean;
+  setState(key: string, values: Record<string, WireTensor>): void;
+  getState(key: string, names?: string[]): Record<string, WireTensor>;
+  dropState(key: string): void;
+  run(
+    hash: string,
+    feeds: Record<string, WireTensor>,
+    options?: RunOptions,
+  ): Promise<{ outputs: Record<string, WireTensor>; ms: number }>;
+  release(hash: string): Promise<void>;
+}
