@@ -226,6 +226,25 @@ export const VJP: Record<string, Rule> = {
   ],
 };
 
+/** Ops whose outputs are integer-valued, boolean or piecewise constant: zero gradient, so the
+ *  walker does not follow them (shape arithmetic, masks, comparisons). */
+export const NO_GRADIENT = new Set([
+  'Shape',
+  'ConstantOfShape',
+  'Equal',
+  'Less',
+  'Greater',
+  'LessOrEqual',
+  'GreaterOrEqual',
+  'And',
+  'Or',
+  'Not',
+  'ArgMax',
+  'Sign',
+  'Range',
+  'Size',
+]);
+
 /** Gradients of `loss` (summed if not scalar, or weighted by `seed`) with respect to `wrt`. */
 export function grad(loss: Tensor, wrt: readonly Tensor[], seed?: Tensor): Tensor[] {
   const onPath = new Set<Node>();
@@ -238,7 +257,9 @@ export function grad(loss: Tensor, wrt: readonly Tensor[], seed?: Tensor): Tenso
   }
   const nodes = [...onPath].sort((a, b) => a.id - b.id);
   const needs = new Set<Tensor>(wrt);
-  for (const n of nodes) if (n.inputs.some((i) => i && needs.has(i))) for (const o of n.outputs) needs.add(o);
+  for (const n of nodes)
+    if (!NO_GRADIENT.has(n.op) && n.inputs.some((i) => i && needs.has(i)))
+      for (const o of n.outputs) needs.add(o);
   const grads = new Map<Tensor, Tensor>([
     [loss, seed ?? expandLike(loss.graph.rootGraph.scalar(1, loss.dtype), loss)],
   ]);
