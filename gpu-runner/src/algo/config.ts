@@ -1,13 +1,24 @@
-// The algorithm's knobs in one object, with the defaults of docs/critique-grpo.md (§4, §8) and the
-// GRPO presets of §3. Job specs use snake_case names; `fromHyperparameters` (hyperparameters.ts)
-// maps them onto this shape.
+// The algorithm's knobs in one camelCase object. The job contract (snake_case hyperparameters,
+// defaults and GRPO presets of docs/critique-grpo.md §3, §4, §8) is the single source of the
+// values; `fromHyperparameters` maps a resolved spec's hyperparameters onto this shape.
+import {
+  CRITIQUE_GRPO_DEFAULTS as CONTRACT_DEFAULTS,
+  DEFAULT_GRPO_PRESET,
+  DEFAULT_SHAPING,
+  GRPO_PRESET_VALUES,
+  type Hyperparameters,
+} from '@cgrpo/contract';
 
 export type Algorithm = 'critique-grpo' | 'grpo';
 export type AdvantageNorm = 'mean' | 'meanStd';
 export type LossAggregation = 'sumOverMaxLen' | 'tokenMean' | 'seqMeanTokenMean' | 'paperWeighted';
 export type RefineTrigger = 'allIncorrect' | 'always';
-/** How the admitted refinement is chosen among the preferred class: paper = random, code = first. */
-export type RefinementSelection = 'random' | 'first';
+/**
+ * Which refinements join the group (§1.2 step 8): `preferCorrect` = correct ones first, random
+ * within a class (paper, default); `random` = ignore correctness (the paper's ablation);
+ * `firstCorrect` = correct ones first in sample order (the released code).
+ */
+export type RefinementSelection = 'preferCorrect' | 'random' | 'firstCorrect';
 export type GrpoPreset = 'deepseekmath' | 'verl-r1' | 'dr-grpo' | 'dapo';
 
 export interface ClipConfig {
@@ -28,7 +39,7 @@ export interface AlgoConfig {
   algorithm: Algorithm;
   /** n: initial responses sampled per prompt. */
   groupSize: number;
-  /** k: refinements admitted into a triggered group. */
+  /** k: refinements admitted into a triggered group (0 for grpo). */
   refinementsPerGroup: number;
   refineTrigger: RefineTrigger;
   refinementSelection: RefinementSelection;
@@ -46,91 +57,89 @@ export interface AlgoConfig {
   entropyCoef: number;
   /** β: weight of the per-token k3 KL to the reference model; 0 loads no reference model. */
   klCoef: number;
-  /** Clamp of the k3 estimate to [−klClamp, klClamp] (verl: 10). Null = no clamp. */
+  /** Cap of the k3 estimate (verl: 10). Null = none. */
   klClamp: number | null;
   shaping: ShapingSpec;
-  /** DAPO overlong shaping: L_cache. Null = off. */
+  /** DAPO overlong shaping: L_cache in tokens. Null = off. */
   overlongBuffer: number | null;
+  /** Multiplies the overlong penalty (1 = linear ramp to −1). */
+  overlongPenaltyFactor: number;
   /** DAPO dynamic sampling: drop groups with uniform rewards and sample more prompts. */
   dynamicSampling: boolean;
   /** Cap on extra sampling rounds per step under dynamic sampling. */
   dynamicSamplingMaxRounds: number;
+  systemPrompt: string;
+  /** User message of a training prompt; `{question}` is the problem text. */
+  promptTemplate: string;
+  /** §1.4 template with `{question}`, `{previous_solution}`, `{critique}`. */
+  refinementPromptTemplate: string;
 }
 
-export const DEFAULT_SHAPING: ShapingSpec = { expression: 'p / (p + gamma)', params: { gamma: 0.1 } };
+const AGGREGATION = {
+  sum_over_max_len: 'sumOverMaxLen',
+  token_mean: 'tokenMean',
+  seq_mean_token_mean: 'seqMeanTokenMean',
+  paper_weighted: 'paperWeighted',
+} as const satisfies Record<Hyperparameters['loss_aggregation'], LossAggregation>;
 
-/** Critique-GRPO as the paper describes it, with the choices of §8. */
-export const CRITIQUE_GRPO_DEFAULTS: Readonly<AlgoConfig> = Object.freeze({
-  algorithm: 'critique-grpo',
-  groupSize: 7,
-  refinementsPerGroup: 1,
-  refineTrigger: 'allIncorrect',
-  refinementSelection: 'random',
-  advantageNorm: 'mean',
-  advantageEps: 1e-6,
-  clipInitial: false,
-  clip: { epsLow: 0.2, epsHigh: 0.2, dualClip: null },
-  lossAggregation: 'sumOverMaxLen',
-  maxResponseLength: 8192,
-  maxPromptLength: 1024,
-  entropyCoef: 0.001,
-  klCoef: 0,
-  klClamp: null,
-  shaping: DEFAULT_SHAPING,
-  overlongBuffer: null,
-  dynamicSampling: false,
-  dynamicSamplingMaxRounds: 4,
-} satisfies AlgoConfig);
+const SELECTION = {
+  prefer_correct: 'preferCorrect',
+  random: 'random',
+} as const satisfies Record<Hyperparameters['refinement_selection'], RefinementSelection>;
 
-/** GRPO defaults: the critique-grpo knobs with refinements off, Dr.GRPO-style objective. */
-export const GRPO_DEFAULTS: Readonly<AlgoConfig> = Object.freeze({
-  ...CRITIQUE_GRPO_DEFAULTS,
-  algorithm: 'grpo',
-  groupSize: 8,
-  refinementsPerGroup: 0,
-  clipInitial: true,
-  entropyCoef: 0,
-} satisfies AlgoConfig);
+function shapingSpecOf(config: Record<string, unknown> | undefined): ShapingSpec {
+  const fallback = DEFAULT_SHAPING.config as unknown as ShapingSpec;
+  const expression = typeof config?.expression === 'string' ? config.expression : fallback.expression;
+  const params =
+    config?.params && typeof config.params === 'object'
+      ? (config.params as Record<string, number>)
+      : config?.expression !== undefined
+        ? {}
+        : fallback.params;
+  return { expression, params: { ...params } };
+}
 
-/** §3 presets: what each changes relative to GRPO_DEFAULTS. */
-export const GRPO_PRESETS: Readonly<Record<GrpoPreset, Partial<AlgoConfig>>> = Object.freeze({
-  deepseekmath: {
-    advantageNorm: 'meanStd',
-    clipInitial: true,
-    clip: { epsLow: 0.2, epsHigh: 0.2, dualClip: null },
-    lossAggregation: 'seqMeanTokenMean',
-    klCoef: 0.04,
-    klClamp: null,
-  },
-  'verl-r1': {
-    groupSize: 8,
-    advantageNorm: 'meanStd',
-    clipInitial: true,
-    clip: { epsLow: 0.2, epsHigh: 0.2, dualClip: 3 },
-    lossAggregation: 'tokenMean',
-    klCoef: 0.001,
-    klClamp: 10,
-  },
-  'dr-grpo': {
-    advantageNorm: 'mean',
-    clipInitial: true,
-    clip: { epsLow: 0.2, epsHigh: 0.2, dualClip: null },
-    lossAggregation: 'sumOverMaxLen',
-    klCoef: 0,
-  },
-  dapo: {
-    groupSize: 16,
-    advantageNorm: 'meanStd',
-    clipInitial: true,
-    clip: { epsLow: 0.2, epsHigh: 0.28, dualClip: null },
-    lossAggregation: 'tokenMean',
-    klCoef: 0,
-    overlongBuffer: 4096,
-    dynamicSampling: true,
-  },
-});
+/**
+ * A resolved job's hyperparameters (snake_case, defaults and preset filled in by the contract's
+ * `parseJobSpec`) as the algorithm's config. `shapingConfig` is the job's `shaping.config`
+ * (`{expression, params}`); omitted, the default `p / (p + gamma)` with γ = 0.1.
+ */
+export function fromHyperparameters(
+  hp: Hyperparameters,
+  algorithm: Algorithm,
+  shapingConfig?: Record<string, unknown>,
+): AlgoConfig {
+  return {
+    algorithm,
+    groupSize: hp.group_size,
+    refinementsPerGroup: algorithm === 'grpo' ? 0 : hp.refinements_per_group,
+    refineTrigger: hp.refine_trigger === 'all_incorrect' ? 'allIncorrect' : 'always',
+    refinementSelection: SELECTION[hp.refinement_selection],
+    advantageNorm: hp.advantage_norm === 'mean_std' ? 'meanStd' : 'mean',
+    advantageEps: hp.advantage_eps,
+    clipInitial: hp.clip_initial,
+    clip: { epsLow: hp.clip_eps_low, epsHigh: hp.clip_eps_high, dualClip: hp.dual_clip },
+    lossAggregation: AGGREGATION[hp.loss_aggregation],
+    maxResponseLength: hp.max_response_tokens,
+    maxPromptLength: hp.max_prompt_tokens,
+    entropyCoef: hp.entropy_coef,
+    klCoef: hp.kl_coef,
+    klClamp: hp.kl_clamp,
+    shaping: shapingSpecOf(shapingConfig),
+    overlongBuffer: hp.overlong_buffer.enabled ? hp.overlong_buffer.length : null,
+    overlongPenaltyFactor: hp.overlong_buffer.penalty_factor,
+    dynamicSampling: hp.dynamic_sampling.enabled,
+    dynamicSamplingMaxRounds: hp.dynamic_sampling.max_extra_rounds,
+    systemPrompt: hp.system_prompt,
+    promptTemplate: hp.prompt_template,
+    refinementPromptTemplate: hp.refinement_prompt_template,
+  };
+}
 
-/** Defaults for an algorithm, a preset on top (grpo only), then explicit overrides on top. */
+/**
+ * The config of an algorithm with the contract's defaults: for grpo a preset (default dr-grpo,
+ * as the contract fills it) on top, then explicit overrides on top of that.
+ */
 export function resolveAlgoConfig(
   algorithm: Algorithm,
   overrides: Partial<AlgoConfig> = {},
@@ -139,15 +148,12 @@ export function resolveAlgoConfig(
   if (preset && algorithm !== 'grpo') {
     throw new Error(`preset '${preset}' applies to algorithm 'grpo' only, not '${algorithm}'`);
   }
-  const base = algorithm === 'grpo' ? GRPO_DEFAULTS : CRITIQUE_GRPO_DEFAULTS;
-  const merged: AlgoConfig = {
-    ...base,
-    ...(preset ? GRPO_PRESETS[preset] : {}),
-    ...overrides,
-    algorithm,
+  const hp: Hyperparameters = {
+    ...CONTRACT_DEFAULTS,
+    ...(algorithm === 'grpo' ? GRPO_PRESET_VALUES[preset ?? DEFAULT_GRPO_PRESET] : {}),
   };
-  merged.clip = { ...base.clip, ...(preset ? GRPO_PRESETS[preset].clip : {}), ...overrides.clip };
-  merged.shaping = overrides.shaping ?? base.shaping;
+  const base = fromHyperparameters(hp, algorithm);
+  const merged: AlgoConfig = { ...base, ...overrides, algorithm, clip: { ...base.clip, ...overrides.clip } };
   if (algorithm === 'grpo') merged.refinementsPerGroup = 0;
   return merged;
 }

@@ -77,7 +77,10 @@ function shapedReward(
       `overlong shaping needs the length of ${kind} response ${index}`,
     );
   }
-  return reward + overlongPenalty(length, config.maxResponseLength, config.overlongBuffer);
+  return (
+    reward +
+    config.overlongPenaltyFactor * overlongPenalty(length, config.maxResponseLength, config.overlongBuffer)
+  );
 }
 
 /**

@@ -1,77 +1,54 @@
 // The chat messages the policy sees: the training prompt (§1.1) and the refinement prompt (§1.4).
-// Both are configurable per job; the defaults are written in this project's own words.
+// Both templates are job hyperparameters (`prompt_template`, `refinement_prompt_template`); their
+// defaults live in the contract so API, runner and docs show the same text.
+import {
+  DEFAULT_PROMPT_TEMPLATE,
+  DEFAULT_REFINEMENT_PROMPT_TEMPLATE,
+  DEFAULT_SYSTEM_PROMPT,
+} from '@cgrpo/contract';
+
+export { DEFAULT_PROMPT_TEMPLATE, DEFAULT_REFINEMENT_PROMPT_TEMPLATE, DEFAULT_SYSTEM_PROMPT };
 
 export interface ChatMessage {
   role: 'system' | 'user' | 'assistant';
   content: string;
 }
 
-export const DEFAULT_SYSTEM_PROMPT = 'You are a helpful assistant.';
+export const PROMPT_PLACEHOLDERS = ['question'] as const;
+export const REFINEMENT_PLACEHOLDERS = ['question', 'previous_solution', 'critique'] as const;
 
-export const DEFAULT_PROBLEM_INSTRUCTION =
-  'Work through the problem step by step, then write your final answer inside \\boxed{}.';
+/**
+ * Replaces `{name}` for the given names in one pass: text inserted for one placeholder is never
+ * scanned again (a critique quoting "{question}" stays as it is), and other braces (LaTeX such as
+ * `\boxed{}` or `\frac{a}{b}`) are left alone.
+ */
+export function fillTemplate(template: string, values: Readonly<Record<string, string>>): string {
+  return template.replace(/\{([a-z_]+)\}/g, (whole, name: string) =>
+    Object.hasOwn(values, name) ? values[name] : whole,
+  );
+}
+
+/** Placeholders of `names` the template lacks, as messages. */
+export function missingPlaceholders(template: string, names: readonly string[]): string[] {
+  return names.filter((n) => !template.includes(`{${n}}`)).map((n) => `must contain the placeholder {${n}}`);
+}
 
 export interface PromptOptions {
   systemPrompt?: string;
-  /** Appended to the problem text after a blank line. Empty string = none. */
-  instruction?: string;
+  /** The user message; `{question}` is replaced by the problem text. */
+  template?: string;
 }
 
-/** System message + the problem followed by the step-by-step / \boxed{} instruction. */
+/** §1.1: system message, then the problem with the step-by-step / \boxed{} instruction. */
 export function buildPromptMessages(problem: string, options: PromptOptions = {}): ChatMessage[] {
-  const instruction = options.instruction ?? DEFAULT_PROBLEM_INSTRUCTION;
+  const template = options.template ?? DEFAULT_PROMPT_TEMPLATE;
+  const problems = missingPlaceholders(template, PROMPT_PLACEHOLDERS);
+  if (problems.length > 0) throw new Error(`prompt_template: ${problems.join('; ')}`);
+  const system = options.systemPrompt ?? DEFAULT_SYSTEM_PROMPT;
   return [
-    { role: 'system', content: options.systemPrompt ?? DEFAULT_SYSTEM_PROMPT },
-    { role: 'user', content: instruction ? `${problem}\n\n${instruction}` : problem },
+    ...(system ? [{ role: 'system' as const, content: system }] : []),
+    { role: 'user', content: fillTemplate(template, { question: problem }) },
   ];
-}
-
-export const REFINEMENT_PLACEHOLDERS = ['question', 'previous_solution', 'critique'] as const;
-export type RefinementField = (typeof REFINEMENT_PLACEHOLDERS)[number];
-
-export const DEFAULT_REFINEMENT_TEMPLATE = `Below is a problem, an earlier attempt at it, and feedback on that attempt.
-
-**Question:**
-{{question}}
-
-**Previous Solution:**
-{{previous_solution}}
-
-**Critique:**
-{{critique}}
-
-Now write a new solution to the question:
-- Correct the mistakes the critique points out, if it points out any.
-- Reason through the problem step by step.
-- Put the final answer inside \\boxed{}.
-- Before you finish, make sure every issue raised in the critique has been addressed.`;
-
-const PLACEHOLDER = /\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}/g;
-
-/** Problems with a refinement template: unknown placeholders, or no {{question}} / {{critique}}. */
-export function checkRefinementTemplate(template: string): string[] {
-  const problems: string[] = [];
-  const seen = new Set<string>();
-  for (const match of template.matchAll(PLACEHOLDER)) {
-    const name = match[1];
-    seen.add(name);
-    if (!(REFINEMENT_PLACEHOLDERS as readonly string[]).includes(name)) {
-      problems.push(
-        `unknown placeholder {{${name}}} at position ${match.index}; use ${REFINEMENT_PLACEHOLDERS.map((p) => `{{${p}}}`).join(', ')}`,
-      );
-    }
-  }
-  for (const required of ['question', 'critique']) {
-    if (!seen.has(required)) problems.push(`the template must contain {{${required}}}`);
-  }
-  return problems;
-}
-
-/** Fills a template in one pass, so text inside a critique that looks like a placeholder stays as it is. */
-export function fillTemplate(template: string, values: Readonly<Record<string, string>>): string {
-  return template.replace(PLACEHOLDER, (whole, name: string) =>
-    Object.hasOwn(values, name) ? values[name] : whole,
-  );
 }
 
 export interface RefinementPromptInput {
@@ -82,16 +59,17 @@ export interface RefinementPromptInput {
   critique: string;
 }
 
-/** The refinement request: system message + one user message built from the template. */
+/** §1.4: system message + one user message with Question, Previous Solution and Critique. */
 export function buildRefinementMessages(
   input: RefinementPromptInput,
   options: { template?: string; systemPrompt?: string } = {},
 ): ChatMessage[] {
-  const template = options.template ?? DEFAULT_REFINEMENT_TEMPLATE;
-  const problems = checkRefinementTemplate(template);
-  if (problems.length > 0) throw new Error(`refinement template: ${problems.join('; ')}`);
+  const template = options.template ?? DEFAULT_REFINEMENT_PROMPT_TEMPLATE;
+  const problems = missingPlaceholders(template, REFINEMENT_PLACEHOLDERS);
+  if (problems.length > 0) throw new Error(`refinement_prompt_template: ${problems.join('; ')}`);
+  const system = options.systemPrompt ?? DEFAULT_SYSTEM_PROMPT;
   return [
-    { role: 'system', content: options.systemPrompt ?? DEFAULT_SYSTEM_PROMPT },
+    ...(system ? [{ role: 'system' as const, content: system }] : []),
     {
       role: 'user',
       content: fillTemplate(template, {

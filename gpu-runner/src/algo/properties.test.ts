@@ -1,7 +1,7 @@
 // Properties the formulas must have for any input, checked over seeded random inputs.
 import { describe, expect, it } from 'vitest';
 import { aggregate, aggregationWeights } from './aggregate';
-import { CRITIQUE_GRPO_DEFAULTS, GRPO_PRESETS, resolveAlgoConfig } from './config';
+import { resolveAlgoConfig } from './config';
 import { dynamicSamplingDecision, dynamicSamplingFilter, hasMixedRewards, overlongPenalty } from './dapo';
 import { computeLoss, type LossSequence } from './loss';
 import { groupAdvantages, selectRefinements } from './rewards';
@@ -262,27 +262,6 @@ describe('DAPO', () => {
     expect(dynamicSamplingDecision(10, 8, 0, 4)).toEqual({ action: 'train', use: 8 });
     expect(dynamicSamplingDecision(5, 8, 1, 4)).toEqual({ action: 'sample-more', missing: 3 });
     expect(dynamicSamplingDecision(5, 8, 4, 4)).toEqual({ action: 'train', use: 5 });
-  });
-});
-
-describe('config', () => {
-  it('grpo is a strict subset: no refinements whatever the overrides', () => {
-    expect(resolveAlgoConfig('grpo', { refinementsPerGroup: 3 }).refinementsPerGroup).toBe(0);
-    expect(() => resolveAlgoConfig('critique-grpo', {}, 'dapo')).toThrow(/applies to algorithm 'grpo' only/);
-  });
-
-  it('presets apply on top of grpo defaults and overrides win', () => {
-    const dapo = resolveAlgoConfig('grpo', { clip: { epsLow: 0.1, epsHigh: 0.3, dualClip: null } }, 'dapo');
-    expect(dapo).toMatchObject({ lossAggregation: 'tokenMean', dynamicSampling: true, overlongBuffer: 4096 });
-    expect(dapo.clip).toEqual({ epsLow: 0.1, epsHigh: 0.3, dualClip: null });
-    expect(resolveAlgoConfig('grpo', {}, 'verl-r1').clip.dualClip).toBe(3);
-    expect(Object.keys(GRPO_PRESETS)).toEqual(['deepseekmath', 'verl-r1', 'dr-grpo', 'dapo']);
-    expect(CRITIQUE_GRPO_DEFAULTS).toMatchObject({
-      groupSize: 7,
-      refinementsPerGroup: 1,
-      entropyCoef: 0.001,
-      klCoef: 0,
-    });
   });
 });
 

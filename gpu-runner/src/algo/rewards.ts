@@ -53,20 +53,22 @@ export function needsRefinement(
 }
 
 /**
- * Which k refinements join the group: correct ones first, then the rest, each class in random
- * order (`random`, the paper) or in sample order (`first`, the released code). Implemented as a
- * seeded shuffle followed by a stable sort by reward, descending. Missing rewards are never chosen.
+ * Which k refinements join the group. `preferCorrect` (paper): a seeded shuffle, then a stable sort
+ * by reward, descending, so correct ones come first and ties are random. `random`: the shuffle
+ * alone (the paper's ablation). `firstCorrect` (released code): the sort alone, in sample order.
+ * Missing rewards are never chosen.
  */
 export function selectRefinements(
   rewards: readonly MaybeReward[],
   k: number,
   rng: Rng,
-  selection: RefinementSelection = 'random',
+  selection: RefinementSelection = 'preferCorrect',
 ): number[] {
   if (!Number.isInteger(k) || k < 0) throw new RangeError(`k must be a non-negative integer, got ${k}`);
-  const order = selection === 'random' ? shuffledIndices(rewards.length, rng) : rewards.map((_, i) => i);
+  const order =
+    selection === 'firstCorrect' ? rewards.map((_, i) => i) : shuffledIndices(rewards.length, rng);
   const candidates = order.filter((i) => !isMissing(rewards[i]));
   // Array.prototype.sort is stable (ES2019), so ties keep the shuffled (or sample) order.
-  candidates.sort((a, b) => (rewards[b] as number) - (rewards[a] as number));
+  if (selection !== 'random') candidates.sort((a, b) => (rewards[b] as number) - (rewards[a] as number));
   return candidates.slice(0, k);
 }

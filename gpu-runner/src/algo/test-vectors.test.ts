@@ -213,7 +213,7 @@ describe('TV5 — GRPO baseline', () => {
   });
 
   it('deepseekmath preset: β·k3 per token, sequence mean of token means', () => {
-    const config = resolveAlgoConfig('grpo', {}, 'deepseekmath');
+    const config = resolveAlgoConfig('grpo', { entropyCoef: 0 }, 'deepseekmath');
     expect(config.klCoef).toBe(0.04);
     // response 1 = two tokens with r = 1.25 then 0.9 and logp −1.0, −0.5 (ref −1.2, −0.4)
     const logp = [-1.0, -0.5];
@@ -249,7 +249,7 @@ describe('TV6 — selection and trigger', () => {
       seen.add(chosen);
     }
     expect(seen).toEqual(new Set([1, 3]));
-    expect(selectRefinements(rewards, 1, createRng(0), 'first')).toEqual([1]);
+    expect(selectRefinements(rewards, 1, createRng(0), 'firstCorrect')).toEqual([1]);
   });
 
   it('admits any one when all are wrong (code: index 0)', () => {
@@ -257,7 +257,7 @@ describe('TV6 — selection and trigger', () => {
     const seen = new Set<number>();
     for (let seed = 0; seed < 64; seed++) seen.add(selectRefinements(zeros, 1, createRng(seed))[0]);
     expect(seen.size).toBeGreaterThan(3);
-    expect(selectRefinements(zeros, 1, createRng(0), 'first')).toEqual([0]);
+    expect(selectRefinements(zeros, 1, createRng(0), 'firstCorrect')).toEqual([0]);
   });
 
   it('needsRefinement', () => {
