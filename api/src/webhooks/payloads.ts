@@ -1,0 +1,174 @@
+// The JSON body of each event type: `{type, timestamp, data}` (Standard Webhooks' recommended shape).
+// Job events carry a summary of the job as it is right after the event, the event's per-job
+// sequence number, and the event's own data (checkpoint, evaluation, error).
+
+export const JOB_WEBHOOK_EVENT_TYPES = [
+  'job.queued',
+  'job.started',
+  'job.checkpoint',
+  'job.evaluated',
+  'job.succeeded',
+  'job.failed',
+  'job.cancelled',
+] as const;
+export type JobWebhookEventType = (typeof JOB_WEBHOOK_EVENT_TYPES)[number];
+
+/** Account-level events; subscribed to explicitly (not matched by `job.*`). */
+export const ACCOUNT_WEBHOOK_EVENT_TYPES = ['webhook.endpoint.disabled'] as const;
+/** What an endpoint's `event_types` may contain. */
+export const SUBSCRIBABLE_EVENT_TYPES = [
+  ...JOB_WEBHOOK_EVENT_TYPES,
+  'job.*',
+  ...ACCOUNT_WEBHOOK_EVENT_TYPES,
+] as const;
+
+export function isJobWebhookEventType(type: string): type is JobWebhookEventType {
+  return (JOB_WEBHOOK_EVENT_TYPES as readonly string[]).includes(type);
+}
+
+export function endpointWants(eventTypes: readonly string[], type: string): boolean {
+  return eventTypes.includes(type) || (type.startsWith('job.') && eventTypes.includes('job.*'));
+}
+
+export interface WebhookPayload {
+  type: string;
+  timestamp: string;
+  data: Record<string, unknown>;
+}
+
+const JOB_SUMMARY_FIELDS = [
+  'id',
+  'name',
+  'status',
+  'algorithm',
+  'attempt',
+  'current_step',
+  'total_steps',
+  'error',
+  'created_at',
+  'updated_at',
+  'started_at',
+  'finished_at',
+] as const;
+
+/** The job as webhooks show it: its state, not its (large) spec; `metadata` from the spec is kept for routing. */
+export function jobSummary(job: Record<string, unknown>): Record<string, unknown> {
+  const summary: Record<string, unknown> = {};
+  for (const field of JOB_SUMMARY_FIELDS) if (field in job) summary[field] = job[field];
+  const spec = job.spec as { metadata?: unknown } | undefined;
+  if (spec?.metadata !== undefined) summary.metadata = spec.metadata;
+  return summary;
+}
+
+export function jobEventPayload(input: {
+  type: JobWebhookEventType;
+  createdAt: string;
+  job: Record<string, unknown>;
+  sequence: number;
+  data: Record<string, unknown>;
+}): WebhookPayload {
+  return {
+    type: input.type,
+    timestamp: input.createdAt,
+    data: { ...input.data, job: jobSummary(input.job), sequence: input.sequence },
+  };
+}
+
+const exampleJob = {
+  id: 'job_01JD3Q7R8ZK4V6M2N9P5T0XWYC',
+  name: 'gsm8k-qwen3-0.6b',
+  algorithm: 'critique-grpo',
+  attempt: 1,
+  current_step: null as number | null,
+  total_steps: 400,
+  error: null as { code: string; message: string } | null,
+  created_at: '2026-11-22T08:00:00.000Z',
+  updated_at: '2026-11-22T08:00:00.000Z',
+  started_at: null as string | null,
+  finished_at: null as string | null,
+  metadata: { team: 'math' },
+};
+
+function example(
+  type: string,
+  sequence: number,
+  job: Partial<typeof exampleJob> & { status: string },
+  data: Record<string, unknown> = {},
+): WebhookPayload {
+  const merged = { ...exampleJob, ...job };
+  return { type, timestamp: merged.updated_at, data: { ...data, job: merged, sequence } };
+}
+
+/** One example body per event type, used by the OpenAPI document and docs/webhooks.md. */
+export const PAYLOAD_EXAMPLES: Record<string, WebhookPayload> = {
+  'job.queued': example('job.queued', 1, { status: 'queued' }),
+  'job.started': example(
+    'job.started',
+    2,
+    { status: 'running', started_at: '2026-11-22T08:00:05.000Z', updated_at: '2026-11-22T08:00:05.000Z' },
+    { runner_id: 'run_01JD3QA2' },
+  ),
+  'job.checkpoint': example(
+    'job.checkpoint',
+    7,
+    {
+      status: 'running',
+      current_step: 50,
+      started_at: '2026-11-22T08:00:05.000Z',
+      updated_at: '2026-11-22T08:20:00.000Z',
+    },
+    { checkpoint: { id: 'ckpt_01JD3RB1', step: 50, size_bytes: 18874368, sha256: '9f86d0…' } },
+  ),
+  'job.evaluated': example(
+    'job.evaluated',
+    8,
+    {
+      status: 'running',
+      current_step: 50,
+      started_at: '2026-11-22T08:00:05.000Z',
+      updated_at: '2026-11-22T08:21:00.000Z',
+    },
+    { step: 50, metrics: { 'eval/accuracy': 0.62, 'eval/pass@4': 0.81 } },
+  ),
+  'job.succeeded': example('job.succeeded', 30, {
+    status: 'succeeded',
+    current_step: 400,
+    started_at: '2026-11-22T08:00:05.000Z',
+    updated_at: '2026-11-22T10:40:00.000Z',
+    finished_at: '2026-11-22T10:40:00.000Z',
+  }),
+  'job.failed': example(
+    'job.failed',
+    12,
+    {
+      status: 'failed',
+      current_step: 120,
+      error: { code: 'verifier_failure_ratio', message: '31% of verifier calls failed (limit 20%)' },
+      updated_at: '2026-11-22T09:00:00.000Z',
+      finished_at: '2026-11-22T09:00:00.000Z',
+    },
+    { error: { code: 'verifier_failure_ratio', message: '31% of verifier calls failed (limit 20%)' } },
+  ),
+  'job.cancelled': example('job.cancelled', 5, {
+    status: 'cancelled',
+    current_step: 10,
+    updated_at: '2026-11-22T08:10:00.000Z',
+    finished_at: '2026-11-22T08:10:00.000Z',
+  }),
+  'webhook.test': {
+    type: 'webhook.test',
+    timestamp: '2026-11-22T08:00:00.000Z',
+    data: { endpoint_id: 'whe_01JD3Q9', message: 'This is a test event from cgrpo.' },
+  },
+  'webhook.endpoint.disabled': {
+    type: 'webhook.endpoint.disabled',
+    timestamp: '2026-11-27T08:00:00.000Z',
+    data: {
+      endpoint_id: 'whe_01JD3Q9',
+      url: 'https://hooks.example.com/cgrpo',
+      reason: 'failing',
+      failing_since: '2026-11-22T08:00:00.000Z',
+      message: 'every delivery failed for 5 days; re-enable with PATCH {"enabled": true}',
+    },
+  },
+};
