@@ -78,11 +78,11 @@ async function checkIn(engine: Engine, c: GradCase, seed: number, dtype: DType):
   const model = buildModel(g, Object.fromEntries([['loss', loss], ...grads.map((t, i) => [`grad${i}`, t])]));
   const lossOnly = buildModel(g, { loss });
   const [full, fwd] = [await engine.load(model), await engine.load(lossOnly)];
-  const Arr = dtype === 'float64' ? Float64Array : Float32Array;
   const values = c.params.map((p) => {
     const n = p.shape.reduce((a, b) => a * b, 1);
     const [lo, hi] = [p.lo ?? -1, p.hi ?? 1];
-    return Arr.from({ length: n }, () => lo + random() * (hi - lo));
+    const drawn = Array.from({ length: n }, () => lo + random() * (hi - lo));
+    return dtype === 'float64' ? Float64Array.from(drawn) : Float32Array.from(drawn);
   });
   const feeds = () =>
     Object.fromEntries(

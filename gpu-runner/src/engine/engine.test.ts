@@ -1,0 +1,423 @@
+// Training, optimizer, runtime and device tests on the real onnxruntime-node CPU provider.
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loop } from './control';
+import { hasVulkanLoader, probeCuda } from './device';
+import { createEngine, type Engine, selectDevice, type TensorValue } from './engine';
+import { Graph, type Tensor } from './graph';
+import * as nn from './nn';
+import { ModelProto } from './onnx-schema';
+import * as op from './ops';
+import { learningRate } from './optim';
+import { buildModel } from './serialize';
+import { checkGradient, rng } from './testing';
+import { buildTrainStep, Trainer } from './train';
+import { validateModel } from './validate';
+
+let engine: Engine;
+beforeAll(async () => {
+  engine = await createEngine({ device: 'cpu', threads: 2 });
+});
+afterAll(async () => {
+  await engine.close();
+});
+
+const f32 = (dims: number[], data: ArrayLike<number>): TensorValue => ({
+  dims,
+  data: Float32Array.from(data),
+});
+function randn(random: () => number, n: number, scale: number): Float32Array {
+  return Float32Array.from({ length: n }, () => {
+    const u = Math.max(random(), 1e-12);
+    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * random()) * scale;
+  });
+}
+
+describe('AdamW', () => {
+  it('matches a hand-computed reference for 3 steps (bias correction, decoupled decay, clipping)', async () => {
+    const g = new Graph();
+    const x = g.input('x', 'float32', [2, 2]);
+    const w = g.param('w', 'float32', [2, 2]);
+    const loss = op.reduceSum(op.mul(w, x), undefined, false); // dloss/dw = x
+    const cfg = { lr: 0.1, beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay: 0.1, maxGradNorm: 1 };
+    const trainer = await Trainer.create(
+      engine,
+      buildTrainStep({ graph: g, loss, params: [w], optimizer: cfg }),
+    );
+    const w0 = [0.5, -0.3, 0.2, 1.0];
+    await trainer.init({ w: f32([2, 2], w0) });
+    const grads = [
+      [1, 2, 3, 4], // norm 5.48 → clipped to 1
+      [0.1, -0.2, 0.05, 0.3], // norm 0.37 → unclipped
+      [-1, 0.5, 0.5, -0.5],
+    ];
+    // Reference in float64, written out from the PyTorch AdamW + clip_grad_norm_ definitions.
+    const p = [...w0];
+    const m = [0, 0, 0, 0];
+    const v = [0, 0, 0, 0];
+    for (let t = 1; t <= 3; t++) {
+      const raw = grads[t - 1];
+      const norm = Math.sqrt(raw.reduce((a, b) => a + b * b, 0));
+      const gt = raw.map((gi) => gi * Math.min(1, cfg.maxGradNorm / (norm + 1e-6)));
+      const out = await trainer.step({ x: f32([2, 2], raw) });
+      expect(Number(out.outputs['optimizer.grad_norm'].data[0])).toBeCloseTo(norm, 5);
+      for (let i = 0; i < 4; i++) {
+        p[i] -= cfg.lr * cfg.weightDecay * p[i];
+        m[i] = cfg.beta1 * m[i] + (1 - cfg.beta1) * gt[i];
+        v[i] = cfg.beta2 * v[i] + (1 - cfg.beta2) * gt[i] * gt[i];
+        const mHat = m[i] / (1 - cfg.beta1 ** t);
+        const vHat = v[i] / (1 - cfg.beta2 ** t);
+        p[i] -= (cfg.lr * mHat) / (Math.sqrt(vHat) + cfg.eps);
+      }
+      const state = await trainer.state();
+      for (let i = 0; i < 4; i++) {
+        expect(state.w.data[i]).toBeCloseTo(p[i], 5);
+        expect(state['w.m'].data[i]).toBeCloseTo(m[i], 6);
+        expect(state['w.v'].data[i]).toBeCloseTo(v[i], 6);
+      }
+      expect(Number(state['optimizer.step'].data[0])).toBe(t + 1);
+    }
+  });
+
+  it('learning-rate schedules: constant, linear and cosine with warmup', async () => {
+    const g = new Graph();
+    const step = g.input('step', 'float64', ['n']);
+    const schedules = {
+      constant: { kind: 'constant', lr: 0.5, warmupSteps: 4 },
+      linear: { kind: 'linear', lr: 1, warmupSteps: 2, totalSteps: 10, minLr: 0.1 },
+      cosine: { kind: 'cosine', lr: 1, warmupSteps: 0, totalSteps: 8 },
+    } as const;
+    const model = buildModel(
+      g,
+      Object.fromEntries(Object.entries(schedules).map(([k, s]) => [k, learningRate(step, s)])),
+    );
+    const steps = [1, 2, 3, 4, 6, 10, 12];
+    const { outputs } = await (await engine.load(model)).run({ step: { dims: [steps.length], data: steps } });
+    const expected = {
+      constant: steps.map((t) => 0.5 * Math.min(1, t / 4)),
+      linear: steps.map(
+        (t) => Math.min(1, t / 2) * (0.1 + 0.9 * (1 - Math.min(Math.max((t - 2) / 8, 0), 1))),
+      ),
+      cosine: steps.map((t) => 0.5 * (1 + Math.cos(Math.PI * Math.min(t / 8, 1)))),
+    };
+    for (const [k, want] of Object.entries(expected)) {
+      for (const [i, w] of want.entries()) expect(outputs[k].data[i]).toBeCloseTo(w, 10);
+    }
+  });
+});
+
+describe('training converges', () => {
+  it('2-layer MLP, 50 AdamW steps on a toy regression: loss < 0.02 (from ~0.3)', async () => {
+    const random = rng(7);
+    const g = new Graph();
+    const x = g.input('x', 'float32', ['batch', 4]);
+    const y = g.input('y', 'float32', ['batch', 1]);
+    const [w1, b1, w2, b2] = [
+      g.param('w1', 'float32', [4, 32]),
+      g.param('b1', 'float32', [32]),
+      g.param('w2', 'float32', [32, 1]),
+      g.param('b2', 'float32', [1]),
+    ];
+    const pred = nn.linear(op.tanh(nn.linear(x, w1, b1)), w2, b2);
+    const loss = nn.mseLoss(pred, y);
+    const step = buildTrainStep({
+      graph: g,
+      loss,
+      params: [w1, b1, w2, b2],
+      optimizer: { lr: 0.03, weightDecay: 0 },
+    });
+    const trainer = await Trainer.create(engine, step);
+    await trainer.init({
+      w1: f32([4, 32], randn(random, 128, 0.5)),
+      b1: f32([32], new Float32Array(32)),
+      w2: f32([32, 1], randn(random, 32, 0.2)),
+      b2: f32([1], [0]),
+    });
+    const n = 64;
+    const xs = randn(random, n * 4, 1);
+    const ys = Float32Array.from(
+      { length: n },
+      (_, i) => 0.5 * Math.sin(xs[i * 4] + 0.5 * xs[i * 4 + 1]) + 0.3 * xs[i * 4 + 2],
+    );
+    const losses: number[] = [];
+    for (let s = 0; s < 50; s++) {
+      const out = await trainer.step({ x: f32([n, 4], xs), y: f32([n, 1], ys) });
+      losses.push(Number(out.outputs.loss.data[0]));
+    }
+    expect(losses[0]).toBeGreaterThan(0.1);
+    expect(losses[49]).toBeLessThan(0.02);
+  });
+
+  it('1-block causal attention (GQA, RoPE, RMSNorm), 50 steps learns the causal running mean: loss < 15% of start', async () => {
+    const random = rng(11);
+    const [d, heads, kvHeads, hd] = [8, 4, 2, 4];
+    const g = new Graph();
+    const x = g.input('x', 'float32', ['batch', 'seq', d]);
+    const y = g.input('y', 'float32', ['batch', 'seq', d]);
+    const pos = g.input('pos', 'int64', ['seq']);
+    const params = {
+      wq: g.param('wq', 'float32', [d, heads * hd]),
+      wk: g.param('wk', 'float32', [d, kvHeads * hd]),
+      wv: g.param('wv', 'float32', [d, kvHeads * hd]),
+      wo: g.param('wo', 'float32', [heads * hd, d]),
+      norm: g.param('norm', 'float32', [d]),
+    };
+    const out = attentionBlock(x, pos, params, { heads, kvHeads, hd });
+    const loss = nn.mseLoss(out, y);
+    const step = buildTrainStep({
+      graph: g,
+      loss,
+      params: Object.values(params),
+      optimizer: { lr: 0.05, weightDecay: 0 },
+    });
+    const trainer = await Trainer.create(engine, step);
+    await trainer.init({
+      wq: f32([d, heads * hd], randn(random, d * heads * hd, 0.3)),
+      wk: f32([d, kvHeads * hd], randn(random, d * kvHeads * hd, 0.3)),
+      wv: f32([d, kvHeads * hd], randn(random, d * kvHeads * hd, 0.3)),
+      wo: f32([heads * hd, d], randn(random, heads * hd * d, 0.3)),
+      norm: f32([d], new Float32Array(d).fill(1)),
+    });
+    const [b, s] = [8, 6];
+    const xs = randn(random, b * s * d, 1);
+    const ys = new Float32Array(b * s * d);
+    for (let i = 0; i < b; i++)
+      for (let t = 0; t < s; t++)
+        for (let c = 0; c < d; c++) {
+          let sum = 0;
+          for (let u = 0; u <= t; u++) sum += xs[(i * s + u) * d + c];
+          ys[(i * s + t) * d + c] = xs[(i * s + t) * d + c] + sum / (t + 1); // residual + running mean
+        }
+    const feeds = {
+      x: f32([b, s, d], xs),
+      y: f32([b, s, d], ys),
+      pos: { dims: [s], data: Array.from({ length: s }, (_, i) => i) },
+    };
+    const losses: number[] = [];
+    for (let k = 0; k < 50; k++) losses.push(Number((await trainer.step(feeds)).outputs.loss.data[0]));
+    expect(losses[49]).toBeLessThan(0.15 * losses[0]);
+  });
+});
+
+interface BlockParams {
+  wq: Tensor;
+  wk: Tensor;
+  wv: Tensor;
+  wo: Tensor;
+  norm: Tensor;
+  w1?: Tensor;
+  w3?: Tensor;
+  w2?: Tensor;
+  norm2?: Tensor;
+}
+/** A decoder block in the shape the model area builds: RMSNorm → GQA attention with RoPE →
+ *  residual (→ RMSNorm → SwiGLU MLP → residual when the MLP weights are given). */
+function attentionBlock(
+  x: Tensor,
+  pos: Tensor,
+  p: BlockParams,
+  cfg: { heads: number; kvHeads: number; hd: number },
+): Tensor {
+  const [b, s] = [x.shape[0], x.shape[1]];
+  const h = nn.rmsNorm(x, p.norm, 1e-5);
+  const split = (t: Tensor, n: number) => op.transpose(op.reshape(t, [b, s, n, cfg.hd]), [0, 2, 1, 3]);
+  const { cos, sin } = nn.ropeTables(pos, cfg.hd);
+  const [c, si] = [op.cast(cos, x.dtype), op.cast(sin, x.dtype)];
+  const q = nn.rope(split(op.matmul(h, p.wq), cfg.heads), c, si);
+  const k = nn.rope(split(op.matmul(h, p.wk), cfg.kvHeads), c, si);
+  const v = split(op.matmul(h, p.wv), cfg.kvHeads);
+  const att = op.reshape(op.transpose(nn.causalAttention(q, k, v), [0, 2, 1, 3]), [b, s, cfg.heads * cfg.hd]);
+  const r = op.add(x, op.matmul(att, p.wo));
+  if (!p.w1 || !p.w2 || !p.w3 || !p.norm2) return r;
+  const h2 = nn.rmsNorm(r, p.norm2, 1e-5);
+  return op.add(r, op.matmul(op.mul(nn.silu(op.matmul(h2, p.w1)), op.matmul(h2, p.w3)), p.w2));
+}
+
+describe('whole decoder block gradients', () => {
+  it('match central finite differences (float64)', async () => {
+    const [d, heads, kvHeads, hd, ffn, s] = [4, 2, 1, 2, 6, 3];
+    // ORT's extended fusions (x·sigmoid(x) → com.microsoft.QuickGelu) only have float kernels:
+    // float64 checks run with basic graph optimization.
+    const exact = await createEngine({ worker: false, graphOptimization: 'basic', threads: 2 });
+    const report = await checkGradient(
+      exact,
+      {
+        params: [
+          { shape: [1, s, d], name: 'x' },
+          { shape: [d, heads * hd], name: 'wq' },
+          { shape: [d, kvHeads * hd], name: 'wk' },
+          { shape: [d, kvHeads * hd], name: 'wv' },
+          { shape: [heads * hd, d], name: 'wo' },
+          { shape: [d], name: 'norm', lo: 0.5, hi: 1.5 },
+          { shape: [d, ffn], name: 'w1' },
+          { shape: [d, ffn], name: 'w3' },
+          { shape: [ffn, d], name: 'w2' },
+          { shape: [d], name: 'norm2', lo: 0.5, hi: 1.5 },
+        ],
+        build: (g, [x, wq, wk, wv, wo, norm, w1, w3, w2, norm2]) =>
+          attentionBlock(
+            x,
+            g.constant('int64', [s], [0, 1, 2]),
+            { wq, wk, wv, wo, norm, w1, w3, w2, norm2 },
+            { heads, kvHeads, hd },
+          ),
+      },
+      1,
+      'float64',
+    );
+    await exact.close();
+    expect(report.dtype).toBe('float64');
+    expect(report.checked).toBe(12 + 16 + 8 + 8 + 16 + 4 + 24 + 24 + 24 + 4);
+    expect(report.worst, `max error ${report.maxError}`).toBeLessThanOrEqual(1);
+  });
+});
+
+describe('runtime', () => {
+  it('runs in a worker: main-thread timers keep firing during a long run (and not in-thread)', async () => {
+    const g = new Graph();
+    const x0 = g.input('x', 'float32', [256, 256]);
+    const w = g.input('w', 'float32', [256, 256]);
+    const { carried } = loop({
+      maxTrip: g.input('n', 'int64', []),
+      carried: [x0],
+      body: (_i, [x]) => ({ carried: [op.tanh(op.matmul(x, w))] }),
+    });
+    const model = buildModel(g, { y: carried[0] });
+    expect(validateModel(model.bytes)).toEqual([]);
+    const random = rng(3);
+    const feeds = {
+      x: f32([256, 256], randn(random, 65536, 1)),
+      w: f32([256, 256], randn(random, 65536, 0.05)),
+      n: { dims: [], data: new BigInt64Array([600n]) },
+    };
+    const measure = async (e: Engine) => {
+      const compiled = await e.load(model);
+      let ticks = 0;
+      const timer = setInterval(() => ticks++, 5);
+      const started = performance.now();
+      await compiled.run(feeds);
+      const wall = performance.now() - started;
+      clearInterval(timer);
+      return { ticks, wall };
+    };
+    const inWorker = await measure(engine);
+    expect(inWorker.wall).toBeGreaterThan(200);
+    expect(inWorker.ticks).toBeGreaterThan(inWorker.wall / 5 / 4);
+    const direct = await createEngine({ worker: false, threads: 2 });
+    const inThread = await measure(direct);
+    await direct.close();
+    expect(inThread.ticks).toBeLessThanOrEqual(1);
+  });
+
+  it('caches sessions by model hash and serves every batch size from one session', async () => {
+    const build = () => {
+      const g = new Graph();
+      const x = g.input('x', 'float32', ['batch', 3]);
+      const w = g.initializer('w', 'float32', [3, 2], [1, 0, 0, 1, 1, 1]); // frozen weights
+      const b = g.param('b', 'float32', [2]);
+      return buildModel(g, { y: op.add(op.matmul(x, w), b) });
+    };
+    const [m1, m2] = [build(), build()];
+    expect(m1.hash).toBe(m2.hash);
+    const before = engine.cachedSessions;
+    const [c1, c2] = [await engine.load(m1), await engine.load(m2)];
+    expect(c1).toBe(c2);
+    expect(engine.cachedSessions).toBe(before + 1);
+    for (const batch of [1, 5]) {
+      const xs = Float32Array.from({ length: batch * 3 }, (_, i) => i);
+      const { outputs } = await c1.run({ x: { dims: [batch, 3], data: xs }, b: f32([2], [10, 20]) });
+      expect(outputs.y.dims).toEqual([batch, 2]);
+      expect(Array.from(outputs.y.data as Float32Array)).toEqual(
+        Array.from({ length: batch }, (_, r) => [
+          xs[r * 3] + xs[r * 3 + 2] + 10,
+          xs[r * 3 + 1] + xs[r * 3 + 2] + 20,
+        ]).flat(),
+      );
+    }
+    await expect(c1.run({ x: f32([2, 4], new Float32Array(8)), b: f32([2], [0, 0]) })).rejects.toThrow(
+      /engine\.feed: x: dim 1 is 4, expected 3/,
+    );
+  });
+
+  it('Loop with a growing carried tensor and scan outputs (the generation pattern)', async () => {
+    const g = new Graph();
+    const start = g.input('start', 'float32', ['batch', 1]);
+    const steps = g.input('steps', 'int64', []);
+    const { carried, scans } = loop({
+      maxTrip: steps,
+      carried: [start, start],
+      carriedShapes: [
+        ['batch', 1],
+        ['batch', 'len'],
+      ],
+      body: (_i, [last, history]) => {
+        const next = op.add(op.mul(last, 2), 1);
+        return { carried: [next, op.concat([history, next], 1)], scans: [next] };
+      },
+    });
+    const model = buildModel(g, { last: carried[0], history: carried[1], each: scans[0] });
+    expect(validateModel(model.bytes)).toEqual([]);
+    const { outputs } = await (await engine.load(model)).run({
+      start: f32([2, 1], [0, 1]),
+      steps: { dims: [], data: [3] },
+    });
+    expect(Array.from(outputs.history.data as Float32Array)).toEqual([0, 1, 3, 7, 1, 3, 7, 15]);
+    expect(outputs.each.dims).toEqual([3, 2, 1]);
+  });
+
+  it('validateModel reports a node reading an undefined tensor', () => {
+    const g = new Graph();
+    const x = g.input('x', 'float32', [2]);
+    const model = buildModel(g, { y: op.exp(x) });
+    const decoded = ModelProto.toObject(ModelProto.decode(model.bytes)) as {
+      graph: { node: { input: string[] }[] };
+    };
+    decoded.graph.node[0].input[0] = 'nowhere';
+    const broken = ModelProto.encode(ModelProto.fromObject(decoded)).finish();
+    expect(validateModel(model.bytes)).toEqual([]);
+    expect(validateModel(broken).join('\n')).toMatch(/input nowhere is not defined before use/);
+  });
+});
+
+describe('device selection', () => {
+  it("'cuda' fails with a message naming the missing provider library", () => {
+    expect(() => selectDevice({ device: 'cuda' })).toThrow(
+      /libonnxruntime_providers_cuda\.so.*npm run setup:cuda/,
+    );
+    const auto = selectDevice({ device: 'auto' });
+    expect(['cpu', 'webgpu']).toContain(auto.device);
+    expect(auto.notes.join('\n')).toMatch(/libonnxruntime_providers_(shared|cuda)\.so/);
+  });
+
+  it('names the CUDA libraries the provider links against when they are absent', () => {
+    // A provider file carrying the DT_NEEDED names of the real CUDA 13 build; the loader search
+    // is real (LD_LIBRARY_PATH, ldconfig cache), this machine has no CUDA libraries.
+    const dir = mkdtempSync(path.join(tmpdir(), 'cgrpo-ort-'));
+    const bin = path.join(dir, 'bin', 'napi-v6', process.platform, process.arch);
+    mkdirSync(bin, { recursive: true });
+    writeFileSync(
+      path.join(dir, 'package.json'),
+      JSON.stringify({ name: 'onnxruntime-node', version: '1.29.0' }),
+    );
+    writeFileSync(path.join(bin, 'libonnxruntime_providers_shared.so'), '\x7fELF');
+    writeFileSync(
+      path.join(bin, 'libonnxruntime_providers_cuda.so'),
+      '\x7fELF\0libcublasLt.so.13\0libcudart.so.13\0libcufft.so.12\0',
+    );
+    const probe = probeCuda({ ortPath: dir });
+    expect(probe.ok).toBe(false);
+    // (libcudart may exist on a machine with the bare CUDA toolkit; cuBLAS and cuDNN do not here.)
+    expect(probe.missing).toEqual(expect.arrayContaining(['libcublasLt.so.13', 'libcudnn.so.9']));
+    expect([...probe.missing, ...Object.keys(probe.found)]).toEqual(
+      expect.arrayContaining(['libcudart.so.13', 'libcufft.so.12']),
+    );
+    expect(probe.message).toMatch(/libcublasLt\.so\.13.*not found.*LD_LIBRARY_PATH/);
+  });
+
+  it("'webgpu' needs a Vulkan loader", () => {
+    if (hasVulkanLoader()) expect(selectDevice({ device: 'webgpu' }).device).toBe('webgpu');
+    else expect(() => selectDevice({ device: 'webgpu' })).toThrow(/libvulkan\.so\.1 not found/);
+  });
+});
