@@ -3,6 +3,14 @@
 // graph decoder (it reads config.json itself) so the two check each other in tests. Slow; tests only.
 export type RefWeights = (name: string) => Float32Array | undefined;
 
+/** A PEFT LoRA adapter as stored on disk: factors in PyTorch layout (A [r, in], B [out, r]). */
+export interface RefLora {
+  scale: number;
+  rank: number;
+  /** key such as `base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight` */
+  tensor: (key: string) => Float32Array | undefined;
+}
+
 interface RefConfig {
   arch: string;
   H: number;
@@ -101,12 +109,25 @@ export function referenceLogits(
   configJson: Record<string, unknown>,
   w: RefWeights,
   ids: number[],
+  lora?: RefLora,
 ): Float64Array {
   const c = readConfig(configJson);
   const need = (n: string): Float32Array => {
     const t = w(n);
     if (!t) throw new Error(`reference: missing weight ${n}`);
     return t;
+  };
+  // y = W x + b + scale · B (A x), the adapter read in PEFT's own layout
+  const proj = (x: Float64Array, module: string, out: number, bias?: Float32Array): Float64Array => {
+    const y = linear(x, need(`${module}.weight`), out, bias);
+    const A = lora?.tensor(`base_model.model.${module}.lora_A.weight`);
+    const B = lora?.tensor(`base_model.model.${module}.lora_B.weight`);
+    if (lora && A && B) {
+      const ax = linear(x, A, lora.rank);
+      const bax = linear(ax, B, out);
+      for (let i = 0; i < out; i++) y[i] += lora.scale * bax[i];
+    }
+    return y;
   };
   const qwen2 = c.arch === 'Qwen2ForCausalLM';
   const qwen3 = c.arch === 'Qwen3ForCausalLM';
@@ -122,21 +143,21 @@ export function referenceLogits(
     const qs: Float64Array[] = [];
     for (let t = 0; t < T; t++) {
       const x = rmsnorm(hs[t], need(`${p}.input_layernorm.weight`), c.eps);
-      const q = linear(
+      const q = proj(
         x,
-        need(`${p}.self_attn.q_proj.weight`),
+        `${p}.self_attn.q_proj`,
         c.nH * c.hd,
         qwen2 ? need(`${p}.self_attn.q_proj.bias`) : w(`${p}.self_attn.q_proj.bias`),
       );
-      const k = linear(
+      const k = proj(
         x,
-        need(`${p}.self_attn.k_proj.weight`),
+        `${p}.self_attn.k_proj`,
         c.nKV * c.hd,
         qwen2 ? need(`${p}.self_attn.k_proj.bias`) : w(`${p}.self_attn.k_proj.bias`),
       );
-      const v = linear(
+      const v = proj(
         x,
-        need(`${p}.self_attn.v_proj.weight`),
+        `${p}.self_attn.v_proj`,
         c.nKV * c.hd,
         qwen2 ? need(`${p}.self_attn.v_proj.bias`) : w(`${p}.self_attn.v_proj.bias`),
       );
@@ -183,15 +204,15 @@ export function referenceLogits(
           for (let i = 0; i < c.hd; i++) att[h * c.hd + i] += (scores[s] / z) * vs[s][kh * c.hd + i];
         }
       }
-      const o = linear(att, need(`${p}.self_attn.o_proj.weight`), c.H, w(`${p}.self_attn.o_proj.bias`));
+      const o = proj(att, `${p}.self_attn.o_proj`, c.H, w(`${p}.self_attn.o_proj.bias`));
       const h1 = new Float64Array(c.H);
       for (let i = 0; i < c.H; i++) h1[i] = hs[t][i] + o[i];
       const x2 = rmsnorm(h1, need(`${p}.post_attention_layernorm.weight`), c.eps);
-      const g = linear(x2, need(`${p}.mlp.gate_proj.weight`), c.I);
-      const u = linear(x2, need(`${p}.mlp.up_proj.weight`), c.I);
+      const g = proj(x2, `${p}.mlp.gate_proj`, c.I);
+      const u = proj(x2, `${p}.mlp.up_proj`, c.I);
       const a = new Float64Array(c.I);
       for (let i = 0; i < c.I; i++) a[i] = (g[i] / (1 + Math.exp(-g[i]))) * u[i];
-      const d = linear(a, need(`${p}.mlp.down_proj.weight`), c.H);
+      const d = proj(a, `${p}.mlp.down_proj`, c.H);
       for (let i = 0; i < c.H; i++) h1[i] += d[i];
       next.push(h1);
     }

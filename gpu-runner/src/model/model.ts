@@ -1,0 +1,523 @@
+// A causal LM loaded from a Hugging Face checkpoint folder: tokenizer + chat template, weights in
+// the engine's runtime state (one copy shared by the decode, score and train graphs), an optional
+// LoRA adapter, and the operations the runner needs: generate, score, train, save/load/merge.
+import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  type AdamWConfig,
+  type BuiltModel,
+  buildTrainStep,
+  type CompiledModel,
+  createEngine,
+  type Dim,
+  type DType,
+  type Engine,
+  type Feed,
+  type Tensor,
+} from '../engine';
+import { type DecoderConfig, parseDecoderConfig } from './config';
+import { weightShapes } from './decoder';
+import {
+  attentionBias,
+  buildDecodeGraph,
+  buildGatherRowsGraph,
+  buildLogitsGraph,
+  buildScoreGraph,
+  pastKey,
+  pastValue,
+  presentKey,
+  presentValue,
+  scoreTensors,
+} from './graphs';
+import { initLora, type LoraConfig, loadAdapter, mergeLora, saveAdapter } from './lora';
+import { openCheckpointTensors, writeSafetensors } from './safetensors';
+import { loadTokenizer, type ModelTokenizer } from './tokenizer';
+import { loadGraphWeights, toCheckpointTensors, type WeightMap } from './weights';
+
+export type TrainMode = 'lora' | 'full';
+
+export interface LoadOptions {
+  /** share one engine between models; one is created (CPU, worker thread) otherwise */
+  engine?: Engine;
+  threads?: number;
+  /** a new LoRA adapter (initialised the PEFT way) ... */
+  lora?: LoraConfig & { seed?: number };
+  /** ... or a saved PEFT adapter folder */
+  adapterPath?: string;
+}
+
+/** A sequence to score: logp/entropy are returned for tokens[start..] (start >= 1). */
+export interface ScoredSequence {
+  tokens: number[];
+  start: number;
+}
+
+export interface TokenScores {
+  logp: Float32Array;
+  entropy: Float32Array;
+}
+
+/** What a loss hook receives: per-token tensors [batch, seq] of the train graph, where position t
+ *  holds the log-prob / entropy of token t+1, `mask` is 1 where that token is scored. */
+export interface LossContext {
+  logp: Tensor;
+  entropy: Tensor;
+  mask: Tensor;
+  /** declares an extra per-step input (advantages, old log-probs, ...); dims may use 'batch' and 'seq' */
+  input(name: string, dtype: DType, shape: Dim[]): Tensor;
+}
+
+export type LossHook = (ctx: LossContext) => { loss: Tensor; metrics?: Record<string, Tensor> };
+
+export interface TrainerOptions {
+  mode: TrainMode;
+  loss: LossHook;
+  optimizer: AdamWConfig;
+  /** softmax temperature used for logp/entropy in the loss (default 1) */
+  temperature?: number;
+}
+
+export interface TrainStepResult {
+  loss: number;
+  lr: number;
+  gradNorm: number | null;
+  metrics: Record<string, Float32Array>;
+  ms: number;
+}
+
+export class ModelError extends Error {
+  constructor(
+    readonly code: string,
+    readonly field: string,
+    message: string,
+  ) {
+    super(`${code}: ${field}: ${message}`);
+  }
+}
+
+let modelCount = 0;
+
+function readJson(path: string): Record<string, unknown> | undefined {
+  return existsSync(path) ? (JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>) : undefined;
+}
+
+/** Right-padded batch for score/train graphs. */
+export function packSequences(seqs: readonly ScoredSequence[], padId: number) {
+  const batch = seqs.length;
+  const seq = Math.max(...seqs.map((s) => s.tokens.length)) - 1;
+  if (!(seq >= 1))
+    throw new ModelError('score_bad_sequence', 'tokens', 'every sequence needs at least 2 tokens');
+  const ids = new BigInt64Array(batch * seq).fill(BigInt(padId));
+  const targets = new BigInt64Array(batch * seq).fill(BigInt(padId));
+  const positions = new BigInt64Array(batch * seq);
+  const mask = new Float32Array(batch * seq);
+  const valid: Uint8Array[] = [];
+  seqs.forEach((s, b) => {
+    if (s.start < 1 || s.start > s.tokens.length) {
+      throw new ModelError(
+        'score_bad_sequence',
+        `sequences[${b}].start`,
+        `must be in [1, ${s.tokens.length}], got ${s.start}`,
+      );
+    }
+    const v = new Uint8Array(seq);
+    for (let t = 0; t < seq; t++) {
+      positions[b * seq + t] = BigInt(t);
+      if (t < s.tokens.length - 1) {
+        ids[b * seq + t] = BigInt(s.tokens[t]);
+        targets[b * seq + t] = BigInt(s.tokens[t + 1]);
+        v[t] = 1;
+        if (t + 1 >= s.start) mask[b * seq + t] = 1;
+      }
+    }
+    valid.push(v);
+  });
+  // right padding: causal masking alone keeps real tokens off the pads
+  const causal = valid.map(() => new Uint8Array(seq).fill(1));
+  return {
+    batch,
+    seq,
+    feeds: {
+      input_ids: { dims: [batch, seq], data: ids },
+      position_ids: { dims: [batch, seq], data: positions },
+      attn_bias: { dims: [batch, 1, seq, seq], data: attentionBias(causal, seq) },
+      targets: { dims: [batch, seq], data: targets },
+    } satisfies Record<string, Feed>,
+    mask,
+  };
+}
+
+export class CausalLM {
+  readonly stateKey = `model-${++modelCount}`;
+  private graphs = new Map<string, Promise<CompiledModel>>();
+  private lora: { config: LoraConfig } | null = null;
+  private fullTrained = false;
+  private closed = false;
+
+  private constructor(
+    readonly dir: string,
+    readonly config: DecoderConfig,
+    readonly tokenizer: ModelTokenizer,
+    readonly engine: Engine,
+    private readonly ownsEngine: boolean,
+  ) {}
+
+  /** Loads config.json, generation_config.json, tokenizer files and the safetensors weights. */
+  static async load(dir: string, opts: LoadOptions = {}): Promise<CausalLM> {
+    const raw = readJson(join(dir, 'config.json'));
+    if (!raw)
+      throw new ModelError(
+        'checkpoint_missing_config',
+        join(dir, 'config.json'),
+        'not a Hugging Face checkpoint folder',
+      );
+    const generation = readJson(join(dir, 'generation_config.json'));
+    const config = parseDecoderConfig(raw, generation);
+    const tokenizer = loadTokenizer(dir, config.eosTokenIds);
+    const engine = opts.engine ?? (await createEngine({ threads: opts.threads }));
+    const model = new CausalLM(dir, config, tokenizer, engine, !opts.engine);
+    const weights = loadGraphWeights(openCheckpointTensors(dir), config);
+    if (opts.adapterPath) {
+      const a = loadAdapter(opts.adapterPath, config);
+      model.lora = { config: a.config };
+      for (const [k, v] of a.weights) weights.set(k, v);
+    } else if (opts.lora) {
+      model.lora = { config: opts.lora };
+      for (const [k, v] of initLora(config, opts.lora, opts.lora.seed ?? 0)) weights.set(k, v);
+    }
+    await model.setWeights(weights);
+    return model;
+  }
+
+  get eosTokenIds(): number[] {
+    return this.tokenizer.eosTokenIds;
+  }
+  /** ids at or above this are padding rows of the embedding, never sampled */
+  get vocabLimit(): number {
+    return Math.min(this.config.vocabSize, this.tokenizer.vocabSize);
+  }
+  get loraConfig(): LoraConfig | null {
+    return this.lora?.config ?? null;
+  }
+
+  private familyOpts() {
+    const l = this.lora?.config;
+    return { lora: l ? { rank: l.rank, alpha: l.alpha, targets: l.targets, useRslora: l.useRslora } : null };
+  }
+  private graphKey(kind: string): string {
+    return `${kind}:${JSON.stringify(this.familyOpts())}:${this.fullTrained}`;
+  }
+  private compiled(kind: string, build: () => BuiltModel): Promise<CompiledModel> {
+    const key = this.graphKey(kind);
+    let p = this.graphs.get(key);
+    if (!p) {
+      p = this.engine.load(build());
+      this.graphs.set(key, p);
+    }
+    return p;
+  }
+  private headFromEmbedding(): boolean {
+    return this.config.tieWordEmbeddings && this.fullTrained;
+  }
+  /** @internal graph for one decode step (prefill included) */
+  decodeGraph(): Promise<CompiledModel> {
+    return this.compiled('decode', () =>
+      buildDecodeGraph(this.config, { ...this.familyOpts(), headFromEmbedding: this.headFromEmbedding() }),
+    );
+  }
+  /** @internal */
+  gatherGraph(): Promise<CompiledModel> {
+    return this.compiled('gather', () => buildGatherRowsGraph(this.config));
+  }
+  private scoreGraph(): Promise<CompiledModel> {
+    return this.compiled('score', () =>
+      buildScoreGraph(this.config, { ...this.familyOpts(), headFromEmbedding: this.headFromEmbedding() }),
+    );
+  }
+
+  /** Puts graph-layout weights into the runtime state (one copy, shared by every graph). */
+  private async setWeights(weights: WeightMap): Promise<void> {
+    const shapes = weightShapes(this.config, this.familyOpts().lora);
+    const g = await this.decodeGraph();
+    // names the decode graph does not read (the tied head copy after full fine-tuning) are still
+    // accepted by setState as long as one of our graphs declares them
+    const feeds: Record<string, Feed> = {};
+    for (const [name, data] of weights) {
+      const dims = shapes.get(name);
+      if (!dims) continue;
+      if (!g.model.inputs.some((s) => s.name === name)) continue;
+      feeds[name] = { dims, data };
+    }
+    await g.setState(this.stateKey, feeds);
+  }
+
+  /** Current weights (graph layout) copied out of the runtime state. */
+  async weights(): Promise<WeightMap> {
+    const g = await this.decodeGraph();
+    const names = [...weightShapes(this.config, this.familyOpts().lora).keys()];
+    const st = await g.getState(this.stateKey, names);
+    const out: WeightMap = new Map();
+    for (const [k, v] of Object.entries(st)) out.set(k, v.data as Float32Array);
+    return out;
+  }
+
+  /** @internal one decode run: feeds plus the cached K/V of the state; returns last-position logits */
+  async decodeRun(feeds: Record<string, Feed>): Promise<{ logits: Float32Array; ms: number }> {
+    const g = await this.decodeGraph();
+    const bind: Record<string, string> = {};
+    for (let l = 0; l < this.config.numLayers; l++) {
+      bind[presentKey(l)] = pastKey(l);
+      bind[presentValue(l)] = pastValue(l);
+    }
+    const r = await g.run(feeds, { stateKey: this.stateKey, bind, fetch: ['logits'] });
+    return { logits: r.outputs.logits.data as Float32Array, ms: r.ms };
+  }
+
+  /** @internal empty K/V cache for `batch` rows */
+  emptyCache(batch: number): Record<string, Feed> {
+    const f: Record<string, Feed> = {};
+    const dims = [batch, this.config.numKvHeads, 0, this.config.headDim];
+    for (let l = 0; l < this.config.numLayers; l++) {
+      f[pastKey(l)] = { dims, data: new Float32Array(0) };
+      f[pastValue(l)] = { dims, data: new Float32Array(0) };
+    }
+    return f;
+  }
+
+  /** @internal keeps (and repeats) rows of the cached K/V: row i of the new cache = old row rows[i] */
+  async selectCacheRows(rows: number[]): Promise<void> {
+    const g = await this.gatherGraph();
+    const bind: Record<string, string> = {};
+    for (let l = 0; l < this.config.numLayers; l++) {
+      bind[presentKey(l)] = pastKey(l);
+      bind[presentValue(l)] = pastValue(l);
+    }
+    await g.run(
+      { rows: { dims: [rows.length], data: BigInt64Array.from(rows.map(BigInt)) } },
+      { stateKey: this.stateKey, bind, fetch: [] },
+    );
+  }
+
+  /** Logits [tokens.length, vocab] of one unpadded sequence, recomputed without a cache (tests, debugging). */
+  async fullLogits(tokens: readonly number[]): Promise<Float32Array> {
+    const g = await this.compiled('logits', () =>
+      buildLogitsGraph(this.config, { ...this.familyOpts(), headFromEmbedding: this.headFromEmbedding() }),
+    );
+    const T = tokens.length;
+    const r = await g.run(
+      {
+        input_ids: { dims: [1, T], data: BigInt64Array.from(tokens.map(BigInt)) },
+        position_ids: { dims: [1, T], data: BigInt64Array.from(tokens.map((_, i) => BigInt(i))) },
+        attn_bias: { dims: [1, 1, T, T], data: attentionBias([new Uint8Array(T).fill(1)], T) },
+      },
+      { stateKey: this.stateKey, fetch: ['logits'] },
+    );
+    return r.outputs.logits.data as Float32Array;
+  }
+
+  /** Per-token log-probs and entropies of tokens[start..] under softmax(logits / temperature). */
+  async score(
+    seqs: readonly ScoredSequence[],
+    opts: { temperature?: number; microBatch?: number } = {},
+  ): Promise<TokenScores[]> {
+    const g = await this.scoreGraph();
+    const out: TokenScores[] = [];
+    const mb = opts.microBatch ?? 16;
+    for (let i = 0; i < seqs.length; i += mb) {
+      const part = seqs.slice(i, i + mb);
+      const { seq, feeds } = packSequences(part, this.tokenizer.padTokenId);
+      const r = await g.run(
+        { ...feeds, inv_temperature: 1 / (opts.temperature ?? 1) },
+        { stateKey: this.stateKey, fetch: ['logp', 'entropy'] },
+      );
+      const lp = r.outputs.logp.data as Float32Array;
+      const en = r.outputs.entropy.data as Float32Array;
+      part.forEach((s, b) => {
+        const from = b * seq + s.start - 1;
+        const to = b * seq + s.tokens.length - 1;
+        out.push({ logp: lp.slice(from, to), entropy: en.slice(from, to) });
+      });
+    }
+    return out;
+  }
+
+  /** Builds the train step for LoRA (adapter factors trainable) or full fine-tuning (every weight). */
+  async trainer(opts: TrainerOptions): Promise<ModelTrainer> {
+    if (opts.mode === 'lora' && !this.lora) {
+      throw new ModelError(
+        'train_no_adapter',
+        'mode',
+        'LoRA training needs an adapter: load with { lora } or { adapterPath }',
+      );
+    }
+    if (opts.mode === 'full' && this.lora) {
+      throw new ModelError(
+        'train_adapter_present',
+        'mode',
+        'merge the adapter first (mergeAdapter) or train in lora mode',
+      );
+    }
+    // full fine-tuning of a tied model reads the head through the embedding from now on
+    if (opts.mode === 'full') this.fullTrained = true;
+    return this.buildTrain(opts);
+  }
+
+  private async buildTrain(opts: TrainerOptions): Promise<ModelTrainer> {
+    const isParam = (name: string) =>
+      opts.mode === 'lora' ? name.endsWith('.lora_A') || name.endsWith('.lora_B') : true;
+    const tied = this.config.tieWordEmbeddings;
+    const s = scoreTensors(
+      this.config,
+      {
+        ...this.familyOpts(),
+        role: (n) => (isParam(n) ? 'param' : 'input'),
+        headFromEmbedding: tied,
+        loraDropout: this.lora?.config.dropout ?? 0,
+      },
+      'train',
+    );
+    const g = s.build.graph;
+    const mask = g.input('mask', 'float32', ['batch', 'seq']);
+    const extra: string[] = [];
+    const { loss, metrics } = opts.loss({
+      logp: s.logp,
+      entropy: s.entropy,
+      mask,
+      input: (name, dtype, shape) => {
+        extra.push(name);
+        return g.input(name, dtype, shape);
+      },
+    });
+    const params = g.inputs.filter((t) => t.kind === 'param');
+    const step = buildTrainStep({ graph: g, loss, params, optimizer: opts.optimizer, outputs: metrics });
+    const compiled = await this.engine.load(step.model);
+    // moments start at zero, the step counter at 1
+    const init: Record<string, Feed> = { 'optimizer.step': 1 };
+    const shapes = weightShapes(this.config, this.familyOpts().lora);
+    for (const p of params) {
+      const dims = shapes.get(p.name)!;
+      const size = dims.reduce((a, b) => a * b, 1);
+      init[`${p.name}.m`] = { dims, data: new Float32Array(size) };
+      init[`${p.name}.v`] = { dims, data: new Float32Array(size) };
+    }
+    await compiled.setState(this.stateKey, init);
+    const dropoutSeed = g.inputs.some((t) => t.name === 'dropout_seed');
+    return new ModelTrainer(
+      this,
+      compiled,
+      step.bind,
+      step.fetch,
+      extra,
+      1 / (opts.temperature ?? 1),
+      dropoutSeed,
+    );
+  }
+
+  /** Saves the current adapter in PEFT format (adapter_config.json + adapter_model.safetensors). */
+  async saveAdapter(dir: string, baseModel = this.dir): Promise<void> {
+    if (!this.lora) throw new ModelError('adapter_none', 'adapter', 'this model has no LoRA adapter to save');
+    saveAdapter(dir, this.config, this.lora.config, await this.weights(), baseModel);
+  }
+
+  /** Replaces the adapter (or adds one) from a PEFT folder. */
+  async loadAdapter(dir: string): Promise<void> {
+    if (this.fullTrained)
+      throw new ModelError('adapter_after_full', 'adapter', 'cannot add an adapter after full fine-tuning');
+    const a = loadAdapter(dir, this.config);
+    this.lora = { config: a.config };
+    await this.setWeights(a.weights);
+  }
+
+  /** Folds the adapter into the base weights (W += scale·A·B); the model then has no adapter. */
+  async mergeAdapter(): Promise<void> {
+    if (!this.lora) return;
+    const w = await this.weights();
+    const merged = mergeLora(this.config, w, this.lora.config, w);
+    this.lora = null;
+    await this.setWeights(merged);
+  }
+
+  /** Writes a full checkpoint folder (weights with any adapter merged, config and tokenizer files). */
+  async saveCheckpoint(dir: string, opts: { dtype?: 'F32' | 'BF16' | 'F16' } = {}): Promise<void> {
+    mkdirSync(dir, { recursive: true });
+    let w = await this.weights();
+    if (this.lora) w = mergeLora(this.config, w, this.lora.config, w);
+    const tensors = toCheckpointTensors(w, this.config);
+    const typed = Object.fromEntries(
+      Object.entries(tensors).map(([k, t]) => [k, { ...t, dtype: opts.dtype ?? 'F32' }]),
+    );
+    writeSafetensors(join(dir, 'model.safetensors'), typed);
+    for (const f of [
+      'config.json',
+      'generation_config.json',
+      'tokenizer.json',
+      'tokenizer_config.json',
+      'chat_template.jinja',
+    ]) {
+      if (existsSync(join(this.dir, f))) copyFileSync(join(this.dir, f), join(dir, f));
+    }
+    const cfg = readJson(join(dir, 'config.json'))!;
+    cfg.torch_dtype = { F32: 'float32', BF16: 'bfloat16', F16: 'float16' }[opts.dtype ?? 'F32'];
+    writeFileSync(join(dir, 'config.json'), `${JSON.stringify(cfg, null, 2)}\n`);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const g = await this.decodeGraph();
+    await g.dropState(this.stateKey);
+    if (this.ownsEngine) await this.engine.close();
+  }
+}
+
+export class ModelTrainer {
+  constructor(
+    readonly model: CausalLM,
+    private readonly compiled: CompiledModel,
+    private readonly bind: Record<string, string>,
+    private readonly fetch: string[],
+    readonly extraInputs: string[],
+    private readonly invTemperature: number,
+    private readonly dropoutSeed: boolean,
+  ) {}
+  private steps = 0;
+
+  /** One optimizer step on `seqs`; `extra` feeds the inputs the loss hook declared. */
+  async step(seqs: readonly ScoredSequence[], extra: Record<string, Feed> = {}): Promise<TrainStepResult> {
+    const { feeds, mask, batch, seq } = packSequences(seqs, this.model.tokenizer.padTokenId);
+    for (const name of this.extraInputs) {
+      if (!(name in extra))
+        throw new ModelError(
+          'train_missing_input',
+          name,
+          'the loss hook declared this input; pass it in step(seqs, extra)',
+        );
+    }
+    this.steps += 1;
+    const seed: Record<string, Feed> = this.dropoutSeed
+      ? { dropout_seed: { dims: [], data: BigInt64Array.of(BigInt(this.steps)) } }
+      : {};
+    const r = await this.compiled.run(
+      {
+        ...feeds,
+        ...seed,
+        mask: { dims: [batch, seq], data: mask },
+        inv_temperature: this.invTemperature,
+        ...extra,
+      },
+      { stateKey: this.model.stateKey, bind: this.bind, fetch: this.fetch },
+    );
+    const num = (k: string) => (r.outputs[k] ? Number((r.outputs[k].data as Float32Array)[0]) : null);
+    const metrics: Record<string, Float32Array> = {};
+    for (const [k, v] of Object.entries(r.outputs)) {
+      if (k !== 'loss' && !k.startsWith('optimizer.')) metrics[k] = v.data as Float32Array;
+    }
+    return {
+      loss: num('loss') ?? Number.NaN,
+      lr: num('optimizer.lr') ?? Number.NaN,
+      gradNorm: num('optimizer.grad_norm'),
+      metrics,
+      ms: r.ms,
+    };
+  }
+}

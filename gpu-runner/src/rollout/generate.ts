@@ -1,0 +1,195 @@
+// Batched generation with a KV cache: one prefill per distinct prompt (left-padded batch), the
+// cache rows repeated for the n samples of each prompt, then one-token decode steps. Rows that
+// finish (EOS, stop string, max tokens) are dropped from the cache so later steps do less work.
+
+import { attentionBias } from '../model/graphs';
+import type { CausalLM } from '../model/model';
+import { findStop, sampleRng, sampleToken } from './sampling';
+
+export interface GenerateOptions {
+  maxNewTokens: number;
+  /** samples per prompt (they share the prompt's prefill) */
+  n?: number;
+  /** 0 = greedy */
+  temperature?: number;
+  topP?: number;
+  topK?: number;
+  seed?: number;
+  /** generation ends when the decoded text contains one of these (it is cut from `text`) */
+  stop?: string[];
+  /** default: the model's (generation_config.json + tokenizer) */
+  eosTokenIds?: number[];
+}
+
+export type FinishReason = 'eos' | 'stop' | 'length';
+
+export interface Completion {
+  prompt: number;
+  sample: number;
+  /** generated ids (the EOS id included when it ended the sequence) */
+  tokens: number[];
+  text: string;
+  finishReason: FinishReason;
+}
+
+export interface GenerateStats {
+  prefillMs: number;
+  decodeMs: number;
+  steps: number;
+  generatedTokens: number;
+}
+
+export class GenerateError extends Error {
+  constructor(
+    readonly code: string,
+    readonly field: string,
+    message: string,
+  ) {
+    super(`${code}: ${field}: ${message}`);
+  }
+}
+
+interface Row {
+  prompt: number;
+  sample: number;
+  /** key positions that hold real tokens (pads are 0) */
+  valid: number[];
+  nextPos: number;
+  tokens: number[];
+  rng: ReturnType<typeof sampleRng>;
+  done: FinishReason | null;
+  text: string;
+}
+
+export async function generate(
+  model: CausalLM,
+  prompts: readonly number[][],
+  opts: GenerateOptions,
+  stats?: GenerateStats,
+): Promise<Completion[]> {
+  const n = opts.n ?? 1;
+  if (prompts.length === 0) return [];
+  if (!(opts.maxNewTokens >= 1))
+    throw new GenerateError('generate_bad_option', 'maxNewTokens', 'must be >= 1');
+  prompts.forEach((p, i) => {
+    if (p.length === 0)
+      throw new GenerateError('generate_empty_prompt', `prompts[${i}]`, 'a prompt needs at least one token');
+  });
+  const sampling = { temperature: opts.temperature ?? 1, topK: opts.topK ?? 0, topP: opts.topP ?? 1 };
+  const eos = new Set(opts.eosTokenIds ?? model.eosTokenIds);
+  const stops = (opts.stop ?? []).filter((s) => s.length > 0);
+  const limit = model.vocabLimit;
+  const V = model.config.vocabSize;
+  const t0 = performance.now();
+
+  // prefill: distinct prompts, left-padded
+  const P = prompts.length;
+  const L = Math.max(...prompts.map((p) => p.length));
+  const ids = new BigInt64Array(P * L).fill(BigInt(model.tokenizer.padTokenId));
+  const pos = new BigInt64Array(P * L);
+  const valid: Uint8Array[] = [];
+  prompts.forEach((p, b) => {
+    const pad = L - p.length;
+    const v = new Uint8Array(L);
+    for (let t = 0; t < p.length; t++) {
+      ids[b * L + pad + t] = BigInt(p[t]);
+      pos[b * L + pad + t] = BigInt(t);
+      v[pad + t] = 1;
+    }
+    valid.push(v);
+  });
+  const pre = await model.decodeRun({
+    input_ids: { dims: [P, L], data: ids },
+    position_ids: { dims: [P, L], data: pos },
+    attn_bias: { dims: [P, 1, L, L], data: attentionBias(valid, L) },
+    ...model.emptyCache(P),
+  });
+  const prefillDone = performance.now();
+
+  // one row per sample; the cache rows of prompt p are repeated n times
+  let rows: Row[] = [];
+  for (let p = 0; p < P; p++) {
+    for (let s = 0; s < n; s++) {
+      rows.push({
+        prompt: p,
+        sample: s,
+        valid: Array.from(valid[p]),
+        nextPos: prompts[p].length,
+        tokens: [],
+        rng: sampleRng(opts.seed ?? 0, p, s),
+        done: null,
+        text: '',
+      });
+    }
+  }
+  if (n > 1) await model.selectCacheRows(rows.map((r) => r.prompt));
+  const finished: Row[] = [];
+  let logits = pre.logits;
+  let logitRow = (i: number) => rows[i].prompt; // prefill logits are per prompt
+  let steps = 0;
+  for (;;) {
+    for (let i = 0; i < rows.length; i++) {
+      const r = rows[i];
+      const off = logitRow(i) * V;
+      const tok = sampleToken(logits.subarray(off, off + V), sampling, r.rng, limit);
+      r.tokens.push(tok);
+      if (eos.has(tok)) r.done = 'eos';
+      else if (stops.length > 0) {
+        const text = model.tokenizer.decode(r.tokens);
+        const longest = Math.max(...stops.map((s) => s.length));
+        const hit = findStop(text, stops, r.text.length - longest);
+        r.text = text;
+        if (hit) {
+          r.done = 'stop';
+          r.text = text.slice(0, hit.index);
+        }
+      }
+      if (!r.done && r.tokens.length >= opts.maxNewTokens) r.done = 'length';
+    }
+    const keep = rows.map((r, i) => (r.done ? -1 : i)).filter((i) => i >= 0);
+    for (const r of rows) if (r.done) finished.push(r);
+    if (keep.length === 0) break;
+    if (keep.length < rows.length) {
+      await model.selectCacheRows(keep);
+      rows = keep.map((i) => rows[i]);
+    }
+    const B = rows.length;
+    const total = rows[0].valid.length + 1;
+    const stepIds = new BigInt64Array(B);
+    const stepPos = new BigInt64Array(B);
+    const keyValid: Uint8Array[] = [];
+    rows.forEach((r, b) => {
+      stepIds[b] = BigInt(r.tokens[r.tokens.length - 1]);
+      stepPos[b] = BigInt(r.nextPos++);
+      r.valid.push(1);
+      keyValid.push(Uint8Array.from(r.valid));
+    });
+    const out = await model.decodeRun({
+      input_ids: { dims: [B, 1], data: stepIds },
+      position_ids: { dims: [B, 1], data: stepPos },
+      attn_bias: { dims: [B, 1, 1, total], data: attentionBias(keyValid, 1) },
+    });
+    logits = out.logits;
+    logitRow = (i) => i;
+    steps++;
+  }
+  const end = performance.now();
+  if (stats) {
+    stats.prefillMs += prefillDone - t0;
+    stats.decodeMs += end - prefillDone;
+    stats.steps += steps;
+    stats.generatedTokens += finished.reduce((a, r) => a + r.tokens.length, 0);
+  }
+  return finished
+    .sort((a, b) => a.prompt - b.prompt || a.sample - b.sample)
+    .map((r) => ({
+      prompt: r.prompt,
+      sample: r.sample,
+      tokens: r.tokens,
+      text:
+        r.done === 'stop'
+          ? r.text
+          : model.tokenizer.decode(r.tokens, { skipSpecialTokens: r.done === 'eos' }),
+      finishReason: r.done ?? 'length',
+    }));
+}
