@@ -9,9 +9,18 @@ export default defineConfig({
     cloudflareTest(async () => ({
       wrangler: { configPath: path.join(root, 'wrangler.toml') },
       miniflare: {
-        bindings: { TEST_MIGRATIONS: await readD1Migrations(path.join(root, 'migrations')) },
+        bindings: {
+          TEST_MIGRATIONS: await readD1Migrations(path.join(root, 'migrations')),
+          // Webhook retries 1 s apart (5 attempts) instead of hours: see api/src/webhooks/schedule.ts.
+          WEBHOOKS_RETRY_SCHEDULE: '1,1,1,1',
+        },
       },
     })),
   ],
-  test: { name: 'api', include: ['test/**/*.test.ts'] },
+  test: {
+    name: 'api',
+    include: ['test/**/*.test.ts'],
+    // A real HTTP receiver on 127.0.0.1 for webhook deliveries (port via inject('webhookReceiverPort')).
+    globalSetup: ['test/webhooks.receiver.ts'],
+  },
 });
