@@ -4,6 +4,7 @@
 
 import { attentionBias } from '../model/graphs';
 import type { CausalLM } from '../model/model';
+import type { ChatMessage } from '../model/tokenizer';
 import { findStop, sampleRng, sampleToken } from './sampling';
 
 export interface GenerateOptions {
@@ -61,14 +62,28 @@ interface Row {
   text: string;
 }
 
+/** A prompt as token ids, raw text (encoded as is), or chat messages (rendered with the chat template). */
+export type Prompt = readonly number[] | string | readonly ChatMessage[];
+
+export function encodePrompt(model: CausalLM, prompt: Prompt): number[] {
+  if (typeof prompt === 'string') return model.tokenizer.encode(prompt);
+  if (prompt.length > 0 && typeof prompt[0] === 'object') {
+    return model.tokenizer.encode(
+      model.tokenizer.applyChatTemplate(prompt as ChatMessage[], { addGenerationPrompt: true }),
+    );
+  }
+  return [...(prompt as readonly number[])];
+}
+
 export async function generate(
   model: CausalLM,
-  prompts: readonly number[][],
+  promptsIn: readonly Prompt[],
   opts: GenerateOptions,
   stats?: GenerateStats,
 ): Promise<Completion[]> {
   const n = opts.n ?? 1;
-  if (prompts.length === 0) return [];
+  if (promptsIn.length === 0) return [];
+  const prompts = promptsIn.map((p) => encodePrompt(model, p));
   if (!(opts.maxNewTokens >= 1))
     throw new GenerateError('generate_bad_option', 'maxNewTokens', 'must be >= 1');
   prompts.forEach((p, i) => {
