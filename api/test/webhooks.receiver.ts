@@ -61,7 +61,11 @@ export default async function setup(project: TestProject) {
           res.end(JSON.stringify(r.log));
           return;
         }
-        const config = JSON.parse(body || '{}') as { script?: ScriptedResponse[]; fallback?: ScriptedResponse; secrets?: string[] };
+        const config = JSON.parse(body || '{}') as {
+          script?: ScriptedResponse[];
+          fallback?: ScriptedResponse;
+          secrets?: string[];
+        };
         if (config.script) r.script = config.script;
         if (config.fallback) r.fallback = config.fallback;
         if (config.secrets) r.secrets = config.secrets;

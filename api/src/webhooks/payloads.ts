@@ -64,7 +64,8 @@ export function jobEventPayload(input: {
   type: JobWebhookEventType;
   createdAt: string;
   job: Record<string, unknown>;
-  sequence: number;
+  /** The job_events id: increases with every event of the job (null when unknown). */
+  sequence: number | null;
   data: Record<string, unknown>;
 }): WebhookPayload {
   return {

@@ -1,0 +1,55 @@
+// The bridge from the job event log to webhooks: recordJobEvent (api/src/events.ts) calls this for
+// every event it writes; the seven webhook event types fan out, the rest (progress, logs, ...) stop here.
+import { eq } from 'drizzle-orm';
+import { drizzle } from 'drizzle-orm/d1';
+import { jobs } from '../db/schema';
+import { newId, publishWebhookEvent, type WebhookEnv } from './engine';
+import { isJobWebhookEventType, jobEventPayload } from './payloads';
+
+const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+
+export async function publishJobEventWebhooks(
+  env: WebhookEnv,
+  input: {
+    job: { id: string; accountId: string };
+    type: string;
+    data: Record<string, unknown>;
+    /** The job_events row id (monotonic per job), sent as `data.sequence` when known. */
+    eventRowId?: number;
+    createdAt?: number;
+  },
+): Promise<void> {
+  if (!isJobWebhookEventType(input.type)) return;
+  const [row] = await drizzle(env.DB).select().from(jobs).where(eq(jobs.id, input.job.id));
+  if (!row) return;
+  const spec = JSON.parse(row.spec) as { webhook?: { url: string; events: string[] }; metadata?: unknown };
+  const now = input.createdAt ?? Date.now();
+  const job = {
+    id: row.id,
+    name: row.name,
+    status: row.status,
+    algorithm: row.algorithm,
+    attempt: row.attempt,
+    current_step: row.currentStep,
+    total_steps: row.totalSteps,
+    error: row.errorCode ? { code: row.errorCode, message: row.errorMessage ?? '' } : null,
+    created_at: iso(row.createdAt),
+    updated_at: iso(row.updatedAt),
+    started_at: iso(row.startedAt),
+    finished_at: iso(row.finishedAt),
+    spec: { metadata: spec.metadata ?? {} },
+  };
+  await publishWebhookEvent(env, {
+    accountId: row.accountId,
+    eventId: newId('evt', now),
+    jobId: row.id,
+    jobWebhook: spec.webhook ?? null,
+    payload: jobEventPayload({
+      type: input.type,
+      createdAt: new Date(now).toISOString(),
+      job,
+      sequence: input.eventRowId ?? null,
+      data: input.data,
+    }),
+  });
+}
