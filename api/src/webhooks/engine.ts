@@ -544,10 +544,11 @@ export async function sweepWebhookDeliveries(
 ): Promise<number> {
   const d = db(env);
   const now = settings.clock();
-  await d
+  const reclaimed = await d
     .update(webhookDeliveries)
     .set({ status: 'retrying', leaseUntil: null, nextAttemptAt: now, updatedAt: now })
-    .where(and(eq(webhookDeliveries.status, 'sending'), lt(webhookDeliveries.leaseUntil, now)));
+    .where(and(eq(webhookDeliveries.status, 'sending'), lt(webhookDeliveries.leaseUntil, now)))
+    .returning({ id: webhookDeliveries.id });
   const overdue = await d
     .select({ id: webhookDeliveries.id })
     .from(webhookDeliveries)
@@ -562,8 +563,8 @@ export async function sweepWebhookDeliveries(
     )
     .orderBy(asc(webhookDeliveries.nextAttemptAt))
     .limit(500);
-  await enqueue(env, overdue);
-  return overdue.length;
+  await enqueue(env, [...reclaimed, ...overdue]);
+  return reclaimed.length + overdue.length;
 }
 
 /**
