@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CausalLM } from '../model/model';
 import { Rng } from '../model/rng';
 import { generate } from './generate';
-import { findStop, sampleToken } from './sampling';
+import { candidates, findStop, sampleToken } from './sampling';
 
 describe('sampleToken', () => {
   const logits = [2, 1, 0.5, 0, -1, -3];
@@ -45,6 +45,35 @@ describe('sampleToken', () => {
     const f = freq({ temperature: 1, topK: 0, topP: 0.7 });
     expect(f.slice(2).every((x) => x === 0)).toBe(true);
     expect(Math.abs(f[0] - p[0] / (p[0] + p[1]))).toBeLessThan(0.015);
+  });
+
+  it('selects the same top-k / top-p candidates as sorting the whole vocabulary', () => {
+    const rng = new Rng(5);
+    for (let trial = 0; trial < 50; trial++) {
+      const V = 50 + Math.floor(rng.next() * 500);
+      // ties included: logits drawn from a small set of values half of the time
+      const row = Array.from({ length: V }, () =>
+        trial % 2 ? Math.round(rng.normal() * 2) : rng.normal() * 3,
+      );
+      const topK = trial % 3 === 0 ? 0 : 1 + Math.floor(rng.next() * 40);
+      const topP = trial % 5 === 0 ? 1 : 0.3 + 0.69 * rng.next();
+      const c = candidates(row, { temperature: 0.9, topK, topP });
+      const got = Array.from(c.ids.subarray(0, c.n));
+      // brute force: sort by probability, cut at k, then the smallest prefix reaching topP of the mass
+      const order = row.map((_, i) => i).sort((a, b) => row[b] - row[a]);
+      const kept = topK > 0 ? order.slice(0, topK) : order;
+      const w = kept.map((i) => Math.exp((row[i] - row[order[0]]) / 0.9));
+      const z = w.reduce((a, b) => a + b, 0);
+      let n = 0;
+      for (let acc = 0; n < kept.length; ) {
+        acc += w[n++];
+        if (topP < 1 && acc >= topP * z * (1 - 1e-12)) break;
+      }
+      expect(got.length).toBe(n);
+      // equal-probability ties at the boundary may be broken either way: compare the probabilities
+      const probs = (ids: number[]) => ids.map((i) => row[i]).sort((a, b) => b - a);
+      expect(probs(got)).toEqual(probs(kept.slice(0, n)));
+    }
   });
 
   it('finds the earliest stop string', () => {

@@ -19,6 +19,96 @@ export function argmax(row: ArrayLike<number>, limit = row.length): number {
   return best;
 }
 
+/** 3-way partition of ids[lo, hi) by p around `pivot`: [lo, lt) > pivot, [lt, gt) = pivot, [gt, hi) < pivot */
+function partition(
+  ids: Int32Array,
+  p: Float64Array,
+  lo: number,
+  hi: number,
+  pivot: number,
+): [number, number] {
+  let lt = lo;
+  let i = lo;
+  let gt = hi;
+  while (i < gt) {
+    const v = p[ids[i]];
+    if (v > pivot) {
+      const t = ids[lt];
+      ids[lt++] = ids[i];
+      ids[i++] = t;
+    } else if (v < pivot) {
+      const t = ids[--gt];
+      ids[gt] = ids[i];
+      ids[i] = t;
+    } else i++;
+  }
+  return [lt, gt];
+}
+
+/** Reorders ids[0, n) so that ids[0, k) hold the k most probable tokens (quickselect, O(n)). */
+function selectTopCount(ids: Int32Array, p: Float64Array, n: number, k: number): void {
+  let lo = 0;
+  let hi = n;
+  while (hi - lo > 1) {
+    const [lt, gt] = partition(ids, p, lo, hi, p[ids[lo + ((hi - lo) >> 1)]]);
+    if (k <= lt) hi = lt;
+    else if (k <= gt) return;
+    else lo = gt;
+  }
+}
+
+/** Reorders ids[0, n) and returns the smallest c such that ids[0, c) are the most probable
+ *  tokens with total mass >= target (the nucleus), in O(n) expected time. */
+function selectTopMass(ids: Int32Array, p: Float64Array, n: number, target: number): number {
+  let lo = 0;
+  let hi = n;
+  let need = target;
+  while (lo < hi) {
+    const pivot = p[ids[lo + ((hi - lo) >> 1)]];
+    const [lt, gt] = partition(ids, p, lo, hi, pivot);
+    let mass = 0;
+    for (let j = lo; j < lt; j++) mass += p[ids[j]];
+    if (mass >= need && lt > lo) {
+      hi = lt;
+      continue;
+    }
+    need -= mass;
+    const eq = gt - lt;
+    if (eq * pivot >= need) return lt + Math.min(eq, Math.max(1, Math.ceil(need / pivot)));
+    need -= eq * pivot;
+    lo = gt;
+  }
+  return Math.max(1, lo);
+}
+
+/** The candidate set of top-k / top-p sampling and its unnormalized probabilities. */
+export function candidates(
+  row: ArrayLike<number>,
+  opts: SamplingOptions,
+  limit = row.length,
+): { ids: Int32Array; p: Float64Array; n: number; z: number } {
+  let max = Number.NEGATIVE_INFINITY;
+  for (let i = 0; i < limit; i++) if (row[i] > max) max = row[i];
+  const p = new Float64Array(limit);
+  const inv = 1 / opts.temperature;
+  for (let i = 0; i < limit; i++) p[i] = Math.exp((row[i] - max) * inv);
+  const ids = new Int32Array(limit);
+  for (let i = 0; i < limit; i++) ids[i] = i;
+  let n = limit;
+  if (opts.topK > 0 && opts.topK < limit) {
+    selectTopCount(ids, p, n, opts.topK);
+    n = opts.topK;
+  }
+  let z = 0;
+  for (let j = 0; j < n; j++) z += p[ids[j]];
+  if (opts.topP < 1) {
+    n = selectTopMass(ids, p, n, opts.topP * z);
+    z = 0;
+    for (let j = 0; j < n; j++) z += p[ids[j]];
+  }
+  return { ids, p, n, z };
+}
+
 /** Samples one token id from `row` (logits over the vocabulary; entries >= `limit` are ignored). */
 export function sampleToken(
   row: ArrayLike<number>,
@@ -27,38 +117,13 @@ export function sampleToken(
   limit = row.length,
 ): number {
   if (opts.temperature <= 0) return argmax(row, limit);
-  const t = opts.temperature;
-  let max = Number.NEGATIVE_INFINITY;
-  for (let i = 0; i < limit; i++) if (row[i] > max) max = row[i];
-  // candidates sorted by logit only when top-k / top-p need an order
-  const k = opts.topK > 0 && opts.topK < limit ? opts.topK : limit;
-  const needOrder = k < limit || opts.topP < 1;
-  let ids: number[];
-  if (needOrder) {
-    ids = Array.from({ length: limit }, (_, i) => i);
-    ids.sort((a, b) => row[b] - row[a] || a - b);
-    ids.length = k;
-  } else ids = Array.from({ length: limit }, (_, i) => i);
-  const p = ids.map((i) => Math.exp((row[i] - max) / t));
-  let z = p.reduce((a, b) => a + b, 0);
-  if (opts.topP < 1) {
-    let cum = 0;
-    let keep = 0;
-    while (keep < p.length) {
-      cum += p[keep] / z;
-      keep++;
-      if (cum >= opts.topP) break;
-    }
-    ids.length = keep;
-    p.length = keep;
-    z = p.reduce((a, b) => a + b, 0);
-  }
+  const { ids, p, n, z } = candidates(row, opts, limit);
   let u = rng.next() * z;
-  for (let j = 0; j < ids.length; j++) {
-    u -= p[j];
+  for (let j = 0; j < n; j++) {
+    u -= p[ids[j]];
     if (u < 0) return ids[j];
   }
-  return ids[ids.length - 1];
+  return ids[n - 1];
 }
 
 /** One generator per (seed, prompt index, sample index). */

@@ -1,0 +1,256 @@
+// npm run bench:model [-- --layers 24 --new-tokens 16 --skip-05b --threads 2]
+// Rollout throughput (generated tokens/s) at batch 1, 8, 32 and train-step tokens/s (LoRA and full)
+// on the tiny Qwen2/Qwen3/Llama checkpoints and on a Qwen2.5-0.5B-shaped model with random weights
+// (generated here, never downloaded). Every number is also given as a ratio to the bare-MatMul
+// bound measured in the same run on the same weights: the time onnxruntime needs for just the
+// model's Linear layers at that batch (decode: one row per sequence; training: 3× the forward
+// matmuls for full fine-tuning, 2× for LoRA, whose frozen weights need no weight gradient).
+import { copyFileSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { join } from 'node:path';
+import * as op from '../gpu-runner/src/engine/index';
+import { buildModel, Graph, type Tensor } from '../gpu-runner/src/engine/index';
+import { LORA_TARGETS, modulePath, projShape } from '../gpu-runner/src/model/decoder';
+import { CausalLM, type GenerateStats, generate, type LossHook } from '../gpu-runner/src/model/index';
+import { writeSafetensors } from '../gpu-runner/src/model/safetensors';
+
+const arg = (name: string, fallback: string) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : fallback;
+};
+const flag = (name: string) => process.argv.includes(`--${name}`);
+const LAYERS_05B = Number(arg('layers', '24'));
+const NEW_TOKENS = Number(arg('new-tokens', '16'));
+const THREADS = Number(arg('threads', '0')) || undefined;
+const MODELS = join(import.meta.dirname, '..', 'gpu-runner', 'models');
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const rssGiB = () => (process.resourceUsage().maxRSS * 1024) / 2 ** 30;
+
+const nll: LossHook = ({ logp, mask }) => ({
+  loss: op.div(
+    op.neg(op.reduceSum(op.mul(logp, mask), undefined, false)),
+    op.reduceSum(mask, undefined, false),
+  ),
+});
+
+/** Seconds for the model's Linear layers alone on `rows` input rows, reading the model's own weights. */
+async function bareMatmulSeconds(model: CausalLM, rows: number, repeats: number): Promise<number> {
+  const cfg = model.config;
+  const g = new Graph('bare_matmul');
+  const width = { h: cfg.hiddenSize, q: cfg.numHeads * cfg.headDim, i: cfg.intermediateSize };
+  const xs = {
+    h: g.input('x_h', 'float32', ['rows', width.h]),
+    q: g.input('x_q', 'float32', ['rows', width.q]),
+    i: g.input('x_i', 'float32', ['rows', width.i]),
+  };
+  const pick = (n: number) => (n === width.h ? xs.h : n === width.q ? xs.q : xs.i);
+  let total: Tensor | null = null;
+  const acc = (t: Tensor) => {
+    const s = op.reduceSum(t, undefined, false);
+    total = total ? op.add(total, s) : s;
+  };
+  for (let l = 0; l < cfg.numLayers; l++) {
+    for (const m of LORA_TARGETS) {
+      const [i, o] = projShape(cfg, m);
+      acc(op.matmul(pick(i), g.input(`${modulePath(l, m)}.weight`, 'float32', [i, o])));
+    }
+  }
+  acc(op.matmul(xs.h, g.input('lm_head.weight', 'float32', [cfg.hiddenSize, cfg.vocabSize])));
+  const compiled = await model.engine.load(buildModel(g, { total: total! }));
+  const feed = (n: number) => ({ dims: [rows, n], data: new Float32Array(rows * n).fill(0.01) });
+  const feeds = { x_h: feed(width.h), x_q: feed(width.q), x_i: feed(width.i) };
+  await compiled.run(feeds, { stateKey: model.stateKey });
+  const times: number[] = [];
+  for (let r = 0; r < repeats; r++)
+    times.push((await compiled.run(feeds, { stateKey: model.stateKey })).ms / 1000);
+  return median(times);
+}
+
+/** A Qwen2.5-0.5B-shaped checkpoint (random weights) written to a temp folder, with the tiny Qwen2 tokenizer. */
+function writeQwen05b(layers: number): string {
+  const dir = join(os.tmpdir(), `cgrpo-bench-qwen2.5-0.5b-${layers}l`);
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const H = 896;
+  const I = 4864;
+  const nH = 14;
+  const nKV = 2;
+  const hd = 64;
+  const V = 151936;
+  const config = {
+    architectures: ['Qwen2ForCausalLM'],
+    model_type: 'qwen2',
+    hidden_size: H,
+    intermediate_size: I,
+    num_hidden_layers: layers,
+    num_attention_heads: nH,
+    num_key_value_heads: nKV,
+    hidden_act: 'silu',
+    max_position_embeddings: 32768,
+    rms_norm_eps: 1e-6,
+    rope_theta: 1000000,
+    tie_word_embeddings: true,
+    use_sliding_window: false,
+    vocab_size: V,
+    torch_dtype: 'bfloat16',
+  };
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
+  for (const f of ['tokenizer.json', 'tokenizer_config.json', 'generation_config.json']) {
+    copyFileSync(join(MODELS, 'tiny-qwen2', f), join(dir, f));
+  }
+  let s = 12345;
+  const rand = (n: number, scale: number) => {
+    const a = new Float32Array(n);
+    for (let i = 0; i < n; i++) {
+      s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+      a[i] = (s / 4294967296 - 0.5) * 2 * scale;
+    }
+    return a;
+  };
+  const t: Record<string, { shape: number[]; data: Float32Array; dtype: 'BF16' }> = {};
+  const put = (name: string, shape: number[], scale: number, mean = 0) => {
+    const d = rand(
+      shape.reduce((a, b) => a * b, 1),
+      scale,
+    );
+    if (mean) for (let i = 0; i < d.length; i++) d[i] += mean;
+    t[name] = { shape, data: d, dtype: 'BF16' };
+  };
+  put('model.embed_tokens.weight', [V, H], 0.05);
+  put('model.norm.weight', [H], 0.05, 1);
+  for (let l = 0; l < layers; l++) {
+    const p = `model.layers.${l}`;
+    put(`${p}.input_layernorm.weight`, [H], 0.05, 1);
+    put(`${p}.post_attention_layernorm.weight`, [H], 0.05, 1);
+    put(`${p}.self_attn.q_proj.weight`, [nH * hd, H], 1 / Math.sqrt(H));
+    put(`${p}.self_attn.q_proj.bias`, [nH * hd], 0.05);
+    put(`${p}.self_attn.k_proj.weight`, [nKV * hd, H], 1 / Math.sqrt(H));
+    put(`${p}.self_attn.k_proj.bias`, [nKV * hd], 0.05);
+    put(`${p}.self_attn.v_proj.weight`, [nKV * hd, H], 1 / Math.sqrt(H));
+    put(`${p}.self_attn.v_proj.bias`, [nKV * hd], 0.05);
+    put(`${p}.self_attn.o_proj.weight`, [H, nH * hd], 1 / Math.sqrt(nH * hd));
+    put(`${p}.mlp.gate_proj.weight`, [I, H], 1 / Math.sqrt(H));
+    put(`${p}.mlp.up_proj.weight`, [I, H], 1 / Math.sqrt(H));
+    put(`${p}.mlp.down_proj.weight`, [H, I], 1 / Math.sqrt(I));
+  }
+  writeSafetensors(join(dir, 'model.safetensors'), t);
+  return dir;
+}
+
+interface Row {
+  model: string;
+  what: string;
+  batch: number;
+  tokensPerSec: number;
+  boundTokensPerSec: number;
+  note: string;
+}
+const rows: Row[] = [];
+
+async function rollout(name: string, model: CausalLM, batches: number[], newTokens: number): Promise<void> {
+  const tok = model.tokenizer;
+  const questions = Array.from(
+    { length: 32 },
+    (_, i) => `What is ${i + 3} + ${2 * i + 5}? Think step by step.`,
+  );
+  for (const B of batches) {
+    const prompts = questions
+      .slice(0, B)
+      .map((q) => tok.encode(tok.applyChatTemplate([{ role: 'user', content: q }])));
+    await generate(model, prompts.slice(0, 1), { maxNewTokens: 2, temperature: 0 }); // warm the graphs
+    const stats: GenerateStats = { prefillMs: 0, decodeMs: 0, steps: 0, generatedTokens: 0 };
+    const t0 = performance.now();
+    await generate(
+      model,
+      prompts,
+      { maxNewTokens: newTokens, temperature: 1, topP: 0.95, seed: 1, eosTokenIds: [] },
+      stats,
+    );
+    const wall = (performance.now() - t0) / 1000;
+    const decodeTokens = stats.generatedTokens - B; // the first token of each row comes from the prefill
+    const decodeRate = decodeTokens / (stats.decodeMs / 1000);
+    const bound = B / (await bareMatmulSeconds(model, B, 5));
+    rows.push({
+      model: name,
+      what: 'rollout decode',
+      batch: B,
+      tokensPerSec: decodeRate,
+      boundTokensPerSec: bound,
+      note: `${stats.generatedTokens} tokens, ${wall.toFixed(2)} s wall incl. prefill ${(stats.prefillMs / 1000).toFixed(2)} s (${(stats.generatedTokens / wall).toFixed(1)} tok/s end to end)`,
+    });
+    console.log(rows.at(-1));
+  }
+}
+
+async function trainStep(
+  name: string,
+  dir: string,
+  mode: 'lora' | 'full',
+  batch: number,
+  seq: number,
+  steps: number,
+): Promise<void> {
+  const model = await CausalLM.load(
+    dir,
+    mode === 'lora'
+      ? { threads: THREADS, lora: { rank: 16, alpha: 32, dropout: 0, targets: [...LORA_TARGETS] } }
+      : { threads: THREADS },
+  );
+  const tokens = Array.from({ length: seq + 1 }, (_, i) => 100 + ((i * 37) % 2000));
+  const seqs = Array.from({ length: batch }, () => ({ tokens, start: 1 }));
+  const trainer = await model.trainer({ mode, loss: nll, optimizer: { lr: 1e-5 } });
+  await trainer.step(seqs);
+  const times: number[] = [];
+  for (let i = 0; i < steps; i++) times.push((await trainer.step(seqs)).ms / 1000);
+  const t = median(times);
+  const factor = mode === 'full' ? 3 : 2;
+  const bound = (batch * seq) / (factor * (await bareMatmulSeconds(model, batch * seq, 3)));
+  rows.push({
+    model: name,
+    what: `train step (${mode})`,
+    batch,
+    tokensPerSec: (batch * seq) / t,
+    boundTokensPerSec: bound,
+    note: `${batch}×${seq} tokens, ${(t * 1000).toFixed(0)} ms/step, bound = ${factor}× forward matmuls`,
+  });
+  console.log(rows.at(-1));
+  await model.close();
+}
+
+const started = Date.now();
+for (const fam of ['qwen2', 'qwen3', 'llama']) {
+  const dir = join(MODELS, `tiny-${fam}`);
+  const model = await CausalLM.load(dir, { threads: THREADS });
+  await rollout(`tiny-${fam}`, model, [1, 8, 32], 32);
+  await model.close();
+  await trainStep(`tiny-${fam}`, dir, 'lora', 8, 64, 5);
+  await trainStep(`tiny-${fam}`, dir, 'full', 8, 64, 5);
+}
+let big = '';
+if (!flag('skip-05b')) {
+  const t0 = Date.now();
+  const dir = writeQwen05b(LAYERS_05B);
+  big = `qwen2.5-0.5b-shape (${LAYERS_05B} layers)`;
+  console.log(`wrote ${dir} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  const t1 = Date.now();
+  const model = await CausalLM.load(dir, { threads: THREADS });
+  console.log(`loaded in ${((Date.now() - t1) / 1000).toFixed(1)} s, peak RSS ${rssGiB().toFixed(2)} GiB`);
+  await rollout(big, model, [1, 8, 32], NEW_TOKENS);
+  await model.close();
+  await trainStep(big, dir, 'lora', 4, 64, 3);
+  rmSync(dir, { recursive: true, force: true });
+}
+
+const fmt = (x: number) => (x >= 100 ? x.toFixed(0) : x.toFixed(1));
+const lines = [
+  `| model | measure | batch | tokens/s | bare-MatMul bound tokens/s | ratio | notes |`,
+  `| --- | --- | --- | --- | --- | --- | --- |`,
+  ...rows.map(
+    (r) =>
+      `| ${r.model} | ${r.what} | ${r.batch} | ${fmt(r.tokensPerSec)} | ${fmt(r.boundTokensPerSec)} | ${(r.tokensPerSec / r.boundTokensPerSec).toFixed(2)} | ${r.note} |`,
+  ),
+];
+console.log(`\n${lines.join('\n')}`);
+console.log(
+  `\npeak RSS ${rssGiB().toFixed(2)} GiB; ${os.cpus().length} CPUs (${os.cpus()[0]?.model}); Node ${process.version}; ${((Date.now() - started) / 1000).toFixed(0)} s`,
+);
