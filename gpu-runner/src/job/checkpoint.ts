@@ -1,0 +1,164 @@
+// Checkpoints: the adapter (PEFT folder files) or the full weights, the AdamW moments and step
+// counter, and the trainer state (step, seed, data position) — packed as one tar and uploaded to
+// the API part by part (multipart: a checkpoint can be far larger than one request). The RNG needs
+// no saved state: every random stream is a counter-based function of (seed, step, purpose).
+import { createHash } from 'node:crypto';
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Checkpoint } from '@cgrpo/contract';
+import { RUNNER_ROUTES, type RunnerApi } from '../api-client';
+import type { CompiledModel, Feed } from '../engine';
+import type { CausalLM, ModelTrainer } from '../model/model';
+import { openCheckpointTensors, writeSafetensors } from '../model/safetensors';
+import { createTar, readTar } from './tar';
+import { JobError } from './types';
+
+export const CHECKPOINT_FORMAT = 'cgrpo-checkpoint/1';
+
+export interface TrainerState {
+  format: typeof CHECKPOINT_FORMAT;
+  /** The last completed training step (its update is in the weights). */
+  step: number;
+  total_steps: number;
+  seed: number;
+  adapter: 'lora' | 'full';
+  base_model: string;
+  /** Where the next batch comes from (informational: the order is a function of seed and step). */
+  data: { epoch: number; batch_in_epoch: number; prompts_per_step: number; rows: number };
+  rng: { kind: 'counter'; seed: number };
+}
+
+/** The runtime-side state of the optimizer is only reachable through the train graph's session. */
+function trainSession(trainer: ModelTrainer): CompiledModel {
+  return (trainer as unknown as { compiled: CompiledModel }).compiled;
+}
+
+function optimizerNames(trainer: ModelTrainer): string[] {
+  const inputs = trainSession(trainer).model.inputs.map((s) => s.name);
+  return inputs.filter((n) => n.endsWith('.m') || n.endsWith('.v') || n === 'optimizer.step');
+}
+
+/** Writes the checkpoint files into `dir` (emptied first). */
+export async function saveCheckpointFolder(
+  dir: string,
+  model: CausalLM,
+  trainer: ModelTrainer,
+  state: TrainerState,
+): Promise<void> {
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  if (state.adapter === 'lora') await model.saveAdapter(dir, state.base_model);
+  else await model.saveCheckpoint(dir);
+  const values = await trainSession(trainer).getState(model.stateKey, optimizerNames(trainer));
+  const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
+  for (const [name, v] of Object.entries(values)) {
+    tensors[name] = { shape: [...v.dims], data: Float32Array.from(v.data as ArrayLike<number>) };
+  }
+  writeSafetensors(join(dir, 'optimizer.safetensors'), tensors, { format: 'cgrpo-optimizer' });
+  writeFileSync(join(dir, 'trainer_state.json'), `${JSON.stringify(state, null, 2)}\n`);
+}
+
+/** Puts the saved AdamW moments and step counter back into the trainer's runtime state. */
+export async function restoreOptimizer(dir: string, model: CausalLM, trainer: ModelTrainer): Promise<void> {
+  const tensors = openCheckpointTensors(dir, 'optimizer');
+  const feeds: Record<string, Feed> = {};
+  const wanted = new Set(optimizerNames(trainer));
+  for (const name of tensors.names()) {
+    if (!wanted.has(name)) continue;
+    const t = tensors.read(name);
+    feeds[name] = name === 'optimizer.step' ? t.data[0] : { dims: t.shape, data: t.data };
+  }
+  const missing = [...wanted].filter((n) => !(n in feeds));
+  if (missing.length > 0) {
+    throw new JobError(
+      'checkpoint_incompatible',
+      `the checkpoint has no optimizer state for ${missing.slice(0, 3).join(', ')}`,
+    );
+  }
+  await trainSession(trainer).setState(model.stateKey, feeds);
+}
+
+export function packFolder(dir: string): Uint8Array {
+  const names = readdirSync(dir).sort();
+  return createTar(names.map((name) => ({ name, data: readFileSync(join(dir, name)) })));
+}
+
+export function unpackTo(bytes: Uint8Array, dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  for (const e of readTar(bytes)) {
+    if (e.name.includes('/') || e.name.startsWith('.'))
+      throw new JobError('checkpoint_invalid', `unexpected entry ${e.name}`);
+    writeFileSync(join(dir, e.name), e.data);
+  }
+}
+
+export interface UploadedCheckpoint {
+  id: string;
+  size: number;
+  sha256: string;
+}
+
+/** Uploads a packed checkpoint through the API's multipart routes. */
+export async function uploadCheckpoint(
+  api: RunnerApi,
+  jobId: string,
+  leaseId: string,
+  bytes: Uint8Array,
+  meta: { step: number; kind: 'adapter' | 'full'; final: boolean; metadata: Record<string, unknown> },
+): Promise<UploadedCheckpoint> {
+  const init = await api.checkpointInit(jobId, { lease_id: leaseId, ...meta });
+  const partSize = Math.max(init.min_part_size, 8 * 1024 * 1024);
+  const parts: { part_number: number; etag: string }[] = [];
+  for (let i = 0, n = 1; i < bytes.length || n === 1; i += partSize, n++) {
+    const part = await api.uploadPart(
+      init.part_url,
+      n,
+      bytes.subarray(i, Math.min(bytes.length, i + partSize)),
+    );
+    parts.push({ part_number: part.part_number, etag: part.etag });
+    if (i + partSize >= bytes.length) break;
+  }
+  const sha256 = createHash('sha256').update(bytes).digest('hex');
+  await api.checkpointComplete(jobId, init.checkpoint_id, {
+    lease_id: leaseId,
+    parts,
+    sha256,
+    size: bytes.length,
+  });
+  return { id: init.checkpoint_id, size: bytes.length, sha256 };
+}
+
+/** Downloads (or finds in the local cache) a checkpoint and unpacks it into `dir`. */
+export async function fetchCheckpoint(
+  api: RunnerApi,
+  jobId: string,
+  checkpoint: Checkpoint,
+  cacheDir: string,
+  dir: string,
+): Promise<TrainerState> {
+  mkdirSync(cacheDir, { recursive: true });
+  const cached = join(cacheDir, `${checkpoint.id}.tar`);
+  let bytes: Uint8Array | null = null;
+  try {
+    bytes = readFileSync(cached);
+  } catch {
+    bytes = null;
+  }
+  const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+  if (!bytes || (checkpoint.sha256 && sha(bytes) !== checkpoint.sha256)) {
+    bytes = await api.download(RUNNER_ROUTES.checkpointDownload(jobId, checkpoint.id));
+    if (checkpoint.sha256 && sha(bytes) !== checkpoint.sha256) {
+      throw new JobError('checkpoint_corrupt', `checkpoint ${checkpoint.id}: sha256 does not match`, true);
+    }
+  }
+  unpackTo(bytes, dir);
+  const state = JSON.parse(readFileSync(join(dir, 'trainer_state.json'), 'utf8')) as TrainerState;
+  if (state.format !== CHECKPOINT_FORMAT) {
+    throw new JobError(
+      'checkpoint_incompatible',
+      `checkpoint ${checkpoint.id} has format ${state.format}, expected ${CHECKPOINT_FORMAT}`,
+    );
+  }
+  return state;
+}
