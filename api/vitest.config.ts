@@ -20,6 +20,8 @@ export default defineConfig({
   test: {
     name: 'api',
     include: ['test/**/*.test.ts'],
+    // Applies the D1 migrations before each file (idempotent).
+    setupFiles: ['test/setup.ts'],
     // A real HTTP receiver on 127.0.0.1 for webhook deliveries (port via inject('webhookReceiverPort')).
     globalSetup: ['test/webhooks.receiver.ts'],
   },

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { DatasetFieldsSchema } from './job-spec';
 import { PluginKindSchema, PluginManifestSchema } from './plugins';
 import { str } from './zod-helpers';
 
@@ -35,8 +36,34 @@ export const RunnerKeySchema = ApiKeySchema.meta({ id: 'RunnerRegistrationKey' }
 export const CreatedRunnerKeySchema = CreatedApiKeySchema.meta({ id: 'CreatedRunnerRegistrationKey' });
 
 export const AccountSchema = z
-  .object({ id: z.string(), name: z.string(), created_at: z.string() })
+  .object({
+    id: z.string(),
+    name: z.string(),
+    /** The `<owner>` of the account's plugins. */
+    handle: z.string(),
+    created_at: z.string(),
+  })
   .meta({ id: 'Account' });
+
+export const HANDLE_PATTERN = /^[a-z0-9][a-z0-9-]{0,38}$/;
+
+/** POST /v1/bootstrap: the first account of a deployment (dev, or with the BOOTSTRAP_TOKEN secret). */
+export const BootstrapRequestSchema = z
+  .strictObject({
+    handle: str(1, 39).regex(HANDLE_PATTERN, 'must be lowercase letters, digits and -').default('local'),
+    name: str(0, 200).default('Local account'),
+  })
+  .meta({ id: 'BootstrapRequest' });
+
+export const BootstrapResponseSchema = z
+  .object({
+    account: AccountSchema,
+    /** `cgrpo_sk_…`, shown once. */
+    api_key: z.string(),
+    /** `cgrpo_rk_…`, shown once: give it to `cgrpo-runner --registration-key`. */
+    registration_key: z.string(),
+  })
+  .meta({ id: 'BootstrapResponse' });
 export type Account = z.infer<typeof AccountSchema>;
 
 // ---- artifacts --------------------------------------------------------------------------------
@@ -69,8 +96,24 @@ export const CreateMultipartArtifactSchema = z
     name: str(1, 500),
     kind: ArtifactKindSchema.default('file'),
     content_type: str(1, 200).default('application/octet-stream'),
+    /** For datasets: the JSONL field mapping every row is validated against when the upload completes. */
+    fields: DatasetFieldsSchema.optional(),
   })
   .meta({ id: 'CreateMultipartArtifact' });
+
+export const MultipartUploadSchema = z
+  .object({
+    artifact: ArtifactSchema,
+    /** PUT each part to this path, replacing {part_number} (1-based); parts ≥ 5 MiB except the last. */
+    part_url: z.string(),
+    complete_url: z.string(),
+    min_part_size: z.number().int(),
+  })
+  .meta({ id: 'MultipartUpload' });
+
+export const ArtifactListSchema = z
+  .object({ data: z.array(ArtifactSchema), next_cursor: z.string().nullable() })
+  .meta({ id: 'ArtifactList' });
 
 export const UploadedPartSchema = z.strictObject({
   part_number: z.number().int().min(1).max(10_000),
@@ -98,6 +141,7 @@ export const PluginVersionSchema = z
     name: z.string(),
     version: z.string(),
     kind: PluginKindSchema,
+    description: z.string(),
     builtin: z.boolean(),
     sha256: z.string().nullable(),
     size: z.number().int().nullable(),

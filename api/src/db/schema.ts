@@ -97,7 +97,10 @@ export const jobEvents = sqliteTable(
     seq: integer('seq'),
     createdAt: integer('created_at').notNull(),
   },
-  (t) => [index('job_events_job').on(t.jobId, t.id), uniqueIndex('job_events_seq').on(t.jobId, t.attempt, t.seq)],
+  (t) => [
+    index('job_events_job').on(t.jobId, t.id),
+    uniqueIndex('job_events_seq').on(t.jobId, t.attempt, t.seq),
+  ],
 );
 
 /** One row per (job, attempt, step) with every value of that step as a JSON object. */
@@ -110,7 +113,10 @@ export const metricPoints = sqliteTable(
     values: text('values').notNull(),
     createdAt: integer('created_at').notNull(),
   },
-  (t) => [primaryKey({ columns: [t.jobId, t.attempt, t.step] }), index('metric_points_step').on(t.jobId, t.step)],
+  (t) => [
+    primaryKey({ columns: [t.jobId, t.attempt, t.step] }),
+    index('metric_points_step').on(t.jobId, t.step),
+  ],
 );
 
 export const checkpoints = sqliteTable(

@@ -1,0 +1,33 @@
+import type { DrizzleD1Database } from 'drizzle-orm/d1';
+import type * as schema from './db/schema';
+
+export interface Env {
+  DB: D1Database;
+  ARTIFACTS: R2Bucket;
+  JOBS_QUEUE: Queue;
+  ASSETS?: Fetcher;
+  /** "development" enables the local bootstrap route; anything else is production. */
+  ENVIRONMENT: string;
+  /** Secret that authorises POST /v1/bootstrap outside development (`wrangler secret put BOOTSTRAP_TOKEN`). */
+  BOOTSTRAP_TOKEN?: string;
+  /** Overrides of the defaults in limits.ts (strings, as wrangler vars are). */
+  MAX_UPLOAD_BYTES?: string;
+  LEASE_SECONDS?: string;
+  MAX_JOB_RETRIES?: string;
+}
+
+export type Db = DrizzleD1Database<typeof schema>;
+
+/** Who a request acts for, set by the auth middleware. */
+export type Principal =
+  | { type: 'user'; accountId: string; keyId: string }
+  | { type: 'runner'; accountId: string; runnerId: string; labels: string[]; capabilities: string[] };
+
+export interface AppEnv {
+  Bindings: Env;
+  Variables: {
+    requestId: string;
+    db: Db;
+    principal: Principal;
+  };
+}

@@ -1,0 +1,225 @@
+import {
+  AccountSchema,
+  API_KEY_PREFIX,
+  type ApiKey,
+  ApiKeySchema,
+  CreateApiKeySchema,
+  CreatedApiKeySchema,
+  CreatedRunnerKeySchema,
+  RUNNER_REGISTRATION_KEY_PREFIX,
+  RunnerKeySchema,
+} from '@cgrpo/contract';
+import { createRoute } from '@hono/zod-openapi';
+import { and, desc, eq, isNull } from 'drizzle-orm';
+import { z } from 'zod';
+import { userOf } from '../auth';
+import { type ApiKeyRow, accounts, apiKeys, runners } from '../db/schema';
+import type { Db } from '../env';
+import { notFound } from '../errors';
+import { iso, newId, newSecret, sha256Hex } from '../ids';
+import { bearerSecurity, errors, json, jsonBody, router } from '../openapi';
+
+// The account, its API keys (`cgrpo_sk_…`), its runner registration keys (`cgrpo_rk_…`) and its
+// registered runners. Secrets are returned once, at creation; only their SHA-256 is stored.
+
+export const account = router();
+
+function toKey(row: ApiKeyRow): ApiKey {
+  return {
+    id: row.id,
+    name: row.name,
+    prefix: row.prefix,
+    created_at: iso(row.createdAt)!,
+    last_used_at: iso(row.lastUsedAt),
+    revoked_at: iso(row.revokedAt),
+  };
+}
+
+/** Creates a key of the given kind; the returned secret is never stored. */
+export async function createKey(db: Db, accountId: string, kind: 'api' | 'registration', name: string) {
+  const secret = newSecret(kind === 'api' ? API_KEY_PREFIX : RUNNER_REGISTRATION_KEY_PREFIX);
+  const row: ApiKeyRow = {
+    id: newId(kind === 'api' ? 'key' : 'rk'),
+    accountId,
+    kind,
+    name,
+    prefix: secret.slice(0, 14),
+    hash: await sha256Hex(secret),
+    createdAt: Date.now(),
+    lastUsedAt: null,
+    revokedAt: null,
+  };
+  await db.insert(apiKeys).values(row).run();
+  return { ...toKey(row), key: secret };
+}
+
+const tags = ['account'];
+const KeyIdParams = z.object({ id: z.string().min(1).max(100) });
+
+account.openapi(
+  createRoute({
+    method: 'get',
+    path: '/account',
+    tags,
+    summary: 'The account the key belongs to',
+    security: bearerSecurity,
+    responses: { 200: json(AccountSchema, 'The account'), ...errors },
+  }),
+  async (c) => {
+    const { accountId } = userOf(c);
+    const row = await c.get('db').select().from(accounts).where(eq(accounts.id, accountId)).get();
+    if (!row) throw notFound('account');
+    return c.json({ id: row.id, name: row.name, handle: row.handle, created_at: iso(row.createdAt)! }, 200);
+  },
+);
+
+for (const kind of ['api', 'registration'] as const) {
+  const base = kind === 'api' ? '/keys' : '/runner-keys';
+  const what = kind === 'api' ? 'API key' : 'runner registration key';
+  const listSchema = z.object({ data: z.array(kind === 'api' ? ApiKeySchema : RunnerKeySchema) });
+
+  account.openapi(
+    createRoute({
+      method: 'post',
+      path: base,
+      tags,
+      summary: `Create an ${what} (the secret is shown only in this response)`,
+      security: bearerSecurity,
+      request: { body: jsonBody(CreateApiKeySchema) },
+      responses: {
+        201: json(kind === 'api' ? CreatedApiKeySchema : CreatedRunnerKeySchema, `The new ${what}`),
+        ...errors,
+      },
+    }),
+    async (c) => {
+      const { accountId } = userOf(c);
+      const { name } = c.req.valid('json');
+      return c.json(await createKey(c.get('db'), accountId, kind, name), 201);
+    },
+  );
+
+  account.openapi(
+    createRoute({
+      method: 'get',
+      path: base,
+      tags,
+      summary: `List ${what}s (without secrets)`,
+      security: bearerSecurity,
+      responses: { 200: json(listSchema, `The account's ${what}s, newest first`), ...errors },
+    }),
+    async (c) => {
+      const { accountId } = userOf(c);
+      const rows = await c
+        .get('db')
+        .select()
+        .from(apiKeys)
+        .where(and(eq(apiKeys.accountId, accountId), eq(apiKeys.kind, kind)))
+        .orderBy(desc(apiKeys.createdAt))
+        .all();
+      return c.json({ data: rows.map(toKey) }, 200);
+    },
+  );
+
+  account.openapi(
+    createRoute({
+      method: 'delete',
+      path: `${base}/{id}`,
+      tags,
+      summary: `Revoke an ${what}`,
+      security: bearerSecurity,
+      request: { params: KeyIdParams },
+      responses: {
+        200: json(kind === 'api' ? ApiKeySchema : RunnerKeySchema, `The revoked ${what}`),
+        ...errors,
+      },
+    }),
+    async (c) => {
+      const { accountId } = userOf(c);
+      const { id } = c.req.valid('param');
+      const db = c.get('db');
+      const where = and(eq(apiKeys.id, id), eq(apiKeys.accountId, accountId), eq(apiKeys.kind, kind));
+      await db
+        .update(apiKeys)
+        .set({ revokedAt: Date.now() })
+        .where(and(where, isNull(apiKeys.revokedAt)))
+        .run();
+      const row = await db.select().from(apiKeys).where(where).get();
+      if (!row) throw notFound(`${what} ${id}`);
+      return c.json(toKey(row), 200);
+    },
+  );
+}
+
+const RunnerSchema = z
+  .object({
+    id: z.string(),
+    name: z.string(),
+    labels: z.array(z.string()),
+    capabilities: z.array(z.string()),
+    version: z.string(),
+    created_at: z.string(),
+    last_seen_at: z.string().nullable(),
+    revoked_at: z.string().nullable(),
+  })
+  .meta({ id: 'Runner' });
+
+function toRunner(row: typeof runners.$inferSelect): z.infer<typeof RunnerSchema> {
+  return {
+    id: row.id,
+    name: row.name,
+    labels: row.labels,
+    capabilities: row.capabilities,
+    version: row.version,
+    created_at: iso(row.createdAt)!,
+    last_seen_at: iso(row.lastSeenAt),
+    revoked_at: iso(row.revokedAt),
+  };
+}
+
+account.openapi(
+  createRoute({
+    method: 'get',
+    path: '/runners',
+    tags: ['runners'],
+    summary: 'List the runners registered to this account',
+    security: bearerSecurity,
+    responses: { 200: json(z.object({ data: z.array(RunnerSchema) }), 'Registered runners'), ...errors },
+  }),
+  async (c) => {
+    const { accountId } = userOf(c);
+    const rows = await c
+      .get('db')
+      .select()
+      .from(runners)
+      .where(eq(runners.accountId, accountId))
+      .orderBy(desc(runners.createdAt))
+      .all();
+    return c.json({ data: rows.map(toRunner) }, 200);
+  },
+);
+
+account.openapi(
+  createRoute({
+    method: 'delete',
+    path: '/runners/{id}',
+    tags: ['runners'],
+    summary: "Revoke a runner's token (its leases expire and their jobs are requeued)",
+    security: bearerSecurity,
+    request: { params: KeyIdParams },
+    responses: { 200: json(RunnerSchema, 'The revoked runner'), ...errors },
+  }),
+  async (c) => {
+    const { accountId } = userOf(c);
+    const { id } = c.req.valid('param');
+    const db = c.get('db');
+    const where = and(eq(runners.id, id), eq(runners.accountId, accountId));
+    await db
+      .update(runners)
+      .set({ revokedAt: Date.now() })
+      .where(and(where, isNull(runners.revokedAt)))
+      .run();
+    const row = await db.select().from(runners).where(where).get();
+    if (!row) throw notFound(`runner ${id}`);
+    return c.json(toRunner(row), 200);
+  },
+);
