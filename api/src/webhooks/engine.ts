@@ -490,49 +490,19 @@ export async function processDelivery(
 }
 
 /**
- * The Queue consumer's part for `webhook.deliver` messages: deliveries of one (endpoint, job) go
- * one after another in fan-out order, different ones concurrently.
+ * The Queue consumer's handler for `{kind: 'webhook.deliver', delivery_id}` messages. The consumer
+ * takes a batch's messages one after another in order, so deliveries fanned out together keep their
+ * order; a thrown error (D1 unavailable) makes the Queue retry the message.
  */
-export async function processDeliveryMessages(
+export async function handleWebhookDeliverMessage(
   env: WebhookEnv,
-  messages: readonly Message<WebhookDeliverMessage>[],
-  settings = webhookSettings(env),
+  body: { delivery_id?: unknown },
 ): Promise<void> {
-  const ids = [...new Set(messages.map((m) => m.body.delivery_id))];
-  const rows =
-    ids.length === 0
-      ? []
-      : await db(env)
-          .select({
-            id: webhookDeliveries.id,
-            seq: webhookDeliveries.seq,
-            endpointId: webhookDeliveries.endpointId,
-            jobId: webhookDeliveries.jobId,
-          })
-          .from(webhookDeliveries)
-          .where(inArray(webhookDeliveries.id, ids));
-  const groups = new Map<string, typeof rows>();
-  for (const row of rows.sort((a, b) => a.seq - b.seq)) {
-    const key = row.jobId ? `${row.endpointId}|${row.jobId}` : row.id;
-    groups.set(key, [...(groups.get(key) ?? []), row]);
+  if (typeof body.delivery_id !== 'string') {
+    console.error(`webhook.deliver message without a delivery_id: ${JSON.stringify(body)}; dropped`);
+    return;
   }
-  const failed = new Set<string>();
-  await Promise.all(
-    [...groups.values()].map(async (group) => {
-      for (const row of group) {
-        try {
-          await processDelivery(env, row.id, settings);
-        } catch (error) {
-          console.error(`webhook delivery ${row.id}: ${(error as Error).message}`);
-          failed.add(row.id);
-        }
-      }
-    }),
-  );
-  for (const message of messages) {
-    if (failed.has(message.body.delivery_id)) message.retry({ delaySeconds: 5 });
-    else message.ack();
-  }
+  await processDelivery(env, body.delivery_id);
 }
 
 // ---- cron, redelivery, recovery ---------------------------------------------------------------

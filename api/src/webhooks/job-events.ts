@@ -1,8 +1,8 @@
 // The bridge from the job event log to webhooks: recordJobEvent (api/src/events.ts) calls this for
 // every event it writes; the seven webhook event types fan out, the rest (progress, logs, ...) stop here.
-import { eq } from 'drizzle-orm';
+import { and, eq, max } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/d1';
-import { jobs } from '../db/schema';
+import { jobEvents, jobs } from '../db/schema';
 import { newId, publishWebhookEvent, type WebhookEnv } from './engine';
 import { isJobWebhookEventType, jobEventPayload } from './payloads';
 
@@ -22,6 +22,16 @@ export async function publishJobEventWebhooks(
   if (!isJobWebhookEventType(input.type)) return;
   const [row] = await drizzle(env.DB).select().from(jobs).where(eq(jobs.id, input.job.id));
   if (!row) return;
+  // recordJobEvent has just written the event; its row id is the job's event sequence number.
+  const sequence =
+    input.eventRowId ??
+    (
+      await drizzle(env.DB)
+        .select({ id: max(jobEvents.id) })
+        .from(jobEvents)
+        .where(and(eq(jobEvents.jobId, row.id), eq(jobEvents.type, input.type)))
+    )[0]?.id ??
+    null;
   const spec = JSON.parse(row.spec) as { webhook?: { url: string; events: string[] }; metadata?: unknown };
   const now = input.createdAt ?? Date.now();
   const job = {
@@ -48,7 +58,7 @@ export async function publishJobEventWebhooks(
       type: input.type,
       createdAt: new Date(now).toISOString(),
       job,
-      sequence: input.eventRowId ?? null,
+      sequence,
       data: input.data,
     }),
   });

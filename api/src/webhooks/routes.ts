@@ -680,21 +680,17 @@ export function registerWebhookEventDocs(registry: OpenAPIHono<AppEnv>['openAPIR
         summary: `${type} (signed per Standard Webhooks; verify with verifyWebhook from @cgrpo/client)`,
         request: {
           headers: z.object({
-            'webhook-id': z
-              .string()
-              .meta({
-                description: 'Event id, identical on every retry: deduplicate on it',
-                example: 'evt_01JD3QB7ZK4V6M2N9P5T0XWYCD',
-              }),
+            'webhook-id': z.string().meta({
+              description: 'Event id, identical on every retry: deduplicate on it',
+              example: 'evt_01JD3QB7ZK4V6M2N9P5T0XWYCD',
+            }),
             'webhook-timestamp': z
               .string()
               .meta({ description: 'Unix seconds of this attempt', example: '1795334400' }),
-            'webhook-signature': z
-              .string()
-              .meta({
-                description: 'Space-separated v1,<base64 HMAC-SHA256 of id.timestamp.body>',
-                example: 'v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4=',
-              }),
+            'webhook-signature': z.string().meta({
+              description: 'Space-separated v1,<base64 HMAC-SHA256 of id.timestamp.body>',
+              example: 'v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4=',
+            }),
           }),
           body: { required: true, content: { 'application/json': { schema: PayloadSchema, example } } },
         },
