@@ -78,6 +78,16 @@ export function neededCudaLibraries(providerPath: string): string[] {
   }
 }
 
+/** The copy of onnxruntime-node that `npm run setup:cuda` (npm route) installs. */
+export const SETUP_CUDA_ORT = path.resolve(
+  path.dirname(new URL(import.meta.url).pathname),
+  '..',
+  '..',
+  '.ort-cuda',
+  'node_modules',
+  'onnxruntime-node',
+);
+
 /** Whether the CUDA provider can load here, and if not, exactly what is missing. */
 export function probeCuda(options: { ortPath?: string; libraryPaths?: readonly string[] } = {}): CudaProbe {
   const { binaryDir, version } = ortLocation(options.ortPath);
@@ -118,10 +128,60 @@ export function probeCuda(options: { ortPath?: string; libraryPaths?: readonly s
     message:
       missing.length === 0
         ? `cuda provider and its libraries found (onnxruntime-node ${version})`
-        : `engine.device.cuda: ${missing.join(', ')} not found (searched LD_LIBRARY_PATH, the ldconfig cache and ` +
-          '/usr/local/cuda/lib64). Install the CUDA user-space libraries the provider was built for, or point ' +
-          'LD_LIBRARY_PATH (or EngineOptions.cudaLibraryPaths) at them — e.g. the nvidia-* pip packages of a PyTorch install.',
+        : `engine.device.cuda: ${missing.join(', ')} not found (searched EngineOptions.cudaLibraryPaths, ` +
+          "the local python3's nvidia-* packages, LD_LIBRARY_PATH, the ldconfig cache and /usr/local/cuda/lib64). " +
+          `Install the CUDA user-space libraries this provider was built for (onnxruntime-node ${version}), ` +
+          'or pass their folders as EngineOptions.cudaLibraryPaths; the engine preloads them by absolute path.',
   };
+}
+
+/** site-packages folders of the local python3 (where PyTorch's nvidia-* wheels put CUDA libraries). */
+export function pythonSitePackages(): string[] {
+  try {
+    const out = execFileSync(
+      'python3',
+      ['-c', 'import site,json;print(json.dumps(site.getsitepackages()))'],
+      {
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'ignore'],
+        timeout: 10_000,
+      },
+    );
+    return JSON.parse(out) as string[];
+  } catch {
+    return [];
+  }
+}
+
+/** Libraries to load by absolute path before onnxruntime creates a CUDA session, dependencies
+ *  first. Loaded with RTLD_GLOBAL|RTLD_NODELETE they satisfy the provider's DT_NEEDED entries by
+ *  soname, so no LD_LIBRARY_PATH (which glibc reads only at process start) is needed. cuDNN's
+ *  sub-libraries, which it opens by name at run time, come along. */
+export function cudaPreloadOrder(found: Record<string, string>): string[] {
+  const rank = (name: string) =>
+    [
+      'libcudart',
+      'libnvrtc',
+      'libcublasLt',
+      'libcublas',
+      'libcufft',
+      'libcurand',
+      'libcudnn_graph',
+      'libcudnn_',
+    ].findIndex((p) => name.startsWith(p));
+  const paths = Object.entries(found)
+    .filter(([name]) => /^lib(cu|nvrtc)/.test(name))
+    .map(([, p]) => p);
+  const cudnn = paths.find((p) => path.basename(p).startsWith('libcudnn.so'));
+  if (cudnn) {
+    const dir = path.dirname(cudnn);
+    for (const f of readdirSync(dir)) if (/^libcudnn_.*\.so\.\d+$/.test(f)) paths.push(path.join(dir, f));
+  }
+  const order = (p: string) => {
+    const r = rank(path.basename(p));
+    return r < 0 ? 99 : r;
+  };
+  return [...new Set(paths)].sort((a, b) => order(a) - order(b));
 }
 
 /** Whether a Vulkan loader exists (WebGPU's Dawn backend needs it on Linux). */
@@ -129,13 +189,13 @@ export function hasVulkanLoader(libraryPaths: readonly string[] = []): boolean {
   return findLibrary('libvulkan.so.1', librarySearchPath(libraryPaths)) !== null;
 }
 
-/** Directories of the nvidia-* pip packages next to a Python install (CUDA 13 wheels etc.). */
+/** Directories of the nvidia-* pip packages of a site-packages folder (CUDA 13 wheels etc.). */
 export function pythonCudaLibraryDirs(sitePackages: string): string[] {
   const root = path.join(sitePackages, 'nvidia');
   if (!existsSync(root)) return [];
   const dirs: string[] = [];
   for (const pkg of readdirSync(root)) {
-    for (const sub of ['lib', path.join('cu13', 'lib')]) {
+    for (const sub of ['lib', path.join('cu13', 'lib'), path.join('cu12', 'lib')]) {
       const d = path.join(root, pkg, sub);
       if (existsSync(d)) dirs.push(d);
     }

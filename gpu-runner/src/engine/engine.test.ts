@@ -1,10 +1,10 @@
 // Training, optimizer, runtime and device tests on the real onnxruntime-node CPU provider.
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loop } from './control';
-import { hasVulkanLoader, probeCuda } from './device';
+import { hasVulkanLoader, librarySearchPath, probeCuda } from './device';
 import { createEngine, type Engine, selectDevice, type TensorValue } from './engine';
 import { Graph, type Tensor } from './graph';
 import * as nn from './nn';
@@ -12,6 +12,7 @@ import { ModelProto } from './onnx-schema';
 import * as op from './ops';
 import { learningRate } from './optim';
 import { buildModel } from './serialize';
+import { preload } from './session-host.mjs';
 import { checkGradient, rng } from './testing';
 import { buildTrainStep, Trainer } from './train';
 import { validateModel } from './validate';
@@ -383,10 +384,13 @@ describe('runtime', () => {
 
 describe('device selection', () => {
   it("'cuda' fails with a message naming the missing provider library", () => {
-    expect(() => selectDevice({ device: 'cuda' })).toThrow(
+    // The project's onnxruntime-node (1.30 from npm) ships no CUDA provider; name it explicitly
+    // so a local `npm run setup:cuda` copy (gpu-runner/.ort-cuda) does not change the answer.
+    const ortPath = 'onnxruntime-node';
+    expect(() => selectDevice({ device: 'cuda', ortPath })).toThrow(
       /libonnxruntime_providers_cuda\.so.*npm run setup:cuda/,
     );
-    const auto = selectDevice({ device: 'auto' });
+    const auto = selectDevice({ device: 'auto', ortPath });
     expect(['cpu', 'webgpu']).toContain(auto.device);
     expect(auto.notes.join('\n')).toMatch(/libonnxruntime_providers_(shared|cuda)\.so/);
   });
@@ -414,6 +418,19 @@ describe('device selection', () => {
       expect.arrayContaining(['libcudart.so.13', 'libcufft.so.12']),
     );
     expect(probe.message).toMatch(/libcublasLt\.so\.13.*not found.*LD_LIBRARY_PATH/);
+  });
+
+  it('preloads libraries by absolute path so the provider finds them by soname (no LD_LIBRARY_PATH)', () => {
+    const maps = () => readFileSync('/proc/self/maps', 'utf8');
+    const cache = librarySearchPath().cache;
+    const candidate = ['libexpat.so.1', 'libbz2.so.1.0', 'liblzma.so.5', 'libicudata.so.72']
+      .map((name) => cache.get(name))
+      .find((p): p is string => p !== undefined && !maps().includes(p));
+    expect(preload(['/nonexistent/libcublas.so.13'])[0]).toMatch(/libcublas\.so\.13/);
+    if (candidate) {
+      expect(preload([candidate])).toEqual([]);
+      expect(maps()).toContain(candidate);
+    }
   });
 
   it("'webgpu' needs a Vulkan loader", () => {

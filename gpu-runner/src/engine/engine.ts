@@ -1,7 +1,17 @@
 // Running built models: device selection, a session cache keyed by model hash, and execution
 // inside a worker_threads worker (onnxruntime's run blocks its thread) or, on request, in-thread.
+import { existsSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
-import { type Device, type DeviceRequest, hasVulkanLoader, probeCuda } from './device';
+import {
+  cudaPreloadOrder,
+  type Device,
+  type DeviceRequest,
+  hasVulkanLoader,
+  probeCuda,
+  pythonCudaLibraryDirs,
+  pythonSitePackages,
+  SETUP_CUDA_ORT,
+} from './device';
 import { allocate, type DType, type TypedArray, toTypedArray } from './dtype';
 import { EngineError } from './graph';
 import type { BuiltModel, ValueSpec } from './serialize';
@@ -121,6 +131,10 @@ export interface DeviceSelection {
   /** Why the device was chosen / what was missing for the others. */
   notes: string[];
   executionProviders: unknown[];
+  /** The onnxruntime-node copy to load (the setup:cuda one when that is what has the provider). */
+  ortPath?: string;
+  /** CUDA libraries to load by absolute path before onnxruntime (see cudaPreloadOrder). */
+  preload: string[];
 }
 
 /** Picks the execution provider. Explicit 'cuda'/'webgpu' fail with the missing library named;
@@ -128,23 +142,39 @@ export interface DeviceSelection {
 export function selectDevice(options: EngineOptions = {}): DeviceSelection {
   const request = options.device ?? 'cpu';
   const notes: string[] = [];
-  if (request === 'cpu') return { device: 'cpu', notes, executionProviders: ['cpu'] };
+  const ortPath = options.ortPath ?? process.env.CGRPO_ORT_PATH;
+  if (request === 'cpu') return { device: 'cpu', notes, executionProviders: ['cpu'], ortPath, preload: [] };
   if (request === 'cuda' || request === 'auto') {
-    const probe = probeCuda({ ortPath: options.ortPath, libraryPaths: options.cudaLibraryPaths });
+    const libraryPaths = [
+      ...(options.cudaLibraryPaths ?? []),
+      ...pythonSitePackages().flatMap(pythonCudaLibraryDirs),
+    ];
+    let probe = probeCuda({ ortPath, libraryPaths });
+    let chosen = ortPath;
+    if (!probe.ok && !ortPath && existsSync(SETUP_CUDA_ORT)) {
+      // The npm route of setup:cuda installs a second onnxruntime-node (1.29) with the provider.
+      [probe, chosen] = [probeCuda({ ortPath: SETUP_CUDA_ORT, libraryPaths }), SETUP_CUDA_ORT];
+    }
     if (probe.ok)
-      return { device: 'cuda', notes: [probe.message], executionProviders: [{ name: 'cuda' }, 'cpu'] };
+      return {
+        device: 'cuda',
+        notes: [probe.message],
+        executionProviders: [{ name: 'cuda' }, 'cpu'],
+        ortPath: chosen,
+        preload: cudaPreloadOrder(probe.found),
+      };
     if (request === 'cuda')
       throw new EngineError('engine.device', probe.message.replace(/^engine\.device\.cuda: /, 'cuda: '));
     notes.push(probe.message);
   }
   if (request === 'webgpu' || request === 'auto') {
     if (hasVulkanLoader(options.cudaLibraryPaths))
-      return { device: 'webgpu', notes, executionProviders: ['webgpu', 'cpu'] };
+      return { device: 'webgpu', notes, executionProviders: ['webgpu', 'cpu'], ortPath, preload: [] };
     const msg = 'webgpu: libvulkan.so.1 not found; the WebGPU provider (Dawn) needs a Vulkan driver on Linux';
     if (request === 'webgpu') throw new EngineError('engine.device', msg);
     notes.push(`engine.device.webgpu: ${msg}`);
   }
-  return { device: 'cpu', notes, executionProviders: ['cpu'] };
+  return { device: 'cpu', notes, executionProviders: ['cpu'], ortPath, preload: [] };
 }
 
 /** Converts a feed to what onnxruntime takes, checking it against the declared input. */
@@ -235,7 +265,8 @@ export class Engine {
   static async create(options: EngineOptions = {}): Promise<Engine> {
     const selection = selectDevice(options);
     const hostOptions: HostOptions = {
-      ortPath: options.ortPath,
+      ortPath: selection.ortPath,
+      preload: selection.preload,
       executionProviders: selection.executionProviders,
       threads: options.threads,
       graphOptimization: options.graphOptimization ?? 'all',

@@ -8,7 +8,9 @@ export interface HostOptions {
   executionProviders?: unknown[];
   threads?: number;
   graphOptimization?: 'disabled' | 'basic' | 'extended' | 'all';
+  preload?: string[];
 }
+export declare function preload(paths: string[]): string[];
 export interface RunOptions {
   fetch?: string[];
   stateKey?: string;
@@ -17,6 +19,7 @@ export interface RunOptions {
 }
 export declare class SessionHost {
   constructor(options?: HostOptions);
+  readonly preloadErrors: string[];
   version(): string;
   load(hash: string, bytes: Uint8Array): Promise<{ inputNames: string[]; outputNames: string[] }>;
   has(hash: string): boolean;

@@ -5,11 +5,32 @@
 import { createRequire } from 'node:module';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 
+// RTLD_NOW | RTLD_GLOBAL | RTLD_NODELETE (glibc's value; not in os.constants).
+const PRELOAD_FLAGS = 2 | 256 | 0x1000;
+
+/** Loads shared libraries by absolute path so later dlopen calls find them by soname.
+ *  process.dlopen reports "did not self-register" for a non-addon library, but with
+ *  RTLD_NODELETE the library stays mapped, which is all that is wanted here. */
+export function preload(paths) {
+  const errors = [];
+  for (const p of paths) {
+    try {
+      process.dlopen({ exports: {} }, p, PRELOAD_FLAGS);
+    } catch (error) {
+      const message = String(error?.message ?? error);
+      if (!message.includes('did not self-register')) errors.push(`${p}: ${message}`);
+    }
+  }
+  return errors;
+}
+
 const GRAPH_OPT = { disabled: 'disabled', basic: 'basic', extended: 'extended', all: 'all' };
 
 export class SessionHost {
   /** @param {{ ortPath?: string, executionProviders?: unknown[], threads?: number, graphOptimization?: string }} options */
   constructor(options = {}) {
+    /** Libraries that failed to preload, with the loader's message. */
+    this.preloadErrors = preload(options.preload ?? []);
     const require = createRequire(import.meta.url);
     this.ort = require(options.ortPath ?? 'onnxruntime-node');
     this.options = options;
