@@ -48,52 +48,50 @@ export function checkDatasetLine(text: string, fields: DatasetFieldMapping): str
   return undefined;
 }
 
-/** A pass-through transform that validates lines; `rows()` gives the number of non-blank lines seen. */
-export function jsonlValidator(fields: DatasetFieldMapping) {
-  const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
-  let pending = '';
-  let line = 0;
-  let rows = 0;
-  const check = (text: string) => {
-    line += 1;
+/**
+ * Feeds bytes in, throws DatasetLineError at the first bad line. Used by an explicit read loop
+ * (not a TransformStream) so that an invalid line fails exactly one awaited call and leaves no
+ * dangling stream promises behind.
+ */
+export class DatasetLineChecker {
+  private readonly decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
+  private pending = '';
+  private line = 0;
+  rows = 0;
+
+  constructor(private readonly fields: DatasetFieldMapping) {}
+
+  push(chunk: Uint8Array): void {
+    let text: string;
+    try {
+      text = this.decoder.decode(chunk, { stream: true });
+    } catch {
+      throw new DatasetLineError(this.line + 1, 'not valid UTF-8');
+    }
+    this.pending += text;
+    let start = 0;
+    let newline = this.pending.indexOf('\n', start);
+    while (newline >= 0) {
+      this.check(this.pending.slice(start, newline));
+      start = newline + 1;
+      newline = this.pending.indexOf('\n', start);
+    }
+    this.pending = this.pending.slice(start);
+  }
+
+  end(): void {
+    this.pending += this.decoder.decode();
+    if (this.pending.length > 0) this.check(this.pending);
+    this.pending = '';
+    if (this.rows === 0) throw new DatasetLineError(1, 'the dataset has no rows');
+  }
+
+  private check(text: string): void {
+    this.line += 1;
     const trimmed = text.endsWith('\r') ? text.slice(0, -1) : text;
     if (trimmed.trim() === '') return;
-    const problem = checkDatasetLine(trimmed, fields);
-    if (problem) throw new DatasetLineError(line, problem);
-    rows += 1;
-  };
-  const stream = new TransformStream<Uint8Array, Uint8Array>({
-    transform(chunk, controller) {
-      let text: string;
-      try {
-        text = decoder.decode(chunk, { stream: true });
-      } catch {
-        throw new DatasetLineError(line + 1, 'not valid UTF-8');
-      }
-      pending += text;
-      let newline = pending.indexOf('\n');
-      while (newline >= 0) {
-        check(pending.slice(0, newline));
-        pending = pending.slice(newline + 1);
-        newline = pending.indexOf('\n');
-      }
-      controller.enqueue(chunk);
-    },
-    flush() {
-      pending += decoder.decode();
-      if (pending.length > 0) check(pending);
-      if (rows === 0) throw new DatasetLineError(1, 'the dataset has no rows');
-    },
-  });
-  return { stream, rows: () => rows };
-}
-
-/** Validates a whole stream (used after a multipart upload completes), consuming it. */
-export async function validateJsonlStream(
-  body: ReadableStream<Uint8Array>,
-  fields: DatasetFieldMapping,
-): Promise<number> {
-  const validator = jsonlValidator(fields);
-  await body.pipeThrough(validator.stream).pipeTo(new WritableStream());
-  return validator.rows();
+    const problem = checkDatasetLine(trimmed, this.fields);
+    if (problem) throw new DatasetLineError(this.line, problem);
+    this.rows += 1;
+  }
 }

@@ -17,7 +17,7 @@ import { type ArtifactRow, artifacts } from '../db/schema';
 import type { AppEnv, Db, Env } from '../env';
 import { ApiError, conflict, invalid, notFound } from '../errors';
 import { hex, iso, newId } from '../ids';
-import { type DatasetFieldMapping, DatasetLineError, jsonlValidator } from '../jsonl';
+import { type DatasetFieldMapping, DatasetLineChecker, DatasetLineError } from '../jsonl';
 import { limits } from '../limits';
 import {
   bearerSecurity,
@@ -108,8 +108,9 @@ function declaredLength(c: Context<AppEnv>, max: number): number {
 }
 
 /**
- * Pipes `body` into R2 at `key`, hashing it (and, for datasets, validating it) on the way. On any
- * failure the object is deleted and the first meaningful error is thrown.
+ * Copies `body` into R2 at `key` chunk by chunk, hashing it (and, for datasets, validating each
+ * line) on the way; memory use is one chunk. On any failure the write is aborted, the object is
+ * deleted and the first meaningful error is thrown.
  */
 async function streamToR2(
   env: Env,
@@ -119,28 +120,39 @@ async function streamToR2(
   contentType: string,
   fields: DatasetFieldMapping | undefined,
 ): Promise<{ sha256: string; rows: number | null }> {
-  const validator = fields ? jsonlValidator(fields) : undefined;
-  const source = validator ? body.pipeThrough(validator.stream) : body;
-  const [toHash, toStore] = source.tee();
+  const checker = fields ? new DatasetLineChecker(fields) : undefined;
   const digest = new crypto.DigestStream('SHA-256');
+  // Aborting on a bad line rejects these; they are awaited only on success.
+  digest.digest.catch(() => undefined);
+  const hashWriter = digest.getWriter();
+  hashWriter.closed.catch(() => undefined);
   const fixed = new FixedLengthStream(length);
-  const results = await Promise.allSettled([
-    toHash.pipeTo(digest),
-    toStore.pipeTo(fixed.writable),
-    env.ARTIFACTS.put(key, fixed.readable, { httpMetadata: { contentType } }),
-  ]);
-  const failures = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
-  if (failures.length > 0) {
+  const storeWriter = fixed.writable.getWriter();
+  storeWriter.closed.catch(() => undefined);
+  const stored = env.ARTIFACTS.put(key, fixed.readable, { httpMetadata: { contentType } });
+  stored.catch(() => undefined); // awaited below; this only keeps an early rejection from going unhandled
+  const reader = body.getReader();
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      checker?.push(value);
+      await Promise.all([hashWriter.write(value), storeWriter.write(value)]);
+    }
+    checker?.end();
+    await Promise.all([hashWriter.close(), storeWriter.close()]);
+    await stored;
+  } catch (error) {
+    await Promise.allSettled([reader.cancel(), storeWriter.abort(error), hashWriter.abort(error), stored]);
     await env.ARTIFACTS.delete(key).catch(() => undefined);
-    const lineError = failures.find((f) => f instanceof DatasetLineError);
-    if (lineError) throw lineError;
+    if (error instanceof DatasetLineError) throw error;
     throw new ApiError(
       400,
       'upload_failed',
       'the upload did not complete (the body ended early or was cut); retry it',
     );
   }
-  return { sha256: hex(await digest.digest), rows: validator ? validator.rows() : null };
+  return { sha256: hex(await digest.digest), rows: checker ? checker.rows : null };
 }
 
 artifactsRouter.openapi(
@@ -403,11 +415,27 @@ artifactsRouter.openapi(
 export async function hashAndValidateObject(env: Env, key: string, fields: DatasetFieldMapping | null) {
   const object = await env.ARTIFACTS.get(key);
   if (!object) throw new ApiError(500, 'internal', 'the completed upload is missing from storage');
-  const validator = fields ? jsonlValidator(fields) : undefined;
-  const source = validator ? object.body.pipeThrough(validator.stream) : object.body;
+  const checker = fields ? new DatasetLineChecker(fields) : undefined;
   const digest = new crypto.DigestStream('SHA-256');
-  await source.pipeTo(digest);
-  return { sha256: hex(await digest.digest), size: object.size, rows: validator ? validator.rows() : null };
+  // Aborting on a bad line rejects these; they are awaited only on success.
+  digest.digest.catch(() => undefined);
+  const hashWriter = digest.getWriter();
+  hashWriter.closed.catch(() => undefined);
+  const reader = object.body.getReader();
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      checker?.push(value);
+      await hashWriter.write(value);
+    }
+    checker?.end();
+    await hashWriter.close();
+  } catch (error) {
+    await Promise.allSettled([reader.cancel(), hashWriter.abort(error)]);
+    throw error;
+  }
+  return { sha256: hex(await digest.digest), size: object.size, rows: checker ? checker.rows : null };
 }
 
 artifactsRouter.openapi(
