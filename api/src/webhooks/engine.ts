@@ -42,10 +42,10 @@ export interface WebhookEnv {
 }
 
 export const WEBHOOK_DELIVER_KIND = 'webhook.deliver';
-export interface WebhookDeliverMessage {
-  kind: typeof WEBHOOK_DELIVER_KIND;
-  delivery_id: string;
-}
+/** One delivery (retries, redeliveries) or all deliveries of one event (fan-out: different endpoints, sent concurrently). */
+export type WebhookDeliverMessage =
+  | { kind: typeof WEBHOOK_DELIVER_KIND; delivery_id: string }
+  | { kind: typeof WEBHOOK_DELIVER_KIND; delivery_ids: string[] };
 
 export const SECRET_OVERLAP_MS = 24 * 3600 * 1000;
 export const DISABLE_AFTER_FAILING_MS = 5 * 24 * 3600 * 1000;
@@ -232,10 +232,13 @@ export async function publishWebhookEvent(
       .returning({ id: webhookDeliveries.id });
     created.push(...rows.map((r) => r.id));
   }
-  await enqueue(
-    env,
-    created.map((id) => ({ id })),
-  );
+  for (let i = 0; i < created.length; i += 100) {
+    const body: WebhookDeliverMessage = {
+      kind: WEBHOOK_DELIVER_KIND,
+      delivery_ids: created.slice(i, i + 100),
+    };
+    await env.JOBS_QUEUE.send(body);
+  }
   return { deliveryIds: created };
 }
 
@@ -252,48 +255,29 @@ export type AttemptOutcome =
   | 'claimed-elsewhere'
   | 'missing';
 
-async function secretsFor(env: WebhookEnv, endpoint: WebhookEndpointRow, now: number): Promise<string[]> {
-  if (endpoint.secret) return liveSecrets(endpoint, now);
-  const [row] = await db(env)
-    .select()
-    .from(webhookJobSecrets)
-    .where(eq(webhookJobSecrets.accountId, endpoint.accountId));
-  return row ? liveSecrets(row, now) : [];
-}
-
-async function wakeNext(env: WebhookEnv, delivery: WebhookDeliveryRow, now: number): Promise<void> {
-  if (!delivery.jobId) return;
-  const [next] = await db(env)
+/** The next unfinished delivery of the same job to the same endpoint, to wake once this one is final. */
+function nextInLine(env: WebhookEnv, delivery: WebhookDeliveryRow) {
+  return db(env)
     .select({ id: webhookDeliveries.id, nextAttemptAt: webhookDeliveries.nextAttemptAt })
     .from(webhookDeliveries)
     .where(
       and(
         eq(webhookDeliveries.endpointId, delivery.endpointId),
-        eq(webhookDeliveries.jobId, delivery.jobId),
+        eq(webhookDeliveries.jobId, delivery.jobId ?? ''),
         gt(webhookDeliveries.seq, delivery.seq),
         inArray(webhookDeliveries.status, ['pending', 'retrying']),
       ),
     )
     .orderBy(asc(webhookDeliveries.seq))
     .limit(1);
+}
+
+async function wake(env: WebhookEnv, next: { id: string; nextAttemptAt: number } | undefined, now: number) {
   if (next) await enqueue(env, [{ id: next.id, delaySeconds: (next.nextAttemptAt - now) / 1000 }]);
 }
 
-async function isBlocked(env: WebhookEnv, delivery: WebhookDeliveryRow): Promise<boolean> {
-  if (!delivery.jobId) return false;
-  const [earlier] = await db(env)
-    .select({ seq: webhookDeliveries.seq })
-    .from(webhookDeliveries)
-    .where(
-      and(
-        eq(webhookDeliveries.endpointId, delivery.endpointId),
-        eq(webhookDeliveries.jobId, delivery.jobId),
-        lt(webhookDeliveries.seq, delivery.seq),
-        inArray(webhookDeliveries.status, ['pending', 'sending', 'retrying']),
-      ),
-    )
-    .limit(1);
-  return earlier !== undefined;
+async function wakeNext(env: WebhookEnv, delivery: WebhookDeliveryRow, now: number): Promise<void> {
+  if (delivery.jobId) await wake(env, (await nextInLine(env, delivery))[0], now);
 }
 
 async function finish(
@@ -349,7 +333,11 @@ export async function disableEndpoint(
   );
 }
 
-/** One attempt of one delivery, if it is due, unblocked and not claimed by someone else. */
+/**
+ * One attempt of one delivery, if it is due, unblocked and not claimed by someone else.
+ * Three D1 round trips on the common path: load (delivery, endpoint, body, job secret), claim
+ * (which also checks ordering), and one batch recording the attempt and the outcome.
+ */
 export async function processDelivery(
   env: WebhookEnv,
   deliveryId: string,
@@ -357,8 +345,20 @@ export async function processDelivery(
 ): Promise<AttemptOutcome> {
   const d = db(env);
   const now = settings.clock();
-  const [delivery] = await d.select().from(webhookDeliveries).where(eq(webhookDeliveries.id, deliveryId));
-  if (!delivery) return 'missing';
+  const [loaded] = await d
+    .select({
+      delivery: webhookDeliveries,
+      endpoint: webhookEndpoints,
+      payload: webhookEvents.payload,
+      jobSecret: webhookJobSecrets,
+    })
+    .from(webhookDeliveries)
+    .leftJoin(webhookEndpoints, eq(webhookEndpoints.id, webhookDeliveries.endpointId))
+    .leftJoin(webhookEvents, eq(webhookEvents.id, webhookDeliveries.eventId))
+    .leftJoin(webhookJobSecrets, eq(webhookJobSecrets.accountId, webhookDeliveries.accountId))
+    .where(eq(webhookDeliveries.id, deliveryId));
+  if (!loaded) return 'missing';
+  const { delivery, endpoint } = loaded;
   if (delivery.status === 'delivered' || delivery.status === 'dead') return 'already-final';
   if (delivery.status === 'sending' && (delivery.leaseUntil ?? 0) > now) return 'busy';
   if (delivery.nextAttemptAt > now + 1000) {
@@ -366,11 +366,7 @@ export async function processDelivery(
     await enqueue(env, [{ id: delivery.id, delaySeconds: (delivery.nextAttemptAt - now) / 1000 }]);
     return 'not-due';
   }
-  const [endpoint] = await d
-    .select()
-    .from(webhookEndpoints)
-    .where(eq(webhookEndpoints.id, delivery.endpointId));
-  if (!endpoint || !endpoint.enabled) {
+  if (!endpoint?.enabled) {
     await finish(
       env,
       delivery,
@@ -380,7 +376,8 @@ export async function processDelivery(
     );
     return 'dead';
   }
-  if (await isBlocked(env, delivery)) return 'blocked';
+  // The claim fails when another consumer got there first or, for job events, while an earlier
+  // delivery of the same job to this endpoint is unfinished (that one wakes this one when it ends).
   const [claimed] = await d
     .update(webhookDeliveries)
     .set({ status: 'sending', leaseUntil: now + SENDING_LEASE_MS, updatedAt: now })
@@ -389,12 +386,16 @@ export async function processDelivery(
         eq(webhookDeliveries.id, delivery.id),
         eq(webhookDeliveries.status, delivery.status),
         eq(webhookDeliveries.attempts, delivery.attempts),
+        delivery.jobId
+          ? sql`not exists (select 1 from webhook_deliveries e where e.endpoint_id = ${delivery.endpointId}
+              and e.job_id = ${delivery.jobId} and e.seq < ${delivery.seq}
+              and e.status in ('pending', 'sending', 'retrying'))`
+          : undefined,
       ),
     )
     .returning({ id: webhookDeliveries.id });
-  if (!claimed) return 'claimed-elsewhere';
+  if (!claimed) return delivery.jobId ? 'blocked' : 'claimed-elsewhere';
 
-  const [event] = await d.select().from(webhookEvents).where(eq(webhookEvents.id, delivery.eventId));
   const attempt = delivery.attempts + 1;
   const round = delivery.roundAttempts + 1;
   const target = settings.resolver
@@ -406,8 +407,8 @@ export async function processDelivery(
       ? await attemptDelivery({
           url: endpoint.url,
           eventId: delivery.eventId,
-          body: event?.payload ?? '{}',
-          secrets: await secretsFor(env, endpoint, now),
+          body: loaded.payload ?? '{}',
+          secrets: liveSecrets(endpoint.secret ? endpoint : (loaded.jobSecret ?? endpoint), now),
           timestampSeconds: sentAt,
         })
       : {
@@ -419,7 +420,19 @@ export async function processDelivery(
           retryAfterSeconds: null,
         };
   const after = settings.clock();
-  await d
+
+  const gone = result.statusCode === 410;
+  const delay =
+    result.ok || gone
+      ? null
+      : nextRetryDelaySeconds(round, settings.schedule, result.retryAfterSeconds, settings.random);
+  const lastError = result.ok
+    ? null
+    : gone
+      ? 'endpoint answered 410 Gone'
+      : (result.error ?? `HTTP ${result.statusCode}`);
+  const outcome: AttemptOutcome = result.ok ? 'delivered' : delay === null ? 'dead' : 'retrying';
+  const recordAttempt = d
     .insert(webhookAttempts)
     .values({
       deliveryId: delivery.id,
@@ -432,48 +445,36 @@ export async function processDelivery(
       createdAt: after,
     })
     .onConflictDoNothing();
+  const recordOutcome = d
+    .update(webhookDeliveries)
+    .set({
+      attempts: attempt,
+      roundAttempts: round,
+      lastStatusCode: result.statusCode,
+      lastError,
+      leaseUntil: null,
+      updatedAt: after,
+      status: outcome,
+      ...(result.ok ? { deliveredAt: after } : {}),
+      ...(delay !== null ? { nextAttemptAt: after + delay * 1000 } : {}),
+    })
+    .where(eq(webhookDeliveries.id, delivery.id));
+  if (outcome !== 'retrying' && delivery.jobId) {
+    const [, , next] = await d.batch([recordAttempt, recordOutcome, nextInLine(env, delivery)]);
+    await wake(env, next[0], after);
+  } else {
+    await d.batch([recordAttempt, recordOutcome]);
+  }
+  if (delay !== null) await enqueue(env, [{ id: delivery.id, delaySeconds: delay }]);
 
-  const common = {
-    attempts: attempt,
-    roundAttempts: round,
-    lastStatusCode: result.statusCode,
-    leaseUntil: null,
-    updatedAt: after,
-  };
   if (result.ok) {
-    await d
-      .update(webhookDeliveries)
-      .set({ ...common, status: 'delivered', lastError: null, deliveredAt: after })
-      .where(eq(webhookDeliveries.id, delivery.id));
     if (endpoint.failingSince !== null) {
       await d
         .update(webhookEndpoints)
         .set({ failingSince: null })
         .where(eq(webhookEndpoints.id, endpoint.id));
     }
-    await wakeNext(env, delivery, after);
-    return 'delivered';
-  }
-
-  const gone = result.statusCode === 410;
-  const delay = gone
-    ? null
-    : nextRetryDelaySeconds(round, settings.schedule, result.retryAfterSeconds, settings.random);
-  const lastError = result.error ?? `HTTP ${result.statusCode}`;
-  if (delay === null) {
-    await d
-      .update(webhookDeliveries)
-      .set({ ...common, status: 'dead', lastError: gone ? 'endpoint answered 410 Gone' : lastError })
-      .where(eq(webhookDeliveries.id, delivery.id));
-  } else {
-    await d
-      .update(webhookDeliveries)
-      .set({ ...common, status: 'retrying', lastError, nextAttemptAt: after + delay * 1000 })
-      .where(eq(webhookDeliveries.id, delivery.id));
-    await enqueue(env, [{ id: delivery.id, delaySeconds: delay }]);
-  }
-
-  if (gone) {
+  } else if (gone) {
     await disableEndpoint(env, settings, endpoint, 'gone', after);
   } else {
     const [health] = await d
@@ -485,24 +486,25 @@ export async function processDelivery(
       await disableEndpoint(env, settings, health, 'failing', after);
     }
   }
-  if (delay === null) await wakeNext(env, delivery, after);
-  return delay === null ? 'dead' : 'retrying';
+  return outcome;
 }
 
 /**
- * The Queue consumer's handler for `{kind: 'webhook.deliver', delivery_id}` messages. The consumer
- * takes a batch's messages one after another in order, so deliveries fanned out together keep their
- * order; a thrown error (D1 unavailable) makes the Queue retry the message.
+ * The Queue consumer's handler for `webhook.deliver` messages. The consumer takes a batch's
+ * messages one after another in order, so one job's events (fanned out one after another) keep
+ * their order; the deliveries of one event go to different endpoints and are sent concurrently.
  */
 export async function handleWebhookDeliverMessage(
   env: WebhookEnv,
-  body: { delivery_id?: unknown },
+  body: { delivery_id?: unknown; delivery_ids?: unknown },
 ): Promise<void> {
-  if (typeof body.delivery_id !== 'string') {
-    console.error(`webhook.deliver message without a delivery_id: ${JSON.stringify(body)}; dropped`);
+  const ids = Array.isArray(body.delivery_ids) ? body.delivery_ids : [body.delivery_id];
+  if (ids.length === 0 || ids.some((id) => typeof id !== 'string')) {
+    console.error(`webhook.deliver message without delivery ids: ${JSON.stringify(body)}; dropped`);
     return;
   }
-  await processDelivery(env, body.delivery_id);
+  // A thrown error retries the whole message; deliveries already finished are skipped then.
+  await Promise.all(ids.map((id) => processDelivery(env, id as string)));
 }
 
 // ---- cron, redelivery, recovery ---------------------------------------------------------------
