@@ -1,0 +1,126 @@
+// The code the sandbox evaluates before the plugin: it drives the plugin's definition object
+// (plugins/sdk) over a batch, and talks to the host only through the `host` functions it is given.
+// It captures the intrinsics it needs first, so a plugin that overwrites JSON or Promise only breaks
+// itself; the host re-validates everything the harness reports.
+export const HARNESS_SOURCE = String.raw`(function (host) {
+  'use strict';
+  const parse = JSON.parse;
+  const stringify = JSON.stringify;
+  const isFiniteNumber = Number.isFinite;
+  const toStr = String;
+  const resolved = Promise.resolve.bind(Promise);
+  const all = Promise.all.bind(Promise);
+  const ErrorClass = Error;
+  const NONFINITE = '\u0000nonfinite:';
+  let plugin = null;
+  let config = undefined;
+
+  function replacer(key, value) {
+    return typeof value === 'number' && !isFiniteNumber(value) ? NONFINITE + toStr(value) : value;
+  }
+  function describeThrown(e) {
+    try {
+      if (e instanceof ErrorClass) {
+        return stringify({ error: true, name: toStr(e.name), message: toStr(e.message).slice(0, 2000) });
+      }
+      let shown;
+      try { shown = typeof e === 'string' ? stringify(e) : stringify(e, replacer); } catch (_) { shown = undefined; }
+      if (shown === undefined) shown = typeof e;
+      return stringify({ error: false, name: typeof e, message: 'threw a non-Error value: ' + shown.slice(0, 500) });
+    } catch (_) {
+      return '{"error":false,"name":"unknown","message":"threw a value that cannot be described"}';
+    }
+  }
+  function logger(i) {
+    const emit = (level) => (...args) => {
+      let line;
+      try {
+        line = args.map((a) => (typeof a === 'string' ? a : stringify(a, replacer))).join(' ');
+      } catch (_) {
+        line = '[unprintable log line]';
+      }
+      host.log(i, level, toStr(line).slice(0, 4000));
+    };
+    const log = emit('info');
+    log.info = log;
+    log.warn = emit('warn');
+    log.error = emit('error');
+    return log;
+  }
+  function context(i) {
+    return {
+      config,
+      log: logger(i),
+      llm: {
+        chat: (messages, options) =>
+          host.chat(i, stringify({ messages, options: options === undefined ? {} : options })).then(parse),
+      },
+    };
+  }
+  function isThenable(value) {
+    return value !== null && (typeof value === 'object' || typeof value === 'function') && typeof value.then === 'function';
+  }
+  function finish(i, value, maxCritique) {
+    try {
+      if (value !== null && typeof value === 'object' && typeof value.critique === 'string' && value.critique.length > maxCritique) {
+        const length = value.critique.length;
+        value = { critique: value.critique.slice(0, maxCritique) + '\n[cgrpo: critique truncated from ' + length + ' to ' + maxCritique + ' characters]', truncated_from: length };
+      }
+      const json = stringify(value, replacer);
+      host.end(i, json === undefined ? 'null' : json);
+    } catch (e) {
+      host.fail(i, describeThrown(e));
+    }
+  }
+
+  return {
+    setPlugin(definition) {
+      if (definition === null || typeof definition !== 'object' || definition.__cgrpo_plugin !== 1) {
+        throw new TypeError("the bundle's default export is not a plugin: use export default defineVerifier(...), defineCritic(...) or defineShaping(...) from @cgrpo/plugins/sdk");
+      }
+      plugin = definition;
+      return stringify({
+        kind: toStr(definition.kind),
+        sdk_version: toStr(definition.sdk_version),
+        config_schema: definition.configJsonSchema(),
+        shaping: definition.shaping === undefined ? null : definition.shaping,
+      }, replacer);
+    },
+    configure(configJson) {
+      const result = plugin.parseConfig(parse(configJson));
+      if (result && result.ok === true) {
+        config = result.value;
+        return '{"ok":true}';
+      }
+      return stringify({ ok: false, issues: result && result.issues });
+    },
+    run(batchJson, concurrency, maxCritique) {
+      const items = parse(batchJson);
+      let next = 0;
+      const worker = () => {
+        for (;;) {
+          if (next >= items.length) return undefined;
+          const i = next++;
+          host.begin(i);
+          let out;
+          try {
+            out = plugin.run(items[i], context(i));
+            if (isThenable(out)) {
+              return resolved(out).then((v) => finish(i, v, maxCritique), (e) => host.fail(i, describeThrown(e))).then(worker);
+            }
+          } catch (e) {
+            host.fail(i, describeThrown(e));
+            continue;
+          }
+          finish(i, out, maxCritique);
+        }
+      };
+      const workers = [];
+      for (let k = 0; k < concurrency; k++) workers.push(resolved(undefined).then(worker));
+      return all(workers);
+    },
+  };
+})`;
+
+/** Prefix the harness puts on non-finite numbers so JSON keeps them (JSON.stringify(NaN) is null). */
+export const NONFINITE_MARK = '\u0000nonfinite:';

@@ -1,0 +1,22 @@
+// The sandbox host: how the runner (and `cgrpo plugins test`) runs an uploaded plugin bundle.
+export { PluginError, type PluginFailureReason } from './errors';
+export {
+  DEFAULT_SANDBOX_LIMITS,
+  describeBundle,
+  type PluginDescription,
+  type PluginLogEntry,
+  type PluginOutcome,
+  SandboxedPlugin,
+  type SandboxLimits,
+  type SandboxOptions,
+  sha256Hex,
+} from './host';
+export {
+  type ChatRequest,
+  ChatRequestSchema,
+  type ChatResult,
+  ChatResultSchema,
+  type InferenceEndpoint,
+  inferenceChat,
+  type LlmChat,
+} from './llm';
