@@ -82,6 +82,28 @@ describe('AdamW', () => {
     }
   });
 
+  it('repeat: n steps inside one run equal n single steps', async () => {
+    const build = async () => {
+      const g = new Graph();
+      const x = g.input('x', 'float32', [3]);
+      const w = g.param('w', 'float32', [3]);
+      const loss = op.reduceSum(op.mul(op.mul(w, w), x), undefined, false);
+      const t = await Trainer.create(
+        engine,
+        buildTrainStep({ graph: g, loss, params: [w], optimizer: { lr: 0.1 } }),
+      );
+      await t.init({ w: f32([3], [1, -2, 0.5]) });
+      return t;
+    };
+    const [a, b] = [await build(), await build()];
+    const x = f32([3], [1, 2, 3]);
+    for (let i = 0; i < 3; i++) await a.step({ x });
+    await b.step({ x }, 3);
+    const [pa, pb] = [await a.state(), await b.state()];
+    expect(Array.from(pb.w.data as Float32Array)).toEqual(Array.from(pa.w.data as Float32Array));
+    expect(Number(pb['optimizer.step'].data[0])).toBe(4);
+  });
+
   it('learning-rate schedules: constant, linear and cosine with warmup', async () => {
     const g = new Graph();
     const step = g.input('step', 'float64', ['n']);

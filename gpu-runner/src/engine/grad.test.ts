@@ -4,10 +4,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DType } from './dtype';
 import { createEngine, type Engine } from './engine';
-import { VJP } from './grad';
-import type { Graph, Tensor } from './graph';
+import { grad, VJP } from './grad';
+import { Graph, type Tensor } from './graph';
 import * as nn from './nn';
 import * as op from './ops';
+import { buildModel } from './serialize';
 import { checkGradient, type GradCase } from './testing';
 
 let engine: Engine;
@@ -120,6 +121,34 @@ describe('VJP rules vs central finite differences (onnxruntime-node CPU)', () =>
       expect(report.worst, `${name} in ${report.dtype}: max error ${report.maxError}`).toBeLessThanOrEqual(1);
     });
   }
+});
+
+describe('fused rules vs their composite forms', () => {
+  it('Softmax and LogSoftmax: values and gradients match the primitives-only versions', async () => {
+    const g = new Graph();
+    const x = g.param('x', 'float64', [3, 5]);
+    const w = g.constant(
+      'float64',
+      [3, 5],
+      Array.from({ length: 15 }, (_, i) => Math.sin(i)),
+    );
+    const fused = [op.softmax(x), op.logSoftmax(x)];
+    const built = [nn.softmaxComposite(x), op.log(nn.softmaxComposite(x))];
+    const outputs: Record<string, Tensor> = {};
+    [...fused, ...built].forEach((y, i) => {
+      const loss = op.reduceSum(op.mul(y, w), undefined, false);
+      outputs[`y${i}`] = y;
+      outputs[`g${i}`] = grad(loss, [x])[0];
+    });
+    const data = Float64Array.from({ length: 15 }, (_, i) => Math.cos(3 * i) * 2);
+    const { outputs: o } = await (await engine.load(buildModel(g, outputs))).run({
+      x: { dims: [3, 5], data },
+    });
+    for (const k of ['y', 'g'])
+      for (const i of [0, 1])
+        for (let j = 0; j < 15; j++)
+          expect(o[`${k}${i}`].data[j]).toBeCloseTo(Number(o[`${k}${i + 2}`].data[j]), 12);
+  });
 });
 
 const composite = (
