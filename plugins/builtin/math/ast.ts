@@ -30,7 +30,7 @@ export type RelOp = '=' | '<' | '<=' | '>' | '>=' | '!=';
 
 // ---- exact rationals (bounded: callers get null instead of a huge number) -------------------
 
-const MAX_BITS = 4096n;
+const MAX_BITS = 4096;
 
 function gcd(a: bigint, b: bigint): bigint {
   let x = a < 0n ? -a : a;
@@ -43,8 +43,8 @@ function gcd(a: bigint, b: bigint): bigint {
   return x;
 }
 
-function bits(x: bigint): bigint {
-  return BigInt((x < 0n ? -x : x).toString(16).length * 4);
+function bits(x: bigint): number {
+  return (x < 0n ? -x : x).toString(16).length * 4;
 }
 
 export function rat(n: bigint, d = 1n): Rational | null {
@@ -68,7 +68,7 @@ export function ratPow(a: Rational, e: Rational): Rational | null {
   if (e.d !== 1n) return null;
   const k = e.n < 0n ? -e.n : e.n;
   // Bound the work before doing it: 9^{9^{9^9}} must not allocate a gigantic bigint.
-  if (k > 4096n || (bits(a.n) + bits(a.d)) * k > MAX_BITS * 2n) return null;
+  if (k > 4096n || (bits(a.n) + bits(a.d)) * Number(k) > MAX_BITS * 2) return null;
   const p = rat(a.n ** k, a.d ** k);
   if (p === null) return null;
   return e.n < 0n ? ratDiv({ n: 1n, d: 1n }, p) : p;
@@ -79,8 +79,7 @@ export function ratToNumber(r: Rational): number {
   const d = Number(r.d);
   if (Number.isFinite(n) && Number.isFinite(d)) return n / d;
   // Scale both down for huge values so the quotient stays finite when it can.
-  const shift = Math.max(bits(r.n), bits(r.d)) - 1000n;
-  const s = shift > 0n ? shift : 0n;
+  const s = BigInt(Math.max(0, Math.max(bits(r.n), bits(r.d)) - 1000));
   return Number(r.n >> s) / Number(r.d >> s);
 }
 
@@ -112,7 +111,9 @@ export function show(node: Node): string {
     case 'const':
       return node.name;
     case 'add':
-      return node.terms.map((t, i) => (i === 0 ? show(t) : t.k === 'neg' ? ` - ${show(t.arg)}` : ` + ${show(t)}`)).join('');
+      return node.terms
+        .map((t, i) => (i === 0 ? show(t) : t.k === 'neg' ? ` - ${show(t.arg)}` : ` + ${show(t)}`))
+        .join('');
     case 'mul':
       return node.factors.map((f) => wrap(f, f.k === 'add' || f.k === 'neg')).join('*');
     case 'neg':

@@ -4,8 +4,9 @@
 // the caller has bounded their size and exponents.
 
 import { ComputeEngine } from '@cortex-js/compute-engine';
-import { type MathJsInstance, all, create } from 'mathjs';
-import type { Node } from './ast.ts';
+import type { MathJsonExpression } from '@cortex-js/compute-engine/math-json';
+import { all, create, type MathJsInstance } from 'mathjs';
+import type { Node } from './ast';
 
 export type CasName = 'mathjs' | 'compute-engine';
 
@@ -67,7 +68,11 @@ export function toMathjs(n: Node): string {
     case 'fn': {
       if (n.name === 'root') return `nthRoot(${toMathjs(n.args[0]!)}, ${toMathjs(n.args[1]!)})`;
       if (n.name === 'logb') return `log(${toMathjs(n.args[0]!)}, ${toMathjs(n.args[1]!)})`;
-      if (n.name === 'binom') return `combinations(${toMathjs(n.args[0]!)}, ${toMathjs(n.args[1]!)})`;
+      if (n.name === 'binom') {
+        // gamma form so a symbolic n can be sampled at non-integer points
+        const [a, b] = [toMathjs(n.args[0]!), toMathjs(n.args[1]!)];
+        return `(gamma(${a} + 1) / (gamma(${b} + 1) * gamma(${a} - ${b} + 1)))`;
+      }
       if (n.name === 'factorial') return `gamma(${toMathjs(n.args[0]!)} + 1)`;
       const f = MATHJS_FN[n.name];
       if (!f) throw new Error(`no mathjs function for ${n.name}`);
@@ -98,7 +103,7 @@ function close(a: Complexish, b: Complexish): boolean {
 }
 
 // Fixed points (deterministic verdicts); irrational-ish values avoid accidental coincidences.
-const SAMPLE_POINTS = [0.6180339887, 1.4142135623, 2.7182818284, 0.3183098861, 1.7320508075, 3.1415926535];
+const SAMPLE_POINTS = [0.6173, 1.4231, 2.7315, 0.3127, 1.7763, 3.1791];
 
 const mathjsCas: Cas = {
   name: 'mathjs',
@@ -111,7 +116,9 @@ const mathjsCas: Cas = {
     for (let p = 0; p < SAMPLE_POINTS.length; p++) {
       const scope: Record<string, number> = {};
       variables.forEach((v, j) => {
-        scope[`v_${v.replace(/[^a-zA-Z0-9]/g, '_')}`] = SAMPLE_POINTS[(p + j * 2) % SAMPLE_POINTS.length]! * (j % 2 === 0 ? 1 : -1);
+        // alternate signs so sqrt(x^2) and x (or |x| and x) are told apart
+        scope[`v_${v.replace(/[^a-zA-Z0-9]/g, '_')}`] =
+          SAMPLE_POINTS[(p + j * 2) % SAMPLE_POINTS.length]! * (((p >> j) & 1) === 0 ? 1 : -1);
       });
       let va: Complexish | null;
       let vb: Complexish | null;
@@ -146,7 +153,7 @@ const mathjsCas: Cas = {
 
 let engine: ComputeEngine | null = null;
 
-type Json = number | string | Json[];
+type Json = MathJsonExpression;
 
 const CE_FN: Record<string, string> = {
   sqrt: 'Sqrt',
@@ -178,7 +185,7 @@ const CE_FN: Record<string, string> = {
 function bigJson(b: bigint): Json {
   return b <= BigInt(Number.MAX_SAFE_INTEGER) && b >= -BigInt(Number.MAX_SAFE_INTEGER)
     ? Number(b)
-    : ({ num: b.toString() } as unknown as Json);
+    : { num: b.toString() };
 }
 
 export function toMathJson(n: Node): Json {

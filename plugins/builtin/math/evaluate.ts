@@ -1,7 +1,7 @@
 // Exact (rational) and floating-point evaluation of answer nodes. Exact evaluation is bounded:
 // it returns null rather than build a huge number, so 9^{9^{9^9}} costs microseconds.
 
-import { type Node, type Rational, rat, ratAdd, ratDiv, ratMul, ratPow, ratToNumber } from './ast.ts';
+import { type Node, type Rational, rat, ratAdd, ratDiv, ratMul, ratPow, ratToNumber } from './ast';
 
 /** Value of a node made only of numbers, + - * /, integer powers and percent; else null. */
 export function exactValue(node: Node): Rational | null {
@@ -88,7 +88,13 @@ export function evalFloat(node: Node, env: ReadonlyMap<string, number>): number 
     case 'sym':
       return env.get(node.name) ?? Number.NaN;
     case 'const':
-      return node.name === 'pi' ? Math.PI : node.name === 'e' ? Math.E : node.name === 'inf' ? Number.POSITIVE_INFINITY : Number.NaN;
+      return node.name === 'pi'
+        ? Math.PI
+        : node.name === 'e'
+          ? Math.E
+          : node.name === 'inf'
+            ? Number.POSITIVE_INFINITY
+            : Number.NaN;
     case 'add':
       return node.terms.reduce((s, t) => s + evalFloat(t, env), 0);
     case 'mul':
@@ -108,7 +114,9 @@ export function evalFloat(node: Node, env: ReadonlyMap<string, number>): number 
         case 'sqrt':
           return Math.sqrt(x);
         case 'root':
-          return x < 0 && (a[1] ?? 0) % 2 === 1 ? -(Math.abs(x) ** (1 / a[1]!)) : x ** (1 / (a[1] ?? Number.NaN));
+          return x < 0 && (a[1] ?? 0) % 2 === 1
+            ? -(Math.abs(x) ** (1 / a[1]!))
+            : x ** (1 / (a[1] ?? Number.NaN));
         case 'sin':
           return Math.sin(x);
         case 'cos':

@@ -2,12 +2,26 @@
 // within a tier the rightmost match is tried first (as Math-Verify does), and the first
 // candidate that parses wins. Extraction never throws.
 
+import { looksLikeProse } from './parse';
+
 export type Strategy = 'boxed' | 'final_answer' | 'answer' | 'latex' | 'number' | 'whole';
 
-export const STRATEGIES: readonly Strategy[] = ['boxed', 'final_answer', 'answer', 'latex', 'number', 'whole'];
+export const STRATEGIES: readonly Strategy[] = [
+  'boxed',
+  'final_answer',
+  'answer',
+  'latex',
+  'number',
+  'whole',
+];
 
 /** Math-Verify's default priorities: boxed and "final answer is" share a tier. */
-export const DEFAULT_EXTRACTION_ORDER: Strategy[][] = [['boxed', 'final_answer'], ['answer'], ['latex', 'number'], ['whole']];
+export const DEFAULT_EXTRACTION_ORDER: Strategy[][] = [
+  ['boxed', 'final_answer'],
+  ['answer'],
+  ['latex', 'number'],
+  ['whole'],
+];
 
 export interface Candidate {
   strategy: Strategy;
@@ -155,7 +169,10 @@ function numberCandidates(s: string, from = 0, to = s.length): Candidate[] {
 
 /** The first latex env (or chain) starting within `window` chars after `pos`. */
 function envAfter(s: string, pos: number, window: number, envs: Env[], strategy: Strategy): Candidate | null {
-  const chained = latexCandidates(s, envs.filter((e) => e.start >= pos));
+  const chained = latexCandidates(
+    s,
+    envs.filter((e) => e.start >= pos),
+  );
   const first = chained.find((c) => c.start - pos <= window && c.start >= pos);
   return first ? { ...first, strategy } : null;
 }
@@ -163,7 +180,13 @@ function envAfter(s: string, pos: number, window: number, envs: Env[], strategy:
 const FINAL_ANSWER_RE = /final answer[^\n]{0,100}?\s+is\s*:?\s*|final answer\s*:\s*/gi;
 const ANSWER_RE = /\banswer\b\s*(?:is\s*)?:?\s*/gi;
 
-function anchoredCandidates(s: string, re: RegExp, strategy: Strategy, envs: Env[], window: number): Candidate[] {
+function anchoredCandidates(
+  s: string,
+  re: RegExp,
+  strategy: Strategy,
+  envs: Env[],
+  window: number,
+): Candidate[] {
   const out: Candidate[] = [];
   re.lastIndex = 0;
   for (let m = re.exec(s); m !== null; m = re.exec(s)) {
@@ -209,7 +232,9 @@ export function findCandidates(response: string, strategy: Strategy, envs: Env[]
       return numberCandidates(response);
     case 'whole': {
       const t = response.trim();
-      return t.length > 0 && t.length <= 300 ? [{ strategy: 'whole', start: 0, end: response.length, text: t, percent: false }] : [];
+      return t.length > 0 && t.length <= 300 && !looksLikeProse(t)
+        ? [{ strategy: 'whole', start: 0, end: response.length, text: t, percent: false }]
+        : [];
     }
   }
 }
@@ -218,7 +243,10 @@ export function findCandidates(response: string, strategy: Strategy, envs: Env[]
  * All candidates, tier by tier, rightmost first within a tier. Lazily generated so a boxed
  * answer never pays for scanning numbers.
  */
-export function* candidates(response: string, order: readonly (Strategy | readonly Strategy[])[]): Generator<Candidate> {
+export function* candidates(
+  response: string,
+  order: readonly (Strategy | readonly Strategy[])[],
+): Generator<Candidate> {
   let envs: Env[] | null = null;
   for (const tier of order) {
     const strategies = typeof tier === 'string' ? [tier] : tier;

@@ -3,15 +3,15 @@
 // -> compare (compare.ts, CAS in cas.ts). A pure function that never throws.
 
 import { z } from 'zod';
-import { type Node, show } from './ast.ts';
-import { getCas } from './cas.ts';
-import { type CompareOptions, DeadlineExceeded, compareNodes } from './compare.ts';
-import { type Candidate, DEFAULT_EXTRACTION_ORDER, STRATEGIES, type Strategy, candidates } from './extract.ts';
-import { normalizeAnswer } from './normalize.ts';
-import { parseAnswer } from './parse.ts';
+import { type Node, show } from './ast';
+import { getCas } from './cas';
+import { type CompareOptions, compareNodes, DeadlineExceeded } from './compare';
+import { type Candidate, candidates, DEFAULT_EXTRACTION_ORDER, STRATEGIES, type Strategy } from './extract';
+import { normalizeAnswer } from './normalize';
+import { looksLikeProse, parseAnswer } from './parse';
 
-export type { Strategy } from './extract.ts';
-export { DEFAULT_EXTRACTION_ORDER } from './extract.ts';
+export type { Strategy } from './extract';
+export { DEFAULT_EXTRACTION_ORDER } from './extract';
 
 const StrategySchema = z.enum(STRATEGIES as [Strategy, ...Strategy[]]);
 
@@ -100,7 +100,7 @@ function parseReference(reference: string, order: ResolvedConfig['extractionOrde
   if (boxed) t = boxed.text;
   const wrapped = /^\$\$([\s\S]*)\$\$$|^\$([\s\S]*)\$$|^\\\(([\s\S]*)\\\)$|^\\\[([\s\S]*)\\\]$/.exec(t);
   if (wrapped) t = wrapped[1] ?? wrapped[2] ?? wrapped[3] ?? wrapped[4] ?? t;
-  const whole = parseCandidate(t, false);
+  const whole = looksLikeProse(t) ? null : parseCandidate(t, false);
   if (whole) result = { node: whole.node, candidate: null, units: whole.units };
   else {
     for (const c of candidates(reference, order)) {
@@ -148,14 +148,19 @@ export function verifyMath(input: MathVerifierInput, config?: MathVerifierConfig
     return verifyUnsafe(input, cfg);
   } catch (e) {
     if (e instanceof DeadlineExceeded) return result(false, { ...empty, reason: 'timeout' });
-    return result(false, { ...empty, reason: `internal_error: ${e instanceof Error ? e.message : String(e)}` });
+    return result(false, {
+      ...empty,
+      reason: `internal_error: ${e instanceof Error ? e.message : String(e)}`,
+    });
   }
 }
 
 function verifyUnsafe(input: MathVerifierInput, cfg: ResolvedConfig): MathVerifierResult {
   const deadline = performance.now() + cfg.timeoutMs;
   const response =
-    typeof input.response === 'string' ? input.response.slice(-cfg.maxResponseChars) : String(input.response ?? '');
+    typeof input.response === 'string'
+      ? input.response.slice(-cfg.maxResponseChars)
+      : String(input.response ?? '');
   const reference = typeof input.reference === 'string' ? input.reference : String(input.reference ?? '');
 
   const gold = parseReference(reference, cfg.extractionOrder);
@@ -201,7 +206,8 @@ function verifyUnsafe(input: MathVerifierInput, cfg: ResolvedConfig): MathVerifi
   // Either side unparseable: fall back to comparing normalised strings.
   const a = normalizeAnswer(first.text).text.replace(/\s+/g, '');
   const b = normalizeAnswer(reference).text.replace(/\s+/g, '');
-  if (a !== '' && a === b) return result(true, { ...details, extracted: first.text, rule: 'normalized_string' });
+  if (a !== '' && a === b)
+    return result(true, { ...details, extracted: first.text, rule: 'normalized_string' });
   return result(false, {
     ...details,
     extracted: first.text,

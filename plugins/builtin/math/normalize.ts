@@ -149,7 +149,8 @@ const UNIT_WORDS = [
 ];
 
 const UNITS_TAIL = new RegExp(`(\\d|\\}|\\))\\s*(?:${UNIT_WORDS.join('|')})(?:\\^?\\{?[23]\\}?)?\\s*$`);
-const TEXT_TAIL = /(\d|\}|\)|\s)\s*\\(?:text|mbox|mathrm|textrm|textnormal|operatorname)\s*\{([^{}]*)\}(?:\s*\^\s*\{?[23]\}?)?\s*$/;
+const TEXT_TAIL =
+  /(\d|\}|\)|\s)\s*\\(?:text|mbox|mathrm|textrm|textnormal|operatorname)\s*\{([^{}]*)\}(?:\s*\^\s*\{?[23]\}?)?\s*$/;
 
 export interface Normalized {
   text: string;

@@ -2,7 +2,7 @@
 // arithmetic, \frac/\sqrt/functions, sets, tuples, intervals, unions, relations and matrices.
 // Input is the output of normalizeAnswer(); failures throw ParseError, which callers catch.
 
-import { type Node, type RelOp, rat, ratFromDecimal } from './ast.ts';
+import { type Node, type RelOp, rat, ratFromDecimal } from './ast';
 
 export class ParseError extends Error {}
 
@@ -86,7 +86,17 @@ const STYLE_CMDS = new Set([
   'underline',
   'mathring',
 ]);
-const TEXT_CMDS = new Set(['text', 'textbf', 'textit', 'textrm', 'textnormal', 'mathrm', 'mbox', 'operatorname', 'textsf']);
+const TEXT_CMDS = new Set([
+  'text',
+  'textbf',
+  'textit',
+  'textrm',
+  'textnormal',
+  'mathrm',
+  'mbox',
+  'operatorname',
+  'textsf',
+]);
 
 /** Reads a balanced {...} group starting at s[i] === '{'; returns [content, indexAfter]. */
 function readBraced(s: string, i: number): [string, number] {
@@ -203,7 +213,7 @@ export function tokenize(s: string): Tok[] {
       i += 2;
       continue;
     }
-    if ('+-*/^_()[]{},;=<>!%|&\''.includes(c)) {
+    if ("+-*/^_()[]{},;=<>!%|&'".includes(c)) {
       out.push({ t: 'op', v: c });
       i++;
       continue;
@@ -420,7 +430,14 @@ class Parser {
       } else if (this.startsPrimary()) {
         const next = this.parseUnary();
         // mixed numbers: 2\frac{1}{2} means 2 + 1/2 (as latex2sympy reads it)
-        if (node.k === 'num' && !node.isFloat && next.k === 'div' && next.num.k === 'num' && next.den.k === 'num' && this.lastWasFrac) {
+        if (
+          node.k === 'num' &&
+          !node.isFloat &&
+          next.k === 'div' &&
+          next.num.k === 'num' &&
+          next.den.k === 'num' &&
+          this.lastWasFrac
+        ) {
           node = { k: 'add', terms: [node, next] };
         } else node = mul(node, next);
       } else break;
@@ -433,7 +450,8 @@ class Parser {
   private startsPrimary(): boolean {
     const t = this.peek();
     if (t === undefined) return false;
-    if (t.t === 'op') return t.v === '(' || t.v === '{' || (t.v === '|' && this.absDepth === 0) || t.v === '\\{';
+    if (t.t === 'op')
+      return t.v === '(' || t.v === '{' || (t.v === '|' && this.absDepth === 0) || t.v === '\\{';
     return true;
   }
 
@@ -441,7 +459,9 @@ class Parser {
     if (this.isOp('-')) {
       this.i++;
       const arg = this.parseUnary();
-      return arg.k === 'num' ? { ...arg, value: { n: -arg.value.n, d: arg.value.d }, text: `-${arg.text}` } : { k: 'neg', arg };
+      return arg.k === 'num'
+        ? { ...arg, value: { n: -arg.value.n, d: arg.value.d }, text: `-${arg.text}` }
+        : { k: 'neg', arg };
     }
     if (this.isOp('+')) {
       this.i++;
@@ -454,7 +474,11 @@ class Parser {
     const base = this.parsePostfix();
     if (this.isOp('^')) {
       this.i++;
-      const exp = this.isOp('-') ? (this.i++, { k: 'neg', arg: this.parseExponentAtom() } as Node) : this.parseExponentAtom();
+      let exp: Node;
+      if (this.isOp('-')) {
+        this.i++;
+        exp = { k: 'neg', arg: this.parseExponentAtom() };
+      } else exp = this.parseExponentAtom();
       return this.parsePostfixOps({ k: 'pow', base, exp });
     }
     return base;
@@ -549,6 +573,7 @@ class Parser {
       default:
         if (FUNCS.has(v) && v.length > 1) return this.applyFunction(v);
         if (v === 'e' && !this.isOp('_')) return { k: 'const', name: 'e' };
+        if (v === 'i' && !this.isOp('_')) return { k: 'const', name: 'i' };
         return this.subscripted(v);
     }
   }
@@ -612,10 +637,15 @@ class Parser {
       arg = this.parsePower();
       if (arg.k === 'num' || arg.k === 'sym') {
         // \sin 2x -> sin(2x): absorb directly following implicit symbol factors
-        while (this.peek()?.t === 'id' && !FUNCS.has((this.peek() as { v: string }).v)) arg = mul(arg, this.parsePower());
+        while (this.peek()?.t === 'id' && !FUNCS.has((this.peek() as { v: string }).v))
+          arg = mul(arg, this.parsePower());
       }
     }
-    const f: Node = { k: 'fn', name: name === 'log' && base ? 'logb' : name, args: base ? [arg, base] : [arg] };
+    const f: Node = {
+      k: 'fn',
+      name: name === 'log' && base ? 'logb' : name,
+      args: base ? [arg, base] : [arg],
+    };
     return power ? { k: 'pow', base: f, exp: power } : f;
   }
 
@@ -696,3 +726,14 @@ function mul(a: Node, b: Node): Node {
 }
 
 export const ONE = rat(1n)!;
+
+const KNOWN_WORDS = new Set([...WORDS, ...FUNCS, ...GREEK, 'and', 'or', 'frac', 'sqrt', 'text']);
+
+/** True for English sentences ("The answer is 12"): two or more plain words that are not math. */
+export function looksLikeProse(s: string): boolean {
+  const bare = s.replace(/\\[a-zA-Z]+(?:\s*\{[^{}]*\})?/g, ' ');
+  let words = 0;
+  for (const m of bare.matchAll(/[a-zA-Z]{3,}/g))
+    if (!KNOWN_WORDS.has(m[0].toLowerCase()) && ++words >= 2) return true;
+  return false;
+}
