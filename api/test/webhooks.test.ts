@@ -12,6 +12,7 @@ import * as schema from '../src/db/schema';
 import { webhookDeliveries, webhookEndpoints, webhookEvents } from '../src/db/webhooks-schema';
 import { recordJobEvent } from '../src/events';
 import { processDelivery, sweepWebhookDeliveries, webhookSettings } from '../src/webhooks/engine';
+import { expectJson, lease, newAccount, newRunner, submitJob } from './helpers';
 
 const receiver = `http://127.0.0.1:${inject('webhookReceiverPort')}`;
 const testEnv = env as unknown as {
@@ -192,7 +193,7 @@ describe('delivery', { timeout: 45_000 }, () => {
     await j.event('job.queued', 'queued');
     await j.event('job.started', 'running', { runner_id: 'run_1' });
     await j.event('job.progress', 'running', { step: 1 }); // not a webhook event type
-    await j.event('job.checkpoint', 'running', { checkpoint: { id: 'ckpt_1', step: 50 } });
+    await j.event('job.checkpoint', 'running', { checkpoint_id: 'ckpt_1', step: 50 });
     await j.event('job.evaluated', 'running', { step: 50, metrics: { 'eval/accuracy': 0.5 } });
     await j.event('job.succeeded', 'succeeded');
     const failing = await job(a.accountId);
@@ -243,7 +244,8 @@ describe('delivery', { timeout: 45_000 }, () => {
     expect(got).toHaveLength(8);
     const checkpoint = bodies.find((b) => b.type === 'job.checkpoint')!;
     expect(checkpoint.data).toMatchObject({
-      checkpoint: { id: 'ckpt_1', step: 50 },
+      checkpoint_id: 'ckpt_1',
+      step: 50,
       job: { metadata: { team: 'math' } },
     });
 
@@ -260,6 +262,74 @@ describe('delivery', { timeout: 45_000 }, () => {
     const log = await deliveriesOf(a, onlyEnd.id);
     expect(log.map((d) => d.status)).toEqual(['delivered', 'delivered', 'delivered']);
     expect(log[0]!.attempt_log[0]).toMatchObject({ attempt: 1, response_status: 200, response_body: 'ok' });
+  });
+
+  it.concurrent('a job driven through the real API and runner protocol notifies every step, once', async () => {
+    const user = await newAccount('whlife');
+    const ep = await expectJson<{ id: string; secret: string }>('/v1/webhooks/endpoints', 201, {
+      key: user.apiKey,
+      json: { url: `${receiver}/hook/protocol`, event_types: ['job.*'] },
+    });
+    await control('protocol', { secrets: [ep.secret] });
+    const runner = await newRunner(user);
+    const job = await submitJob(user, { metadata: { team: 'math' } });
+    const leased = (await lease(runner.token))!;
+    const url = `/v1/runner/jobs/${job.id}`;
+    const events = {
+      lease_id: leased.lease_id,
+      attempt: 1,
+      events: [
+        { seq: 1, type: 'job.progress', data: { step: 1 } },
+        { seq: 2, type: 'job.evaluated', data: { step: 2, metrics: { 'eval/accuracy': 0.25 } } },
+      ],
+    };
+    await expectJson(`${url}/events`, 200, { key: runner.token, json: events });
+    await expectJson(`${url}/events`, 200, { key: runner.token, json: events }); // a retried batch
+    const bytes = new TextEncoder().encode('adapter weights');
+    const init = await expectJson<{ checkpoint_id: string; part_url: string }>(`${url}/checkpoints`, 201, {
+      key: runner.token,
+      json: { lease_id: leased.lease_id, step: 2 },
+    });
+    const part = await expectJson<{ part_number: number; etag: string }>(
+      init.part_url.replace('{part_number}', '1'),
+      200,
+      {
+        key: runner.token,
+        method: 'PUT',
+        body: bytes,
+        headers: { 'x-lease-id': leased.lease_id, 'content-length': String(bytes.byteLength) },
+      },
+    );
+    const sha256 = [...new Uint8Array(await crypto.subtle.digest('SHA-256', bytes))]
+      .map((b) => b.toString(16).padStart(2, '0'))
+      .join('');
+    await expectJson(`${url}/checkpoints/${init.checkpoint_id}/complete`, 200, {
+      key: runner.token,
+      json: { lease_id: leased.lease_id, parts: [part], sha256, size: bytes.byteLength },
+    });
+    await expectJson(`${url}/complete`, 200, { key: runner.token, json: { lease_id: leased.lease_id } });
+
+    const got = await waitFor('5 deliveries', async () => {
+      const log = await received('protocol');
+      return log.length >= 5 && log;
+    });
+    await new Promise((r) => setTimeout(r, 1500)); // nothing more (no duplicate job.evaluated) may arrive
+    const log = await received('protocol');
+    const bodies = log.map(
+      (r) =>
+        JSON.parse(r.body) as { type: string; data: Record<string, unknown> & { job: { status: string } } },
+    );
+    expect(bodies.map((b) => `${b.type}:${b.data.job.status}`)).toEqual([
+      'job.queued:queued',
+      'job.started:running',
+      'job.evaluated:running',
+      'job.checkpoint:running',
+      'job.succeeded:succeeded',
+    ]);
+    expect(log.every((r) => r.verification[0] === null)).toBe(true);
+    expect(bodies[2]!.data).toMatchObject({ step: 2, metrics: { 'eval/accuracy': 0.25 } });
+    expect(bodies[3]!.data).toMatchObject({ checkpoint_id: init.checkpoint_id });
+    expect(got[0]!.headers['webhook-id']).not.toBe(got[1]!.headers['webhook-id']);
   });
 
   it.concurrent('500 three times then 200: delivered on attempt 4 with the same webhook-id', async () => {

@@ -57,6 +57,7 @@ import {
   router,
 } from '../openapi';
 import { parsePluginRef } from '../spec-checks';
+import { publishRunnerEventWebhooks } from '../webhooks/job-events';
 import { artifactContent, getAccountArtifact, uploadPart } from './artifacts';
 import { downloadCheckpoint, toCheckpoint } from './jobs';
 import { bundleResponse } from './plugins';
@@ -342,6 +343,8 @@ runnerRouter.openapi(
       { job_id: job.id, account_id: job.accountId, attempt: job.attempt, created_at: Date.now() },
       body.events.map((e) => ({ seq: e.seq, type: e.type, data: JSON.stringify(e.data) })),
     );
+    // Runner-reported webhook events (job.evaluated) fan out too, idempotently (ids from job, attempt, seq).
+    await publishRunnerEventWebhooks(c.env, job, body.events);
     return c.json({ accepted, duplicates: body.events.length - accepted }, 200);
   },
 );

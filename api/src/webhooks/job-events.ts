@@ -16,6 +16,8 @@ export async function publishJobEventWebhooks(
     data: Record<string, unknown>;
     /** The job_events row id (monotonic per job), sent as `data.sequence` when known. */
     eventRowId?: number;
+    /** For runner-reported events: their (attempt, seq), which also makes the webhook event id. */
+    runnerSeq?: { attempt: number; seq: number };
     createdAt?: number;
   },
 ): Promise<void> {
@@ -29,7 +31,15 @@ export async function publishJobEventWebhooks(
       await drizzle(env.DB)
         .select({ id: max(jobEvents.id) })
         .from(jobEvents)
-        .where(and(eq(jobEvents.jobId, row.id), eq(jobEvents.type, input.type)))
+        .where(
+          input.runnerSeq
+            ? and(
+                eq(jobEvents.jobId, row.id),
+                eq(jobEvents.attempt, input.runnerSeq.attempt),
+                eq(jobEvents.seq, input.runnerSeq.seq),
+              )
+            : and(eq(jobEvents.jobId, row.id), eq(jobEvents.type, input.type)),
+        )
     )[0]?.id ??
     null;
   const spec = JSON.parse(row.spec) as { webhook?: { url: string; events: string[] }; metadata?: unknown };
@@ -51,7 +61,11 @@ export async function publishJobEventWebhooks(
   };
   await publishWebhookEvent(env, {
     accountId: row.accountId,
-    eventId: newId('evt', now),
+    // A runner's batch may be sent again: its events get ids derived from (job, attempt, seq), so
+    // publishing one twice is a no-op. Lifecycle events happen once (conditional UPDATEs).
+    eventId: input.runnerSeq
+      ? `evt_${row.id}_${input.runnerSeq.attempt}_${input.runnerSeq.seq}`
+      : newId('evt', now),
     jobId: row.id,
     jobWebhook: spec.webhook ?? null,
     payload: jobEventPayload({
@@ -62,4 +76,21 @@ export async function publishJobEventWebhooks(
       data: input.data,
     }),
   });
+}
+
+/** Runner-reported events (`POST /v1/runner/jobs/:id/events`) that are webhook events: `job.evaluated`. */
+export async function publishRunnerEventWebhooks(
+  env: WebhookEnv,
+  job: { id: string; accountId: string; attempt: number },
+  events: readonly { seq: number; type: string; data?: Record<string, unknown> }[],
+): Promise<void> {
+  for (const event of events) {
+    if (!isJobWebhookEventType(event.type)) continue;
+    await publishJobEventWebhooks(env, {
+      job,
+      type: event.type,
+      data: event.data ?? {},
+      runnerSeq: { attempt: job.attempt, seq: event.seq },
+    });
+  }
 }

@@ -107,7 +107,7 @@ export const PAYLOAD_EXAMPLES: Record<string, WebhookPayload> = {
     'job.started',
     2,
     { status: 'running', started_at: '2026-11-22T08:00:05.000Z', updated_at: '2026-11-22T08:00:05.000Z' },
-    { runner_id: 'run_01JD3QA2' },
+    { attempt: 1, runner_id: 'run_01JD3QA2' },
   ),
   'job.checkpoint': example(
     'job.checkpoint',
@@ -118,7 +118,7 @@ export const PAYLOAD_EXAMPLES: Record<string, WebhookPayload> = {
       started_at: '2026-11-22T08:00:05.000Z',
       updated_at: '2026-11-22T08:20:00.000Z',
     },
-    { checkpoint: { id: 'ckpt_01JD3RB1', step: 50, size_bytes: 18874368, sha256: '9f86d0…' } },
+    { checkpoint_id: 'ckpt_01JD3RB1', step: 50, final: false, size: 18874368, sha256: '9f86d081884c7d65…' },
   ),
   'job.evaluated': example(
     'job.evaluated',
