@@ -2,7 +2,12 @@
 // so `cgrpo verify` does not pay for the plugin sandbox and vice versa.
 type Command = (args: string[]) => Promise<number>;
 
-const commands: Record<string, { summary: string; load: () => Promise<Command> }> = {};
+const commands: Record<string, { summary: string; load: () => Promise<Command> }> = {
+  plugins: {
+    summary: 'author, test and publish sandboxed plugins',
+    load: () => import('./commands/plugins').then((m) => (args: string[]) => m.plugins(args)),
+  },
+};
 
 function usage(): string {
   const lines = Object.entries(commands).map(([name, c]) => `  ${name.padEnd(12)} ${c.summary}`);
