@@ -410,6 +410,7 @@ export class CausalLM {
       extra,
       1 / (opts.temperature ?? 1),
       dropoutSeed,
+      step.moments,
     );
   }
 
@@ -479,8 +480,39 @@ export class ModelTrainer {
     readonly extraInputs: string[],
     private readonly invTemperature: number,
     private readonly dropoutSeed: boolean,
+    private readonly moments: string[],
   ) {}
   private steps = 0;
+
+  /** AdamW moments and step counter, for checkpoints (the weights themselves: saveAdapter / saveCheckpoint). */
+  async optimizerState(): Promise<Record<string, Float32Array>> {
+    const st = await this.compiled.getState(this.model.stateKey, [...this.moments, 'optimizer.step']);
+    const out: Record<string, Float32Array> = {};
+    for (const [k, v] of Object.entries(st)) out[k] = v.data as Float32Array;
+    return out;
+  }
+
+  /** Restores what optimizerState() returned (resuming a job from a checkpoint). */
+  async restoreOptimizerState(state: Record<string, Float32Array>): Promise<void> {
+    const values: Record<string, Feed> = {};
+    for (const name of [...this.moments, 'optimizer.step']) {
+      const data = state[name];
+      if (!data)
+        throw new ModelError('train_bad_optimizer_state', name, 'missing from the saved optimizer state');
+      const spec = this.compiled.model.inputs.find((s) => s.name === name)!;
+      const dims = spec.shape.map((d) => (typeof d === 'number' ? d : -1));
+      if (dims.includes(-1) || dims.reduce((a, b) => a * b, 1) !== data.length) {
+        throw new ModelError(
+          'train_bad_optimizer_state',
+          name,
+          `${data.length} values do not fit [${spec.shape}]`,
+        );
+      }
+      values[name] = { dims, data };
+    }
+    await this.compiled.setState(this.model.stateKey, values);
+    this.steps = Math.round(state['optimizer.step'][0]) - 1;
+  }
 
   /** One optimizer step on `seqs`; `extra` feeds the inputs the loss hook declared. */
   async step(seqs: readonly ScoredSequence[], extra: Record<string, Feed> = {}): Promise<TrainStepResult> {

@@ -155,6 +155,27 @@ describe('LoRA fine-tuning (tiny-qwen3)', () => {
     await m.close();
   });
 
+  it('resumes from a saved adapter + optimizer state exactly where it left off', async () => {
+    const noDrop = { ...lora, targets: [...lora.targets], dropout: 0, seed: 9 };
+    const a = await CausalLM.load(join(MODELS, 'tiny-qwen3'), { engine, lora: noDrop });
+    const opt = { lr: 5e-3, weightDecay: 0.01 };
+    const ta = await a.trainer({ mode: 'lora', loss: nll, optimizer: opt });
+    for (let i = 0; i < 3; i++) await ta.step([data.seq]);
+    const dir = join(tmp(), 'ckpt');
+    await a.saveAdapter(dir);
+    const saved = await ta.optimizerState();
+    expect(saved['optimizer.step'][0]).toBe(4);
+    const cont = [(await ta.step([data.seq])).loss, (await ta.step([data.seq])).loss];
+    await a.close();
+
+    const b = await CausalLM.load(join(MODELS, 'tiny-qwen3'), { engine, adapterPath: dir });
+    const tb = await b.trainer({ mode: 'lora', loss: nll, optimizer: opt });
+    await tb.restoreOptimizerState(saved);
+    const resumed = [(await tb.step([data.seq])).loss, (await tb.step([data.seq])).loss];
+    await b.close();
+    expect(resumed).toEqual(cont);
+  });
+
   it('rejects adapters that do not fit, with the field', async () => {
     await expect(
       CausalLM.load(join(MODELS, 'tiny-llama'), { engine, adapterPath: adapterDir }),
