@@ -42,14 +42,14 @@ export const RUNNER_ROUTES = {
   heartbeat: (job: string) => `/v1/runner/jobs/${job}/heartbeat`,
   events: (job: string) => `/v1/runner/jobs/${job}/events`,
   metrics: (job: string) => `/v1/runner/jobs/${job}/metrics`,
-  rollouts: (job: string) => `/v1/runner/jobs/${job}/rollouts`,
+  rollouts: (job: string, step: number) => `/v1/runner/jobs/${job}/rollouts/${step}`,
   ack: (job: string) => `/v1/runner/jobs/${job}/ack`,
   complete: (job: string) => `/v1/runner/jobs/${job}/complete`,
   fail: (job: string) => `/v1/runner/jobs/${job}/fail`,
   checkpoints: (job: string) => `/v1/runner/jobs/${job}/checkpoints`,
   checkpointComplete: (job: string, id: string) => `/v1/runner/jobs/${job}/checkpoints/${id}/complete`,
-  checkpointDownload: (job: string, id: string) => `/v1/runner/jobs/${job}/checkpoints/${id}/download`,
-  artifact: (id: string) => `/v1/runner/artifacts/${id}/download`,
+  checkpointDownload: (job: string, id: string) => `/v1/runner/jobs/${job}/checkpoints/${id}/content`,
+  artifact: (id: string) => `/v1/runner/artifacts/${id}/content`,
 } as const;
 
 /** The part of a zod schema the client uses (kept structural so the runner's zod copy need not be the contract's). */
@@ -99,6 +99,7 @@ interface RequestOptions {
   body?: unknown;
   /** Raw body (checkpoint parts); sent as application/octet-stream. */
   raw?: Uint8Array;
+  headers?: Record<string, string>;
   retry?: RetryPolicy;
   timeoutMs?: number;
   signal?: AbortSignal;
@@ -197,9 +198,13 @@ export class RunnerApi {
   }
 
   /** PUTs one part to the URL the init answer gave (`{part_number}` filled in). */
-  uploadPart(partUrl: string, partNumber: number, bytes: Uint8Array) {
+  uploadPart(partUrl: string, leaseId: string, partNumber: number, bytes: Uint8Array) {
     const path = partUrl.replace('{part_number}', String(partNumber));
-    return this.call('PUT', path, PartUploadResponseSchema, { raw: bytes, timeoutMs: 120_000 });
+    return this.call('PUT', path, PartUploadResponseSchema, {
+      raw: bytes,
+      headers: { 'x-lease-id': leaseId },
+      timeoutMs: 120_000,
+    });
   }
 
   checkpointComplete(job: string, id: string, request: CheckpointComplete) {
@@ -215,9 +220,11 @@ export class RunnerApi {
   }
 
   /** Uploads a gzipped JSONL body (a step's rollouts). */
-  async rollouts(job: string, leaseId: string, attempt: number, step: number, gz: Uint8Array): Promise<void> {
-    const q = new URLSearchParams({ lease_id: leaseId, attempt: String(attempt), step: String(step) });
-    await this.send('PUT', `${RUNNER_ROUTES.rollouts(job)}?${q}`, { raw: gz });
+  async rollouts(job: string, leaseId: string, step: number, gz: Uint8Array): Promise<void> {
+    await this.send('PUT', RUNNER_ROUTES.rollouts(job, step), {
+      raw: gz,
+      headers: { 'x-lease-id': leaseId },
+    });
   }
 
   async call<T>(method: string, path: string, schema: Schema<T>, options: RequestOptions = {}): Promise<T> {
@@ -238,6 +245,7 @@ export class RunnerApi {
             authorization: `Bearer ${this.options.token}`,
             ...(options.body !== undefined ? { 'content-type': 'application/json' } : {}),
             ...(options.raw ? { 'content-type': 'application/octet-stream' } : {}),
+            ...options.headers,
           },
           body: options.raw ?? (options.body !== undefined ? JSON.stringify(options.body) : undefined),
           signal: anySignal(options.signal, AbortSignal.timeout(options.timeoutMs ?? this.timeoutMs)),

@@ -5,7 +5,7 @@
 // sending something twice (a reply lost on the way back) never duplicates it.
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { MetricPoint, RunnerEvent } from '@cgrpo/contract';
+import { MetricNameSchema, type MetricPoint, type RunnerEvent } from '@cgrpo/contract';
 import { ApiError, type RetryPolicy, type RunnerApi } from './api-client';
 import type { Logger } from './log';
 
@@ -36,6 +36,16 @@ const FLUSH_RETRY: RetryPolicy = { attempts: 2, baseDelayMs: 200, maxDelayMs: 50
 /** Makes a metric value storable: finite numbers pass, anything else becomes null (never NaN). */
 export function metricValue(v: number | null | undefined): number | null {
   return typeof v === 'number' && Number.isFinite(v) ? v : null;
+}
+
+/**
+ * The name a metric is stored under. The documented names use `@` (`pass@1/train`, `eval/pass@1`);
+ * where the contract's metric-name pattern does not accept `@`, it is spelled `_at_`
+ * (`pass_at_1/train`), so the point is still stored rather than rejected.
+ */
+export function metricName(name: string): string {
+  if (MetricNameSchema.safeParse(name).success) return name;
+  return name.replaceAll('@', '_at_').replace(/[^A-Za-z0-9_./:-]/g, '_');
 }
 
 export class Reporter {
@@ -78,7 +88,7 @@ export class Reporter {
 
   metric(step: number, values: Record<string, number | null | undefined>, time = new Date()): void {
     const clean: Record<string, number | null> = {};
-    for (const [k, v] of Object.entries(values)) clean[k] = metricValue(v);
+    for (const [k, v] of Object.entries(values)) clean[metricName(k)] = metricValue(v);
     this.outbox.points.push({ step, values: clean, time: time.toISOString() });
     this.persist();
   }
@@ -146,18 +156,19 @@ export class Reporter {
     try {
       await send();
     } catch (e) {
-      if (
+      const invalidHere = !(e instanceof ApiError); // the contract schema refused it before sending
+      const refused =
         e instanceof ApiError &&
         !e.retryable &&
         e.code !== 'lease_lost' &&
         e.status >= 400 &&
         e.status < 500 &&
-        e.status !== 401 &&
-        e.status !== 403 &&
-        e.status !== 404
-      ) {
+        ![401, 403, 404, 409].includes(e.status);
+      if (invalidHere || refused) {
         this.rejected++;
-        this.o.log.error('report batch rejected by the API; dropped', { error: e.message });
+        this.o.log.error('report batch is invalid; dropped', {
+          error: e instanceof Error ? e.message.slice(0, 500) : String(e),
+        });
         return;
       }
       throw e;

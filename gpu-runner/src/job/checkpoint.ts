@@ -113,6 +113,7 @@ export async function uploadCheckpoint(
   for (let i = 0, n = 1; i < bytes.length || n === 1; i += partSize, n++) {
     const part = await api.uploadPart(
       init.part_url,
+      leaseId,
       n,
       bytes.subarray(i, Math.min(bytes.length, i + partSize)),
     );

@@ -219,7 +219,7 @@ async function run(ctx: JobContext, own: (e: Engine, m: CausalLM) => void): Prom
       if (rolloutsSupported) {
         const gz = gzipSync(`${result.rollouts.map((r) => JSON.stringify(r)).join('\n')}\n`);
         try {
-          await api.rollouts(lease.job_id, lease.lease_id, lease.attempt, step, gz);
+          await api.rollouts(lease.job_id, lease.lease_id, step, gz);
         } catch (e) {
           if (e instanceof ApiError && (e.status === 404 || e.status === 405)) {
             rolloutsSupported = false;
