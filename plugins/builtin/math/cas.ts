@@ -66,7 +66,7 @@ export function toMathjs(n: Node): string {
     case 'pct':
       return `(${toMathjs(n.arg)} / 100)`;
     case 'fn': {
-      if (n.name === 'root') return `nthRoot(${toMathjs(n.args[0]!)}, ${toMathjs(n.args[1]!)})`;
+      if (n.name === 'root') return `(${toMathjs(n.args[0]!)} ^ (1 / ${toMathjs(n.args[1]!)}))`; // principal root, as sympy
       if (n.name === 'logb') return `log(${toMathjs(n.args[0]!)}, ${toMathjs(n.args[1]!)})`;
       if (n.name === 'binom') {
         // gamma form so a symbolic n can be sampled at non-integer points

@@ -3,7 +3,7 @@
 // symbols and text, numbers (exact, or rounded when a float is involved), and finally the CAS.
 // Deliberately asymmetric where Math-Verify is (gold decides how equations are read).
 
-import { countNodes, freeSymbols, type Node, type RelOp, ratEq, show } from './ast';
+import { children, countNodes, freeSymbols, type Node, type RelOp, ratEq, show } from './ast';
 import type { Cas } from './cas';
 import { evalFloat, exactValue, roundedKey } from './evaluate';
 
@@ -150,12 +150,12 @@ function isFloatAtom(n: Node): boolean {
 
 // ---- equations and relations ---------------------------------------------------------------
 
+/** Leaves are all symbols (x, (p, q), |AB|, NO/BO, f(x)): the left side of an assignment. */
 function isOnlySymbols(n: Node): boolean {
   if (n.k === 'sym') return true;
-  if (n.k === 'mul') return n.factors.every((f) => f.k === 'sym');
-  if (n.k === 'fn' && !['sqrt', 'abs', 'factorial'].includes(n.name))
-    return n.args.every((a) => a.k === 'sym');
-  return false;
+  if (n.k === 'num' || n.k === 'const' || n.k === 'text' || n.k === 'rel') return false;
+  const kids = children(n);
+  return kids.length > 0 && kids.every(isOnlySymbols);
 }
 
 function isAssignment(n: Node): boolean {
@@ -190,16 +190,17 @@ export function relationToSet(n: Node): Node | null {
     return { k: 'union', parts: parts as Node[] };
   }
   if (n.k !== 'rel') return null;
-  const vars = freeSymbols(n);
-  if (vars.size !== 1) return null;
+  // the variable side: x, or f(x) (Math-Verify unwraps function calls into symbols)
+  const isVar = (s: Node) => isOnlySymbols(s);
+  const isConst = (s: Node) => freeSymbols(s).size === 0;
   if (n.ops.length === 1) {
     let [l, r] = n.sides as [Node, Node];
     let op = n.ops[0]!;
-    if (r.k === 'sym' && l.k !== 'sym') {
+    if (isVar(r) && !isVar(l)) {
       [l, r] = [r, l];
       op = INVERSE[op];
     }
-    if (l.k !== 'sym' || freeSymbols(r).size !== 0) return null;
+    if (!isVar(l) || !isConst(r)) return null;
     switch (op) {
       case '<':
         return interval(NEG_INF, r, true, true);
@@ -215,7 +216,7 @@ export function relationToSet(n: Node): Node | null {
         return { k: 'union', parts: [interval(NEG_INF, r, true, true), interval(r, POS_INF, true, true)] };
     }
   }
-  if (n.ops.length === 2 && n.sides[1]!.k === 'sym') {
+  if (n.ops.length === 2 && isVar(n.sides[1]!) && isConst(n.sides[0]!) && isConst(n.sides[2]!)) {
     const [a, , b] = n.sides as [Node, Node, Node];
     const [o1, o2] = n.ops as [RelOp, RelOp];
     const up = (op: RelOp) => op === '<' || op === '<=';
@@ -291,8 +292,14 @@ type Coll =
 function toColl(n: Node): Coll {
   switch (n.k) {
     case 'set':
-    case 'list':
-      return { kind: 'set', items: n.items };
+    case 'list': {
+      // a set has no duplicates: {1, 1, 2} = {1, 2}
+      const seen = new Set<string>();
+      return {
+        kind: 'set',
+        items: n.items.filter((x) => !seen.has(show(x)) && seen.add(show(x)) !== undefined),
+      };
+    }
     case 'group': {
       if (
         n.items.length === 2 &&

@@ -88,7 +88,9 @@ function boxedCandidates(s: string): Candidate[] {
     let first = i;
     while (first > 0) {
       const between = s.slice(boxes[first - 1]!.end, boxes[first]!.start);
-      if (between.length < 70 && SEPARATOR.test(between) && !/\n\s*\n/.test(between)) first--;
+      const joined =
+        between.trim() === '' || (between.length < 70 && SEPARATOR.test(between) && !/\n\s*\n/.test(between));
+      if (joined) first--;
       else break;
     }
     const group = boxes.slice(first, i + 1);
@@ -147,15 +149,18 @@ function latexCandidates(s: string, envs: Env[]): Candidate[] {
 }
 
 const NUMBER_RE =
-  /(?:^|(?<=[\s=$€£¥*]))(-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*\/\s*\d+)?|-?\.\d+)(\s*(?:%|percent\b|percentage\b|pct\b))?(?!\d)/g;
+  /(?:^|(?<=[\s=$€£¥*]))(-?(?:[1-9]\d{0,2}(?:[ ,]\d{3})+(?:\.\d+)?|\d+[.,]\d+|\d+)(?:\s*\/\s*\d+)?|-?\.\d+)(\s*(?:%|percent\b|percentage\b|pct\b))?(?!\d)/g;
 
 function numberCandidates(s: string, from = 0, to = s.length): Candidate[] {
   const out: Candidate[] = [];
   const slice = s.slice(from, to);
   NUMBER_RE.lastIndex = 0;
   for (let m = NUMBER_RE.exec(slice); m !== null; m = NUMBER_RE.exec(slice)) {
-    const text = m[1]!;
-    // a sentence-final "5." is the number 5
+    // "1 000" and "1,234" are thousands; "2,74" and "0,111" are decimal commas (as Math-Verify reads them)
+    const raw = m[1]!;
+    const text = /^-?[1-9]\d{0,2}(?:[ ,]\d{3})+(?:\.\d+)?$/.test(raw)
+      ? raw.replace(/[ ,]/g, '')
+      : raw.replace(',', '.');
     out.push({
       strategy: 'number',
       start: from + m.index,
@@ -209,7 +214,7 @@ function anchoredCandidates(
     if (lastEq >= pos) segStart = lastEq + 1;
     const text = s.slice(segStart, end).trim();
     if (text !== '') {
-      out.push({ strategy, start: segStart, end, text, percent: false });
+      if (!looksLikeProse(text)) out.push({ strategy, start: segStart, end, text, percent: false });
       // and the numbers inside it, for "The answer is 42 apples because ..."
       const nums = numberCandidates(s, segStart, end);
       if (nums[0]) out.push({ ...nums[0], strategy, start: segStart, end: nums[0].end });

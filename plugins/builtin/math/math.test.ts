@@ -80,9 +80,10 @@ describe('extraction', () => {
   });
 
   it('falls back to "answer:" then the last math or number', () => {
-    expect(first('Answer: 9 apples, from 3 bags')?.text).toBe('9 apples, from 3 bags');
+    expect(first('Answer: 9 apples, from 3 bags')?.text).toBe('9');
     expect(first('We get $x = 3$ and then $y = 7$.')?.text).toBe('y = 7');
-    expect(first('so there are 1,234 of them.')?.text).toBe('1,234');
+    expect(first('so there are 1,234 of them.')?.text).toBe('1234');
+    expect(first('Soucis : 2,74 euros')?.text).toBe('2.74');
   });
 
   it('follows a configured order', () => {

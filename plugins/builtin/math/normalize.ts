@@ -150,7 +150,7 @@ const UNIT_WORDS = [
 
 const UNITS_TAIL = new RegExp(`(\\d|\\}|\\))\\s*(?:${UNIT_WORDS.join('|')})(?:\\^?\\{?[23]\\}?)?\\s*$`);
 const TEXT_TAIL =
-  /(\d|\}|\)|\s)\s*\\(?:text|mbox|mathrm|textrm|textnormal|operatorname)\s*\{([^{}]*)\}(?:\s*\^\s*\{?[23]\}?)?\s*$/;
+  /(\d|\}|\)|\s)\s*\\(?:text|textbf|textit|mbox|mathrm|textrm|textnormal|operatorname)\s*\{([^{}]*)\}(?:\s*\^\s*\{?[23]\}?)?\s*$/;
 
 export interface Normalized {
   text: string;
@@ -162,6 +162,10 @@ export function normalizeAnswer(raw: string): Normalized {
   let s = raw;
   const strippedUnits: string[] = [];
   for (const [re, rep] of UNICODE) s = s.replace(re, rep);
+  // JSON-escaped generations write \\frac; matrices need their \\ row separators
+  if (!/matrix|array/.test(s)) s = s.replace(/\\\\(?=[a-zA-Z])/g, '\\');
+  // 11,\! 111,\! 100 is one number
+  s = s.replace(/(\d),\s*\\!\s*(?=\d{3})/g, '$1,');
 
   s = s
     .replace(/\\(?:displaystyle|textstyle|scriptstyle|limits|nolimits)\b/g, '')

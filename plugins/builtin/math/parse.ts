@@ -119,8 +119,12 @@ function readBraced(s: string, i: number): [string, number] {
 export function tokenize(s: string): Tok[] {
   const out: Tok[] = [];
   let i = 0;
+  let depth = 0; // inside ( [ \{ a comma separates items: (12,102) is an interval
   while (i < s.length) {
     const c = s[i]!;
+    if (c === '(' || c === '[') depth++;
+    else if ((c === ')' || c === ']') && depth > 0) depth--;
+    else if (c === '\\' && s[i + 1] === '{') depth++;
     if (c === ' ' || c === '\n' || c === '\t') {
       i++;
       continue;
@@ -128,7 +132,7 @@ export function tokenize(s: string): Tok[] {
     if (/[0-9.]/.test(c)) {
       // thousands separators (1,234,567) only when every group has exactly 3 digits
       const m =
-        /^\d{1,3}(?:,\d{3})+(?![\d])(?:\.\d+)?/.exec(s.slice(i)) ??
+        (depth === 0 ? /^\d{1,3}(?:,\d{3})+(?![\d])(?:\.\d+)?/.exec(s.slice(i)) : null) ??
         /^(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?/.exec(s.slice(i));
       if (!m || m[0] === '.') throw new ParseError(`unexpected '${c}'`);
       let v = m[0];
@@ -257,6 +261,7 @@ function commandToken(name: string): Tok[] {
     case 'neq':
       return [{ t: 'op', v: '!=' }];
     case 'approx':
+      return [{ t: 'op', v: '~=' }];
     case 'equiv':
     case 'in':
     case 'coloneqq':
@@ -310,7 +315,7 @@ function commandToken(name: string): Tok[] {
   }
 }
 
-const REL_OPS = new Set(['=', '<', '<=', '>', '>=', '!=']);
+const REL_OPS = new Set(['=', '<', '<=', '>', '>=', '!=', '~=']);
 
 /** Parses a normalised answer string into a Node. */
 export function parseAnswer(s: string, maxTokens = 2000): Node {
@@ -392,7 +397,11 @@ class Parser {
         sides.push(this.parseExpr());
       } else break;
     }
-    return ops.length === 0 ? sides[0]! : { k: 'rel', ops, sides };
+    if (ops.length === 0) return sides[0]!;
+    // x = 1/3 \approx 0.33: the approximation is commentary; a lone x \approx 2.718 is an equation
+    const approx = ops.indexOf('~=' as RelOp);
+    if (approx > 0) return { k: 'rel', ops: ops.slice(0, approx), sides: sides.slice(0, approx + 1) };
+    return { k: 'rel', ops: ops.map((op) => (op === ('~=' as RelOp) ? '=' : op)), sides };
   }
 
   private parseExpr(): Node {
