@@ -12,6 +12,7 @@ import * as schema from '../src/db/schema';
 import { webhookDeliveries, webhookEndpoints, webhookEvents } from '../src/db/webhooks-schema';
 import { recordJobEvent } from '../src/events';
 import { processDelivery, sweepWebhookDeliveries, webhookSettings } from '../src/webhooks/engine';
+import { jobWebhookUrlProblem } from '../src/webhooks/job-events';
 import { expectJson, lease, newAccount, newRunner, submitJob } from './helpers';
 
 const receiver = `http://127.0.0.1:${inject('webhookReceiverPort')}`;
@@ -545,6 +546,16 @@ async function parkedDelivery(
 }
 
 describe('consumer edge cases', () => {
+  it('tells job submission which spec.webhook URLs this deployment refuses', async () => {
+    expect(await jobWebhookUrlProblem(testEnv, `${receiver}/hook/x`)).toBeNull();
+    expect(await jobWebhookUrlProblem(testEnv, 'https://192.168.1.10/hook')).toEqual({
+      path: 'webhook.url',
+      message: expect.stringContaining('private'),
+    });
+    const production = { ...testEnv, ENVIRONMENT: 'production' };
+    expect((await jobWebhookUrlProblem(production, `${receiver}/hook/x`))?.message).toContain('https');
+  });
+
   it('in production mode a loopback endpoint is refused at delivery time, without a request', async () => {
     const a = await account();
     const ep = await endpoint(a, 'prod-ssrf');
@@ -575,5 +586,44 @@ describe('consumer edge cases', () => {
     }
     const ids = (await received('crashed')).map((r) => r.headers['webhook-id']).sort();
     expect(ids).toEqual([crashed.eventId, lost.eventId].sort());
+  });
+});
+
+describe('OpenAPI', () => {
+  it('documents every webhook route and, in the webhooks section, an example body per event type', async () => {
+    const doc = (await (await SELF.fetch('http://api.test/v1/openapi.json')).json()) as {
+      paths: Record<string, Record<string, unknown>>;
+      webhooks: Record<
+        string,
+        { post: { requestBody: { content: { 'application/json': { example: { type: string } } } } } }
+      >;
+    };
+    for (const [path, method] of [
+      ['/v1/webhooks/endpoints', 'post'],
+      ['/v1/webhooks/endpoints', 'get'],
+      ['/v1/webhooks/endpoints/{id}', 'patch'],
+      ['/v1/webhooks/endpoints/{id}', 'delete'],
+      ['/v1/webhooks/endpoints/{id}/rotate-secret', 'post'],
+      ['/v1/webhooks/endpoints/{id}/test', 'post'],
+      ['/v1/webhooks/endpoints/{id}/recover', 'post'],
+      ['/v1/webhooks/endpoints/{id}/deliveries', 'get'],
+      ['/v1/webhooks/deliveries/{id}/redeliver', 'post'],
+      ['/v1/webhooks/job-secret/rotate', 'post'],
+      ['/v1/webhooks/events', 'get'],
+    ] as const) {
+      expect([path, method, doc.paths[path]?.[method] !== undefined]).toEqual([path, method, true]);
+    }
+    for (const type of [
+      'job.queued',
+      'job.started',
+      'job.checkpoint',
+      'job.evaluated',
+      'job.succeeded',
+      'job.failed',
+      'job.cancelled',
+      'webhook.test',
+    ]) {
+      expect(doc.webhooks[type]?.post.requestBody.content['application/json'].example.type).toBe(type);
+    }
   });
 });

@@ -496,7 +496,7 @@ export async function processDelivery(
  */
 export async function handleWebhookDeliverMessage(
   env: WebhookEnv,
-  body: { delivery_id?: unknown; delivery_ids?: unknown },
+  body: { readonly [field: string]: unknown },
 ): Promise<void> {
   const ids = Array.isArray(body.delivery_ids) ? body.delivery_ids : [body.delivery_id];
   if (ids.length === 0 || ids.some((id) => typeof id !== 'string')) {

@@ -3,8 +3,9 @@
 import { and, eq, max } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/d1';
 import { jobEvents, jobs } from '../db/schema';
-import { newId, publishWebhookEvent, type WebhookEnv } from './engine';
+import { newId, publishWebhookEvent, type WebhookEnv, webhookSettings } from './engine';
 import { isJobWebhookEventType, jobEventPayload } from './payloads';
+import { checkEndpointTarget, checkEndpointUrl } from './url-safety';
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
@@ -93,4 +94,19 @@ export async function publishRunnerEventWebhooks(
       runnerSeq: { attempt: job.attempt, seq: event.seq },
     });
   }
+}
+
+/**
+ * For job submission: why a spec's `webhook.url` cannot be used by this deployment (SSRF rules), as a
+ * field error, or null. Without this check a refused URL gets no endpoint and the job no webhooks.
+ */
+export async function jobWebhookUrlProblem(
+  env: WebhookEnv,
+  url: string,
+): Promise<{ path: 'webhook.url'; message: string } | null> {
+  const settings = webhookSettings(env);
+  const checked = settings.resolver
+    ? await checkEndpointTarget(url, settings.policy, settings.resolver)
+    : checkEndpointUrl(url, settings.policy);
+  return 'url' in checked ? null : { path: 'webhook.url', message: checked.message };
 }
