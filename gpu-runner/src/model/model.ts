@@ -153,6 +153,15 @@ export class CausalLM {
   private lora: { config: LoraConfig } | null = null;
   private fullTrained = false;
   private closed = false;
+  private queue: Promise<unknown> = Promise.resolve();
+
+  /** Runs `fn` after every earlier exclusive call: generation (which owns the KV cache in the
+   *  state) and train steps (which rebind weights) never interleave on one model. */
+  exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
 
   private constructor(
     readonly dir: string,
@@ -515,7 +524,14 @@ export class ModelTrainer {
   }
 
   /** One optimizer step on `seqs`; `extra` feeds the inputs the loss hook declared. */
-  async step(seqs: readonly ScoredSequence[], extra: Record<string, Feed> = {}): Promise<TrainStepResult> {
+  step(seqs: readonly ScoredSequence[], extra: Record<string, Feed> = {}): Promise<TrainStepResult> {
+    return this.model.exclusive(() => this.stepNow(seqs, extra));
+  }
+
+  private async stepNow(
+    seqs: readonly ScoredSequence[],
+    extra: Record<string, Feed>,
+  ): Promise<TrainStepResult> {
     const { feeds, mask, batch, seq } = packSequences(seqs, this.model.tokenizer.padTokenId);
     for (const name of this.extraInputs) {
       if (!(name in extra))

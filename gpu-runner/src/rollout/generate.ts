@@ -75,7 +75,17 @@ export function encodePrompt(model: CausalLM, prompt: Prompt): number[] {
   return [...(prompt as readonly number[])];
 }
 
-export async function generate(
+export function generate(
+  model: CausalLM,
+  prompts: readonly Prompt[],
+  opts: GenerateOptions,
+  stats?: GenerateStats,
+): Promise<Completion[]> {
+  // the KV cache lives in the model's runtime state: one generation at a time per model
+  return model.exclusive(() => generateNow(model, prompts, opts, stats));
+}
+
+async function generateNow(
   model: CausalLM,
   promptsIn: readonly Prompt[],
   opts: GenerateOptions,

@@ -113,6 +113,18 @@ describe('generate (tiny-llama)', () => {
     expect(alone.map((x) => x.tokens)).toEqual(a.filter((x) => x.prompt === 0).map((x) => x.tokens));
   });
 
+  it('serializes concurrent generations on one model (they share its KV cache state)', async () => {
+    const opts = { maxNewTokens: 6, temperature: 0, eosTokenIds: [] };
+    const one = await generate(model, [prompts[0]], opts);
+    const two = await generate(model, [prompts[1]], opts);
+    const [a, b] = await Promise.all([
+      generate(model, [prompts[0]], opts),
+      generate(model, [prompts[1]], opts),
+    ]);
+    expect(a[0].tokens).toEqual(one[0].tokens);
+    expect(b[0].tokens).toEqual(two[0].tokens);
+  });
+
   it('top-k 1 is greedy', async () => {
     const g = await generate(model, prompts, { maxNewTokens: 8, temperature: 0, eosTokenIds: [] });
     const k1 = await generate(model, prompts, {
