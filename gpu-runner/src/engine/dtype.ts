@@ -8,6 +8,8 @@ export type DType =
   | 'int32'
   | 'int8'
   | 'uint8'
+  | 'uint32'
+  | 'uint64'
   | 'bool';
 
 export const ONNX_DTYPE: Record<DType, number> = {
@@ -18,6 +20,8 @@ export const ONNX_DTYPE: Record<DType, number> = {
   int64: 7,
   bool: 9,
   float16: 10,
+  uint32: 12,
+  uint64: 13,
   float64: 11,
   bfloat16: 16,
 };
@@ -35,6 +39,8 @@ export const BYTES_PER_ELEMENT: Record<DType, number> = {
   int32: 4,
   int8: 1,
   uint8: 1,
+  uint32: 4,
+  uint64: 8,
   bool: 1,
 };
 
@@ -45,7 +51,9 @@ export type TypedArray =
   | BigInt64Array
   | Int32Array
   | Int8Array
-  | Uint8Array;
+  | Uint8Array
+  | Uint32Array
+  | BigUint64Array;
 
 export function isFloat(dtype: DType): boolean {
   return dtype === 'float32' || dtype === 'float64' || dtype === 'float16' || dtype === 'bfloat16';
@@ -65,6 +73,10 @@ export function allocate(dtype: DType, size: number): TypedArray {
       return new BigInt64Array(size);
     case 'int32':
       return new Int32Array(size);
+    case 'uint32':
+      return new Uint32Array(size);
+    case 'uint64':
+      return new BigUint64Array(size);
     case 'int8':
       return new Int8Array(size);
     case 'uint8':
@@ -76,7 +88,7 @@ export function allocate(dtype: DType, size: number): TypedArray {
 /** Converts plain numbers to the typed array for `dtype` (int64 → BigInt64Array). */
 export function toTypedArray(dtype: DType, values: ArrayLike<number | bigint> | TypedArray): TypedArray {
   const out = allocate(dtype, values.length);
-  if (out instanceof BigInt64Array) {
+  if (out instanceof BigInt64Array || out instanceof BigUint64Array) {
     for (let i = 0; i < values.length; i++) out[i] = BigInt(values[i] as number | bigint);
   } else {
     for (let i = 0; i < values.length; i++) (out as Float32Array)[i] = Number(values[i]);

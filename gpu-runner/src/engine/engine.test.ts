@@ -364,6 +364,25 @@ describe('runtime', () => {
     );
   });
 
+  it('baseStateKey: two states share the weights of a third', async () => {
+    const g = new Graph();
+    const w = g.input('w', 'float32', [2]);
+    const acc = g.input('acc', 'float32', [2]);
+    const model = buildModel(g, { acc_next: op.add(acc, w) });
+    const c = await engine.load(model);
+    await c.setState('weights', { w: f32([2], [1, 10]) });
+    await c.setState('gen-a', { acc: f32([2], [0, 0]) });
+    await c.setState('gen-b', { acc: f32([2], [5, 5]) });
+    const run = (key: string) =>
+      c.run({}, { stateKey: key, baseStateKey: 'weights', bind: { acc_next: 'acc' } });
+    await run('gen-a');
+    await run('gen-a');
+    await run('gen-b');
+    expect(Array.from((await c.getState('gen-a')).acc.data as Float32Array)).toEqual([2, 20]);
+    expect(Array.from((await c.getState('gen-b')).acc.data as Float32Array)).toEqual([6, 15]);
+    expect(Object.keys(await c.getState('gen-a'))).toEqual(['acc']);
+  });
+
   it('Loop with a growing carried tensor and scan outputs (the generation pattern)', async () => {
     const g = new Graph();
     const start = g.input('start', 'float32', ['batch', 1]);
@@ -401,6 +420,78 @@ describe('runtime', () => {
     const broken = ModelProto.encode(ModelProto.fromObject(decoded)).finish();
     expect(validateModel(model.bytes)).toEqual([]);
     expect(validateModel(broken).join('\n')).toMatch(/input nowhere is not defined before use/);
+  });
+});
+
+describe('randomness and sampling in the graph', () => {
+  it('randomUniform: in (0, 1), uniform moments, reproducible per seed, different across seeds and streams', async () => {
+    const g = new Graph();
+    const seed = g.input('seed', 'int64', []);
+    const n = g.input('n', 'float32', ['rows', 100]);
+    const u = op.randomUniform(g, ['rows', 100], seed);
+    const v = op.randomUniform(g, ['rows', 100], seed, { stream: 1 });
+    const c = await engine.load(buildModel(g, { u, v, touch: op.reduceSum(n) }));
+    const feeds = (s: number) => ({
+      seed: { dims: [], data: [s] },
+      n: f32([100, 100], new Float32Array(10000)),
+    });
+    const [a, b, a2] = [
+      (await c.run(feeds(1))).outputs,
+      (await c.run(feeds(2))).outputs,
+      (await c.run(feeds(1))).outputs,
+    ];
+    const xs = Array.from(a.u.data as Float32Array);
+    const mean = xs.reduce((s, x) => s + x, 0) / xs.length;
+    const variance = xs.reduce((s, x) => s + (x - mean) ** 2, 0) / xs.length;
+    expect(Math.min(...xs)).toBeGreaterThan(0);
+    expect(Math.max(...xs)).toBeLessThan(1);
+    expect(Math.abs(mean - 0.5)).toBeLessThan(0.015); // 5 standard errors for n = 10000
+    expect(Math.abs(variance - 1 / 12)).toBeLessThan(0.004);
+    expect(Array.from(a2.u.data as Float32Array)).toEqual(xs);
+    const same = (p: ArrayLike<number>, q: ArrayLike<number>) =>
+      Array.from(p).filter((x, i) => x === q[i]).length;
+    expect(same(a.u.data as Float32Array, b.u.data as Float32Array)).toBeLessThan(10);
+    expect(same(a.u.data as Float32Array, a.v.data as Float32Array)).toBeLessThan(10);
+  });
+
+  it('sampleTokens: frequencies follow softmax(logits / T); top-k 1 and tiny top-p are greedy', async () => {
+    const rows = 4000;
+    const probs = [0.1, 0.2, 0.3, 0.4];
+    const g = new Graph();
+    const logits = g.input('logits', 'float32', ['batch', 4]);
+    const seed = g.input('seed', 'int64', []);
+    const u = op.randomUniform(g, ['batch', 4], seed);
+    const model = buildModel(g, {
+      t1: nn.sampleTokens(logits, { uniform: u }),
+      t2: nn.sampleTokens(logits, { uniform: u, temperature: 0.5 }),
+      k1: nn.sampleTokens(logits, { uniform: u, topK: 1 }),
+      k2: nn.sampleTokens(logits, { uniform: u, topK: 2 }),
+      p0: nn.sampleTokens(logits, { uniform: u, topP: 1e-6 }),
+      p5: nn.sampleTokens(logits, { uniform: u, topP: 0.5 }),
+    });
+    const data = new Float32Array(rows * 4);
+    for (let r = 0; r < rows; r++) for (let j = 0; j < 4; j++) data[r * 4 + j] = Math.log(probs[j]) + 3;
+    const { outputs } = await (await engine.load(model)).run({
+      logits: { dims: [rows, 4], data },
+      seed: { dims: [], data: [42] },
+    });
+    const freq = (name: string) => {
+      const counts = [0, 0, 0, 0];
+      for (const t of outputs[name].data as BigInt64Array) counts[Number(t)] += 1;
+      return counts.map((c) => c / rows);
+    };
+    for (const [j, f] of freq('t1').entries()) expect(Math.abs(f - probs[j])).toBeLessThan(0.03);
+    const sq = probs.map((p) => p * p);
+    const z = sq.reduce((a, b) => a + b);
+    for (const [j, f] of freq('t2').entries()) expect(Math.abs(f - sq[j] / z)).toBeLessThan(0.03);
+    expect(freq('k1')).toEqual([0, 0, 0, 1]);
+    expect(freq('p0')).toEqual([0, 0, 0, 1]);
+    const k2 = freq('k2');
+    expect(k2[0] + k2[1]).toBe(0);
+    expect(Math.abs(k2[3] - 4 / 7)).toBeLessThan(0.03);
+    const p5 = freq('p5'); // 0.4 < 0.5 → keep {0.4, 0.3}
+    expect(p5[0] + p5[1]).toBe(0);
+    expect(Math.abs(p5[3] - 4 / 7)).toBeLessThan(0.03);
   });
 });
 

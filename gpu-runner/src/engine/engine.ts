@@ -47,6 +47,8 @@ const ORT_TYPE: Record<DType, string> = {
   int32: 'int32',
   int8: 'int8',
   uint8: 'uint8',
+  uint32: 'uint32',
+  uint64: 'uint64',
   bool: 'bool',
 };
 

@@ -243,6 +243,12 @@ export const NO_GRADIENT = new Set([
   'Sign',
   'Range',
   'Size',
+  'Floor',
+  'Ceil',
+  'Round',
+  'BitwiseXor',
+  'BitwiseAnd',
+  'BitShift',
 ]);
 
 /** Gradients of `loss` (summed if not scalar, or weighted by `seed`) with respect to `wrt`. */

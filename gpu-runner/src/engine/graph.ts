@@ -177,7 +177,7 @@ export class Graph {
   /** One value as the typed array of `dtype` (for ConstantOfShape and friends). */
   constantData(dtype: DType, value: number): TypedArray {
     const data = allocate(dtype, 1);
-    if (data instanceof BigInt64Array) data[0] = BigInt(value);
+    if (data instanceof BigInt64Array || data instanceof BigUint64Array) data[0] = BigInt(value);
     else (data as Float32Array)[0] = value;
     return data;
   }
@@ -254,6 +254,10 @@ function isTypedArrayOf(dtype: DType, data: unknown): data is TypedArray {
       return data instanceof BigInt64Array;
     case 'int32':
       return data instanceof Int32Array;
+    case 'uint32':
+      return data instanceof Uint32Array;
+    case 'uint64':
+      return data instanceof BigUint64Array;
     case 'int8':
       return data instanceof Int8Array;
     case 'uint8':

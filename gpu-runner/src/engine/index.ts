@@ -39,6 +39,8 @@ export {
   rmsNorm,
   rope,
   ropeTables,
+  type SampleOptions,
+  sampleTokens,
   silu,
   softmaxComposite,
   tokenLogProbs,

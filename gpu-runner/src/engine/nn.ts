@@ -3,14 +3,18 @@
 import { EngineError, type Tensor } from './graph';
 import {
   add,
+  argMax,
   cast,
   concat,
   cos,
+  cumsum,
   div,
   erf,
   exp,
   fill,
   gatherElements,
+  less,
+  log,
   logSoftmax,
   matmul,
   mul,
@@ -18,6 +22,7 @@ import {
   reciprocal,
   reduceMax,
   reduceMean,
+  reduceMin,
   reduceSum,
   reshape,
   shapeOf,
@@ -28,9 +33,11 @@ import {
   sqrt,
   squeeze,
   sub,
+  topK,
   transposeLast,
   trilu,
   unsqueeze,
+  where,
 } from './ops';
 
 export const silu = (x: Tensor): Tensor => mul(x, sigmoid(x));
@@ -148,4 +155,37 @@ export function crossEntropy(logits: Tensor, targets: Tensor): Tensor {
 export function mseLoss(pred: Tensor, target: Tensor): Tensor {
   const d = sub(pred, target);
   return reduceMean(mul(d, d), undefined, false);
+}
+
+export interface SampleOptions {
+  /** Uniform (0, 1) numbers shaped like the logits (e.g. `randomUniform`). */
+  uniform: Tensor;
+  /** Softmax temperature: a number or a per-row tensor [batch, 1]. Use argMax for greedy. */
+  temperature?: Tensor | number;
+  /** Keep only the k most likely tokens. */
+  topK?: number;
+  /** Keep the smallest set of most likely tokens whose probability reaches p (number or [batch, 1]). */
+  topP?: Tensor | number;
+}
+
+/** Draws one token id per row from logits [batch, vocab] inside the graph (Gumbel-max over the
+ *  temperature-scaled, top-k/top-p-masked logits), so decoding never returns logits to JS. */
+export function sampleTokens(logits: Tensor, options: SampleOptions): Tensor {
+  const NEG = -1e30;
+  let scaled =
+    options.temperature === undefined || options.temperature === 1
+      ? logits
+      : div(logits, options.temperature);
+  if (options.topK !== undefined) {
+    const kth = reduceMin(topK(scaled, options.topK, -1).values, [-1], true);
+    scaled = where(less(scaled, kth), NEG, scaled);
+  }
+  if (options.topP !== undefined) {
+    const sorted = topK(scaled, shapeOf(scaled, -1), -1).values;
+    const before = cumsum(softmax(sorted, -1), -1, { exclusive: true });
+    const threshold = reduceMin(where(less(before, options.topP), sorted, -NEG), [-1], true);
+    scaled = where(less(scaled, threshold), NEG, scaled);
+  }
+  const gumbel = neg(log(neg(log(options.uniform))));
+  return argMax(add(scaled, gumbel), -1, false);
 }

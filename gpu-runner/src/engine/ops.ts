@@ -197,10 +197,13 @@ export function argMax(x: Tensor, axis = -1, keepdims = false): Tensor {
 }
 
 // ---- shapes ----
-/** The run-time shape of `x` (or of axes [start, end)) as int64 [n]. */
-export function shapeOf(x: Tensor, start = 0, end = x.rank): Tensor {
-  const s = normAxis(start, x.rank + 1);
-  const e = end < 0 ? end + x.rank : end;
+/** The run-time shape of `x` (or of axes [start, end)) as int64 [n]; a negative `start` alone
+ *  means that one axis (shapeOf(x, -1) is the last dim as int64 [1]). */
+export function shapeOf(x: Tensor, start = 0, end?: number): Tensor {
+  const s = start < 0 ? start + x.rank : start;
+  const e = end === undefined ? (start < 0 ? s + 1 : x.rank) : end < 0 ? end + x.rank : end;
+  if (s < 0 || e > x.rank || e < s)
+    throw new EngineError('engine.axis', `shape slice [${start}, ${end}) out of range for rank ${x.rank}`);
   return node('Shape', [x], { start: attr.int(s), end: attr.int(e) }, { dtype: 'int64', shape: [e - s] });
 }
 
@@ -478,4 +481,94 @@ export function split(x: Tensor, sizes: Tensor, axis: number, shapes: readonly S
     { axis: attr.int(a) },
     shapes.map((shape) => ({ dtype: x.dtype, shape })),
   );
+}
+
+// ---- integer / piecewise-constant ops (no gradient) ----
+export const floor = unary('Floor');
+export const ceil = unary('Ceil');
+export const round = unary('Round');
+export const bitwiseXor = binary('BitwiseXor');
+export const bitwiseAnd = binary('BitwiseAnd');
+
+/** Remainder; integer types take the sign of the divisor (Python), floats use fmod (C). */
+export function mod(a: TensorLike, b: TensorLike): Tensor {
+  const [x, y] = pair(a, b);
+  const fmod = x.dtype.startsWith('float') || x.dtype === 'bfloat16' ? 1 : 0;
+  return node(
+    'Mod',
+    [x, y],
+    { fmod: attr.int(fmod) },
+    { dtype: x.dtype, shape: broadcastShapes(x.shape, y.shape) },
+  );
+}
+
+/** Logical shift of unsigned integers (uint8/32/64 only in ONNX). */
+export function bitShift(x: Tensor, bits: TensorLike, direction: 'LEFT' | 'RIGHT'): Tensor {
+  const [a, b] = pair(x, bits);
+  return node(
+    'BitShift',
+    [a, b],
+    { direction: attr.string(direction) },
+    { dtype: a.dtype, shape: broadcastShapes(a.shape, b.shape) },
+  );
+}
+
+export const reduceMin = (x: Tensor, axes?: readonly number[], keepdims = true): Tensor =>
+  reduce('ReduceMin', x, axes, keepdims);
+
+/** The k largest (or smallest) values along `axis`, sorted, with their int64 indices. */
+export function topK(
+  x: Tensor,
+  k: Tensor | number,
+  axis = -1,
+  largest = true,
+): { values: Tensor; indices: Tensor } {
+  const a = normAxis(axis, x.rank);
+  const kT = k instanceof Tensor ? k : x.graph.rootGraph.constant('int64', [1], [k]);
+  const shape = x.shape.map((d, i) => (i === a ? (typeof k === 'number' ? k : anonDim()) : d));
+  const [values, indices] = innermost([x, kT]).addNode(
+    'TopK',
+    [x, kT],
+    { axis: attr.int(a), largest: attr.int(largest ? 1 : 0), sorted: attr.int(1) },
+    [
+      { dtype: x.dtype, shape },
+      { dtype: 'int64', shape },
+    ],
+  );
+  return { values, indices };
+}
+
+const GOLDEN = 0x9e3779b97f4a7c15n;
+const MIX1 = 0xbf58476d1ce4e5b9n;
+const MIX2 = 0x94d049bb133111ebn;
+
+/**
+ * Uniform numbers in (0, 1), a pure function of (seed, stream, element index): a splitmix64 hash
+ * in uint64 graph arithmetic, 24 bits per value. ONNX Runtime's CPU provider has no random
+ * kernels at opset 23 (RandomUniformLike, Bernoulli), and a hash is reproducible across devices.
+ * Feed a new `seed` (int64 scalar) per step for fresh values. Off the gradient path.
+ */
+export function randomUniform(
+  g: Graph,
+  dims: readonly (Dim | Tensor)[],
+  seed: Tensor,
+  options: { dtype?: DType; stream?: number } = {},
+): Tensor {
+  const root = g.rootGraph;
+  const u64 = (v: bigint) => root.constant('uint64', [], new BigUint64Array([v]));
+  const shape = shapeTensor(g, dims);
+  const count = reduceProd(shape, [0], false);
+  const index = cast(range(root.scalar(0, 'int64'), count, root.scalar(1, 'int64')), 'uint64');
+  const mix = (x: Tensor): Tensor => {
+    const a = mul(bitwiseXor(x, bitShift(x, u64(30n), 'RIGHT')), u64(MIX1));
+    const b = mul(bitwiseXor(a, bitShift(a, u64(27n), 'RIGHT')), u64(MIX2));
+    return bitwiseXor(b, bitShift(b, u64(31n), 'RIGHT'));
+  };
+  // The (seed, stream) key is hashed first, so nearby seeds give unrelated sequences.
+  const stream = u64((BigInt(options.stream ?? 0) * MIX2 + 1n) & 0xffffffffffffffffn);
+  const key = mix(add(mul(cast(reshape(seed, []), 'uint64'), u64(GOLDEN)), stream));
+  const z = mix(add(mul(add(index, 1), u64(GOLDEN)), key));
+  const top24 = cast(bitShift(z, u64(40n), 'RIGHT'), 'float32');
+  const u = mul(add(top24, 0.5), 2 ** -24);
+  return reshape(cast(u, options.dtype ?? 'float32'), dims);
 }

@@ -13,7 +13,10 @@ export interface HostOptions {
 export declare function preload(paths: string[]): string[];
 export interface RunOptions {
   fetch?: string[];
+  /** State the run's inputs are taken from when not fed. */
   stateKey?: string;
+  /** Read-only fallback state for inputs neither fed nor in `stateKey` (shared weights). */
+  baseStateKey?: string;
   bind?: Record<string, string>;
   repeat?: number;
 }

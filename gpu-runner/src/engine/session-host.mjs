@@ -91,16 +91,19 @@ export class SessionHost {
   /**
    * @param {string} hash
    * @param {Record<string, {type: string, dims: number[], data: any}>} feeds
-   * @param {{ fetch?: string[], stateKey?: string, bind?: Record<string, string>, repeat?: number }} options
+   * @param {{ fetch?: string[], stateKey?: string, baseStateKey?: string, bind?: Record<string, string>, repeat?: number }} options
    */
   async run(hash, feeds, options = {}) {
     const session = this.sessions.get(hash);
     if (!session) throw new Error(`engine.session: model ${hash.slice(0, 12)} is not loaded`);
     const state = options.stateKey ? (this.states.get(options.stateKey) ?? {}) : {};
+    // Read-only fallback: e.g. shared weights for several generations, each with its own KV cache.
+    const base = options.baseStateKey ? (this.states.get(options.baseStateKey) ?? {}) : {};
     const ortFeeds = {};
     for (const name of session.inputNames) {
       if (feeds[name]) ortFeeds[name] = this.toOrt(feeds[name]);
       else if (state[name]) ortFeeds[name] = state[name];
+      else if (base[name]) ortFeeds[name] = base[name];
     }
     const repeat = options.repeat ?? 1;
     let outputs = {};
