@@ -7,6 +7,7 @@ import path from 'node:path';
 import { type PluginManifest, PluginManifestSchema } from '@cgrpo/contract';
 import { describeBundle, sha256Hex } from '@cgrpo/plugins/sandbox';
 import { SDK_VERSION } from '@cgrpo/plugins/sdk';
+import { checkShaping } from '@cgrpo/plugins/shaping';
 import { build, type Message } from 'esbuild';
 import { CliError, distPaths, readProject } from './project';
 
@@ -71,6 +72,16 @@ export async function buildPlugin(dir: string): Promise<BuiltPlugin> {
       'build_failed',
       `plugin.json says kind '${project.kind}' but ${project.entry} exports a ${description.kind} (define${description.kind[0].toUpperCase()}${description.kind.slice(1)})`,
     );
+  }
+  if (description.kind === 'shaping') {
+    const shaping = description.shaping;
+    const checked = shaping ? checkShaping(shaping.expression, shaping.params) : null;
+    if (!checked?.ok) {
+      throw new CliError(
+        'build_failed',
+        `the shaping expression is not usable: ${checked ? `${checked.problem.field} ${checked.problem.message}` : 'defineShaping({ expression, params }) declares none'}`,
+      );
+    }
   }
   const manifest = PluginManifestSchema.parse({
     name: project.name,
