@@ -388,6 +388,16 @@ describe('lease expiry (cron)', () => {
       json: { lease_id: first.lease_id },
     });
     expect(lost.error.code).toBe('lease_lost');
+    // A late batch from the runner that lost the lease is refused and writes nothing.
+    const late = await expectJson<ErrorBody>(`/v1/runner/jobs/${job.id}/metrics`, 409, {
+      key: runner.token,
+      json: { lease_id: first.lease_id, attempt: 1, points: [{ step: 0, values: { loss: 1 } }] },
+    });
+    expect(late.error.code).toBe('lease_lost');
+    const stored = await testEnv.DB.prepare('SELECT COUNT(*) AS n FROM metric_points WHERE job_id = ?')
+      .bind(job.id)
+      .first<{ n: number }>();
+    expect(stored?.n).toBe(0);
     const second = (await lease(runner.token))!;
     expect(second.attempt).toBe(2);
 

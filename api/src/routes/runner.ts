@@ -314,9 +314,39 @@ runnerRouter.openapi(
   },
 );
 
-function checkAttempt(job: JobRow, attempt: number) {
-  if (attempt !== job.attempt) {
-    throw conflict('attempt_mismatch', `the lease is on attempt ${job.attempt}, the batch says ${attempt}`);
+/**
+ * The condition every batch write of a runner carries: the job is this account's, still leased
+ * with this lease id, on this attempt. Checked inside the write, so a lease that expires meanwhile
+ * can never let a stale runner's batch in.
+ */
+function leaseGuard(leaseId: string, accountId?: string) {
+  return {
+    sql: `EXISTS (SELECT 1 FROM jobs WHERE id = :job_id AND account_id = :account_id AND lease_id = :lease_id
+            AND attempt = :attempt AND status IN ('running', 'cancelling'))`,
+    params: { lease_id: leaseId, ...(accountId ? { account_id: accountId } : {}) },
+  };
+}
+
+const jobState = (d1: D1Database, jobId: string) =>
+  d1.prepare('SELECT account_id, status, lease_id, attempt FROM jobs WHERE id = ?1').bind(jobId);
+
+/** Explains a batch whose guard failed (nothing was written): not found, lease lost, or wrong attempt. */
+function checkBatchLease(
+  result: D1Result | undefined,
+  accountId: string,
+  jobId: string,
+  leaseId: string,
+  attempt: number,
+) {
+  const state = result?.results?.[0] as
+    | { account_id: string; status: string; lease_id: string | null; attempt: number }
+    | undefined;
+  if (!state || state.account_id !== accountId) throw notFound(`job ${jobId}`);
+  if (state.lease_id !== leaseId || (state.status !== 'running' && state.status !== 'cancelling')) {
+    throw conflict('lease_lost', `this runner no longer holds the lease on job ${jobId}; stop working on it`);
+  }
+  if (state.attempt !== attempt) {
+    throw conflict('attempt_mismatch', `the lease is on attempt ${state.attempt}, the batch says ${attempt}`);
   }
 }
 
@@ -334,17 +364,21 @@ runnerRouter.openapi(
     const runner = runnerOf(c);
     const { id } = c.req.valid('param');
     const body = c.req.valid('json');
-    const job = await requireLease(c.get('db'), runner.accountId, id, body.lease_id);
-    checkAttempt(job, body.attempt);
-    const accepted = await insertIgnoringDuplicates(
+    const { inserted: accepted, after } = await insertIgnoringDuplicates(
       c.env.DB,
       'job_events',
       ['job_id', 'account_id', 'attempt', 'created_at', 'seq', 'type', 'data'],
-      { job_id: job.id, account_id: job.accountId, attempt: job.attempt, created_at: Date.now() },
+      { job_id: id, account_id: runner.accountId, attempt: body.attempt, created_at: Date.now() },
       body.events.map((e) => ({ seq: e.seq, type: e.type, data: JSON.stringify(e.data) })),
+      { guard: leaseGuard(body.lease_id), after: [jobState(c.env.DB, id)] },
     );
+    checkBatchLease(after[0], runner.accountId, id, body.lease_id, body.attempt);
     // Runner-reported webhook events (job.evaluated) fan out too, idempotently (ids from job, attempt, seq).
-    await publishRunnerEventWebhooks(c.env, job, body.events);
+    await publishRunnerEventWebhooks(
+      c.env,
+      { id, accountId: runner.accountId, attempt: body.attempt },
+      body.events,
+    );
     return c.json({ accepted, duplicates: body.events.length - accepted }, 200);
   },
 );
@@ -363,24 +397,26 @@ runnerRouter.openapi(
     const runner = runnerOf(c);
     const { id } = c.req.valid('param');
     const body = c.req.valid('json');
-    const db = c.get('db');
-    const job = await requireLease(db, runner.accountId, id, body.lease_id);
-    checkAttempt(job, body.attempt);
     const seen = new Set<number>();
     const points = body.points.filter((p) => !seen.has(p.step) && seen.add(p.step));
-    const accepted = await insertIgnoringDuplicates(
+    const maxStep = Math.max(...points.map((p) => p.step));
+    const { inserted: accepted, after } = await insertIgnoringDuplicates(
       c.env.DB,
       'metric_points',
       ['job_id', 'attempt', 'created_at', 'step', 'values'],
-      { job_id: job.id, attempt: job.attempt, created_at: Date.now() },
+      { job_id: id, attempt: body.attempt, created_at: Date.now() },
       points.map((p) => ({ step: p.step, values: JSON.stringify(p.values) })),
+      {
+        guard: leaseGuard(body.lease_id, runner.accountId),
+        after: [
+          c.env.DB.prepare(
+            'UPDATE jobs SET current_step = MAX(COALESCE(current_step, 0), ?1) WHERE id = ?2 AND lease_id = ?3',
+          ).bind(maxStep, id, body.lease_id),
+          jobState(c.env.DB, id),
+        ],
+      },
     );
-    const maxStep = Math.max(...points.map((p) => p.step));
-    await db
-      .update(jobs)
-      .set({ currentStep: sql`MAX(COALESCE(${jobs.currentStep}, 0), ${maxStep})` })
-      .where(eq(jobs.id, job.id))
-      .run();
+    checkBatchLease(after[1], runner.accountId, id, body.lease_id, body.attempt);
     return c.json({ accepted, duplicates: body.points.length - accepted }, 200);
   },
 );
