@@ -43,7 +43,7 @@ async function received(name: string): Promise<Received[]> {
 async function waitFor<T>(
   what: string,
   probe: () => Promise<T | undefined | false>,
-  timeoutMs = 20_000,
+  timeoutMs = 30_000,
 ): Promise<T> {
   const start = Date.now();
   for (;;) {
@@ -183,7 +183,7 @@ describe('endpoints', () => {
   });
 });
 
-describe('delivery', { timeout: 45_000 }, () => {
+describe('delivery', { timeout: 60_000 }, () => {
   it.concurrent('delivers every event of a job’s life, in order, each verified by the standardwebhooks library', async () => {
     const a = await account();
     const all = await endpoint(a, 'life');

@@ -3,6 +3,7 @@
 import { and, eq, max } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/d1';
 import { jobEvents, jobs } from '../db/schema';
+import { webhookEndpoints } from '../db/webhooks-schema';
 import { newId, publishWebhookEvent, type WebhookEnv, webhookSettings } from './engine';
 import { isJobWebhookEventType, jobEventPayload } from './payloads';
 import { checkEndpointTarget, checkEndpointUrl } from './url-safety';
@@ -23,8 +24,20 @@ export async function publishJobEventWebhooks(
   },
 ): Promise<void> {
   if (!isJobWebhookEventType(input.type)) return;
-  const [row] = await drizzle(env.DB).select().from(jobs).where(eq(jobs.id, input.job.id));
+  // One round trip decides whether there is anything to do: most accounts have no endpoints, and
+  // this runs inside job submission and every lifecycle transition.
+  const d = drizzle(env.DB);
+  const [[row], [anyEndpoint]] = await d.batch([
+    d.select().from(jobs).where(eq(jobs.id, input.job.id)),
+    d
+      .select({ id: webhookEndpoints.id })
+      .from(webhookEndpoints)
+      .where(and(eq(webhookEndpoints.accountId, input.job.accountId), eq(webhookEndpoints.enabled, true)))
+      .limit(1),
+  ]);
   if (!row) return;
+  const spec = JSON.parse(row.spec) as { webhook?: { url: string; events: string[] }; metadata?: unknown };
+  if (!anyEndpoint && !spec.webhook) return;
   // recordJobEvent has just written the event; its row id is the job's event sequence number.
   const sequence =
     input.eventRowId ??
@@ -43,7 +56,6 @@ export async function publishJobEventWebhooks(
         )
     )[0]?.id ??
     null;
-  const spec = JSON.parse(row.spec) as { webhook?: { url: string; events: string[] }; metadata?: unknown };
   const now = input.createdAt ?? Date.now();
   const job = {
     id: row.id,
