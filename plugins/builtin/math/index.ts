@@ -67,6 +67,8 @@ export interface MathVerifierDetails {
 }
 
 const DEFAULT_CONFIG: ResolvedConfig = MathVerifierConfigSchema.parse({});
+// A job passes the same config object for every rollout: validate it once.
+const parsedConfigs = new WeakMap<object, ResolvedConfig>();
 
 interface ParsedAnswer {
   node: Node;
@@ -133,7 +135,9 @@ export function verifyMath(input: MathVerifierInput, config?: MathVerifierConfig
     rule: 'none',
   };
   let cfg = DEFAULT_CONFIG;
-  if (config !== undefined) {
+  const cached = config !== undefined && config !== null ? parsedConfigs.get(config) : undefined;
+  if (cached) cfg = cached;
+  else if (config !== undefined) {
     const parsed = MathVerifierConfigSchema.safeParse(config);
     if (!parsed.success) {
       const issue = parsed.error.issues[0];
@@ -143,6 +147,7 @@ export function verifyMath(input: MathVerifierInput, config?: MathVerifierConfig
       });
     }
     cfg = parsed.data;
+    if (typeof config === 'object' && config !== null) parsedConfigs.set(config, cfg);
   }
   try {
     return verifyUnsafe(input, cfg);
