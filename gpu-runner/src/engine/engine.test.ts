@@ -423,6 +423,92 @@ describe('runtime', () => {
   });
 });
 
+describe('generation as an ONNX Loop with the KV cache as loop-carried state', () => {
+  const [V, d, heads, kvHeads, hd] = [11, 8, 2, 1, 4];
+  const random = rng(5);
+  const weights = {
+    emb: randn(random, V * d, 1),
+    wq: randn(random, d * heads * hd, 0.5),
+    wk: randn(random, d * kvHeads * hd, 0.5),
+    wv: randn(random, d * kvHeads * hd, 0.5),
+    wo: randn(random, heads * hd * d, 0.5),
+    wout: randn(random, d * V, 0.5),
+  };
+  /** Frozen weights as initializers, read from inside the Loop body (outer-scope capture). */
+  const frozen = (g: Graph) => ({
+    emb: g.initializer('emb', 'float32', [V, d], weights.emb),
+    wq: g.initializer('wq', 'float32', [d, heads * hd], weights.wq),
+    wk: g.initializer('wk', 'float32', [d, kvHeads * hd], weights.wk),
+    wv: g.initializer('wv', 'float32', [d, kvHeads * hd], weights.wv),
+    wo: g.initializer('wo', 'float32', [heads * hd, d], weights.wo),
+    wout: g.initializer('wout', 'float32', [d, V], weights.wout),
+  });
+  /** One decoder layer over `tokens` [b, s] at `positions` [s], after cached keys/values. */
+  function layer(
+    w: ReturnType<typeof frozen>,
+    tokens: Tensor,
+    positions: Tensor,
+    cache?: { k: Tensor; v: Tensor },
+  ) {
+    const x = op.gather(w.emb, tokens, 0);
+    const [b, s] = [op.shapeOf(tokens, 0, 1), op.shapeOf(tokens, 1, 2)];
+    const heads4 = (t: Tensor, n: number) => op.transpose(op.reshape(t, [b, s, n, hd]), [0, 2, 1, 3]);
+    const { cos, sin } = nn.ropeTables(positions, hd);
+    const q = nn.rope(heads4(op.matmul(x, w.wq), heads), cos, sin);
+    let k = nn.rope(heads4(op.matmul(x, w.wk), kvHeads), cos, sin);
+    let v = heads4(op.matmul(x, w.wv), kvHeads);
+    if (cache) [k, v] = [op.concat([cache.k, k], 2), op.concat([cache.v, v], 2)];
+    const att = op.reshape(op.transpose(nn.causalAttention(q, k, v), [0, 2, 1, 3]), [b, s, heads * hd]);
+    const logits = op.matmul(op.add(x, op.matmul(att, w.wo)), w.wout);
+    return { logits, k, v };
+  }
+
+  it('greedy Loop decoding equals argmax of the full causal forward at every position', async () => {
+    const steps = 6;
+    const g = new Graph();
+    const w = frozen(g);
+    const start = g.input('start', 'int64', ['batch', 1]);
+    const empty = op.fill(g, [op.shapeOf(start, 0, 1), kvHeads, 0, hd], 0, 'float32');
+    const { scans } = loop({
+      maxTrip: steps,
+      carried: [start, empty, empty, g.constant('int64', [1], [0])],
+      carriedShapes: [['batch', 1], ['batch', kvHeads, 'past', hd], ['batch', kvHeads, 'past', hd], [1]],
+      body: (_i, [token, kCache, vCache, pos]) => {
+        const out = layer(w, token, pos, { k: kCache, v: vCache });
+        const next = op.reshape(op.argMax(out.logits, -1, false), [op.shapeOf(token, 0, 1), 1]);
+        return { carried: [next, out.k, out.v, op.add(pos, 1)], scans: [op.squeeze(next, [1])] };
+      },
+    });
+    const genModel = buildModel(g, { tokens: scans[0] });
+    expect(validateModel(genModel.bytes)).toEqual([]);
+    const batch = 3;
+    const startIds = [1, 4, 7];
+    const { outputs } = await (await engine.load(genModel)).run({
+      start: { dims: [batch, 1], data: startIds },
+    });
+    expect(outputs.tokens.dims).toEqual([steps, batch]);
+    const generated = Array.from(outputs.tokens.data as BigInt64Array, Number);
+
+    // Reference: the same layer over the whole sequence at once, no cache.
+    const f = new Graph();
+    const tokens = f.input('tokens', 'int64', ['batch', 'seq']);
+    const positions = f.input('positions', 'int64', ['seq']);
+    const full = layer(frozen(f), tokens, positions);
+    const refModel = buildModel(f, { next: op.argMax(full.logits, -1, false) });
+    const seq = startIds.map((s0, r) => [
+      s0,
+      ...Array.from({ length: steps }, (_, t) => generated[t * batch + r]),
+    ]);
+    const ref = await (await engine.load(refModel)).run({
+      tokens: { dims: [batch, steps], data: seq.flatMap((row) => row.slice(0, steps)) },
+      positions: { dims: [steps], data: Array.from({ length: steps }, (_, i) => i) },
+    });
+    const next = Array.from(ref.outputs.next.data as BigInt64Array, Number);
+    for (let r = 0; r < batch; r++)
+      for (let t = 0; t < steps; t++) expect(next[r * steps + t]).toBe(seq[r][t + 1]);
+  });
+});
+
 describe('randomness and sampling in the graph', () => {
   it('randomUniform: in (0, 1), uniform moments, reproducible per seed, different across seeds and streams', async () => {
     const g = new Graph();

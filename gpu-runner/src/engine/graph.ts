@@ -122,10 +122,7 @@ export class Graph {
     this.checkName(name);
     const t = new Tensor(this, name, dtype, shape, kind);
     this.inputs.push(t);
-    shape.forEach((d, axis) => {
-      if (typeof d === 'string' && !this.root.dimSources.has(d))
-        this.root.dimSources.set(d, { tensor: t, axis });
-    });
+    this.registerDims(t);
     return t;
   }
 
@@ -201,24 +198,35 @@ export class Graph {
     const node: Node = { op, domain, inputs, outputs: outs, attrs, graph: this, id };
     for (const spec of outputs)
       outs.push(new Tensor(this, this.freshName(op.toLowerCase()), spec.dtype, spec.shape, 'node', node));
+    for (const t of outs) this.registerDims(t);
     this.nodes.push(node);
     return outs;
   }
 
   /** The run-time size of a named dim as an int64 tensor of shape [1]. */
   dimTensor(name: string, build: (source: Tensor, axis: number) => Tensor): Tensor {
-    const root = this.root;
-    const cached = root.dimCache.get(name);
-    if (cached) return cached;
-    const source = root.dimSources.get(name);
-    if (!source)
-      throw new EngineError(
-        'engine.dim',
-        `dim ${JSON.stringify(name)} is not carried by any declared input; pass its size as a tensor`,
-      );
-    const t = build(source.tensor, source.axis);
-    root.dimCache.set(name, t);
-    return t;
+    for (let g: Graph | null = this; g; g = g.parent) {
+      const cached = g.dimCache.get(name);
+      if (cached) return cached;
+      const source = g.dimSources.get(name);
+      if (!source) continue;
+      const t = build(source.tensor, source.axis);
+      g.dimCache.set(name, t);
+      return t;
+    }
+    throw new EngineError(
+      'engine.dim',
+      `dim ${JSON.stringify(name)} is not carried by any tensor in scope; pass its size as a tensor`,
+    );
+  }
+
+  /** Records where each named dim of `t` can be read at run time, unless already known in scope. */
+  private registerDims(t: Tensor): void {
+    t.shape.forEach((d, axis) => {
+      if (typeof d !== 'string') return;
+      for (let g: Graph | null = this; g; g = g.parent) if (g.dimSources.has(d)) return;
+      this.dimSources.set(d, { tensor: t, axis });
+    });
   }
 
   /** Whether `g` is this graph or nested inside it. */
@@ -237,6 +245,7 @@ export class Graph {
     this.checkName(name);
     const t = new Tensor(this, name, dtype, shape, 'subgraph-input');
     this.inputs.push(t);
+    this.registerDims(t);
     return t;
   }
 }
