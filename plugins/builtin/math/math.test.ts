@@ -131,6 +131,12 @@ describe('normalisation and parsing', () => {
     expect(canon(String.raw`(-\infty, 0) \cup (1, \infty)`)).toBe('(-inf, 0) ∪ (1, inf)');
   });
 
+  it('reads d,ddd as thousands only outside brackets', () => {
+    expect(canon('10,455')).toBe('10455');
+    expect(canon(String.raw`(2,12) \cup (12,102)`)).toBe('(2, 12) ∪ (12, 102)');
+    expect(canon(String.raw`\{1,234\}, 5,000`)).toBe('{1, 234}, 5000');
+  });
+
   it('reads malformed but common LaTeX', () => {
     expect(canon(String.raw`\frac12`)).toBe('1/2');
     expect(canon(String.raw`\sqrt2`)).toBe('sqrt(2)');

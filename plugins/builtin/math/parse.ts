@@ -125,6 +125,7 @@ export function tokenize(s: string): Tok[] {
     if (c === '(' || c === '[') depth++;
     else if ((c === ')' || c === ']') && depth > 0) depth--;
     else if (c === '\\' && s[i + 1] === '{') depth++;
+    else if (c === '\\' && s[i + 1] === '}' && depth > 0) depth--;
     if (c === ' ' || c === '\n' || c === '\t') {
       i++;
       continue;
