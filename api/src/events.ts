@@ -22,7 +22,8 @@ export async function recordJobEvent(
   type: JobEventType,
   data: Record<string, unknown> = {},
 ): Promise<void> {
-  await db
+  const createdAt = Date.now();
+  const [row] = await db
     .insert(jobEvents)
     .values({
       jobId: job.id,
@@ -30,9 +31,9 @@ export async function recordJobEvent(
       type,
       data: JSON.stringify(data),
       attempt: job.attempt,
-      createdAt: Date.now(),
+      createdAt,
     })
-    .run();
+    .returning({ id: jobEvents.id });
   // Fan-out to webhook endpoints (only the seven webhook event types; others return at once).
-  await publishJobEventWebhooks(env, { job, type, data });
+  await publishJobEventWebhooks(env, { job, type, data, eventRowId: row?.id, createdAt });
 }
