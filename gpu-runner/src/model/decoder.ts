@@ -3,7 +3,7 @@
 // (llama3 rope scaling, untied head). Weights are graph inputs in "graph layout" (Linear weights
 // transposed to [in, out]) fed from the engine's runtime state, so every graph family shares one
 // copy of the weights and full fine-tuning just rebinds them.
-import type { Graph, Tensor } from '../engine';
+import type { Dim, Graph, Tensor } from '../engine';
 import * as op from '../engine';
 import { type DecoderConfig, ropeInvFreq } from './config';
 
@@ -48,6 +48,8 @@ export interface BlockInputs {
   bias: Tensor;
   /** per layer: past key/value [batch, kv_heads, past, head_dim], or null (no cache) */
   past: { key: Tensor; value: Tensor }[] | null;
+  /** the name (or size) of the sequence axis of `ids`: 'seq' unless the caller runs inside a Loop body (1) */
+  seqDim?: Dim;
 }
 
 export function projShape(cfg: DecoderConfig, module: LoraTarget): [number, number] {
@@ -139,27 +141,17 @@ function linear(b: DecoderBuild, x: Tensor, layer: number, module: LoraTarget, b
   return y;
 }
 
-/** Inverted dropout. ONNX Runtime's CPU provider has no RandomUniformLike kernel at opset 23, so
- *  the mask comes from an in-graph integer hash of (element index, module, step seed): quadratic
- *  maps mod the prime 2^31-1, fed a fresh `dropout_seed` each step. It depends on shapes and the
- *  seed only, so it stays off the gradient path. */
+/** Inverted dropout with the engine's hash-based uniform numbers (one stream per LoRA module),
+ *  reseeded by a `dropout_seed` input every step. Off the gradient path by construction. */
 function dropout(b: DecoderBuild, x: Tensor, inDim: number, rate: number, site: number): Tensor {
   const g = b.graph;
   const seed =
     g.rootGraph.inputs.find((t) => t.name === 'dropout_seed') ?? g.input('dropout_seed', 'int64', []);
-  const shape = op.shapeTensor(g, ['batch', 'seq', inDim]);
-  const count = op.reduceProd(shape, [0], false);
-  const idx = op.reshape(op.range(0, count, 1), ['batch', 'seq', inDim]);
-  const P = 2147483647;
-  const mod = (t: Tensor) =>
-    op.customOp('Mod', [t, g.rootGraph.scalar(P, 'int64')], [{ dtype: 'int64', shape: t.shape }])[0];
-  let h = mod(op.add(op.mul(op.add(idx, site * 7919), 48271), op.mul(seed, 69621)));
-  h = mod(op.add(op.mul(h, h), 12345));
-  h = mod(op.add(op.mul(h, h), 54321));
-  const u = op.div(op.cast(h, 'float32'), P);
+  const u = op.randomUniform(g, ['batch', 'seq', inDim], seed, { stream: site });
   const keep = op.cast(op.greaterOrEqual(u, rate), x.dtype);
   return op.mul(x, op.mul(keep, 1 / (1 - rate)));
 }
+
 function rotateHalf(x: Tensor, hd: number): Tensor {
   const x1 = op.slice(x, [0], [hd / 2], [-1]);
   const x2 = op.slice(x, [hd / 2], [hd], [-1]);
@@ -179,8 +171,8 @@ function applyRope(x: Tensor, t: { cos: Tensor; sin: Tensor }, hd: number): Tens
 }
 
 /** [batch, seq, heads*hd] → [batch, heads, seq, hd], with the optional per-head RMSNorm */
-function heads(x: Tensor, n: number, hd: number, norm: Tensor | null, eps: number): Tensor {
-  let h = op.reshape(x, ['batch', 'seq', n, hd]);
+function heads(x: Tensor, n: number, hd: number, norm: Tensor | null, eps: number, seq: Dim): Tensor {
+  let h = op.reshape(x, ['batch', seq, n, hd]);
   if (norm) h = rmsNorm(h, norm, eps);
   return op.transpose(h, [0, 2, 1, 3]);
 }
@@ -192,6 +184,7 @@ function attention(
   rope: { cos: Tensor; sin: Tensor },
   bias: Tensor,
   past: { key: Tensor; value: Tensor } | null,
+  seq: Dim,
 ): { out: Tensor; key: Tensor; value: Tensor } {
   const { cfg } = b;
   const hd = cfg.headDim;
@@ -200,30 +193,30 @@ function attention(
   const qn = cfg.qkNorm ? weight(b, `${p}.q_norm.weight`, [hd]) : null;
   const kn = cfg.qkNorm ? weight(b, `${p}.k_norm.weight`, [hd]) : null;
   const q = applyRope(
-    heads(linear(b, x, layer, 'q_proj', cfg.qkvBias), cfg.numHeads, hd, qn, cfg.rmsNormEps),
+    heads(linear(b, x, layer, 'q_proj', cfg.qkvBias), cfg.numHeads, hd, qn, cfg.rmsNormEps, seq),
     rope,
     hd,
   );
   let k = applyRope(
-    heads(linear(b, x, layer, 'k_proj', cfg.qkvBias), cfg.numKvHeads, hd, kn, cfg.rmsNormEps),
+    heads(linear(b, x, layer, 'k_proj', cfg.qkvBias), cfg.numKvHeads, hd, kn, cfg.rmsNormEps, seq),
     rope,
     hd,
   );
-  let v = heads(linear(b, x, layer, 'v_proj', cfg.qkvBias), cfg.numKvHeads, hd, null, cfg.rmsNormEps);
+  let v = heads(linear(b, x, layer, 'v_proj', cfg.qkvBias), cfg.numKvHeads, hd, null, cfg.rmsNormEps, seq);
   if (past) {
     k = op.concat([past.key, k], 2);
     v = op.concat([past.value, v], 2);
   }
   // GQA without copying K/V: group the query heads that share a KV head, broadcast over the group
-  const q5 = op.reshape(q, ['batch', cfg.numKvHeads, g, 'seq', hd]);
+  const q5 = op.reshape(q, ['batch', cfg.numKvHeads, g, seq, hd]);
   const k5 = op.unsqueeze(k, [2]);
   const v5 = op.unsqueeze(v, [2]);
   let s = op.mul(op.matmul(q5, op.transposeLast(k5)), 1 / Math.sqrt(hd));
   s = op.add(s, op.unsqueeze(bias, [2]));
   const o = op.matmul(op.softmax(s, -1), v5);
-  const merged = op.reshape(op.transpose(op.reshape(o, ['batch', cfg.numHeads, 'seq', hd]), [0, 2, 1, 3]), [
+  const merged = op.reshape(op.transpose(op.reshape(o, ['batch', cfg.numHeads, seq, hd]), [0, 2, 1, 3]), [
     'batch',
-    'seq',
+    seq,
     cfg.numHeads * hd,
   ]);
   return { out: linear(b, merged, layer, 'o_proj', cfg.oBias), key: k, value: v };
@@ -242,6 +235,7 @@ function block(
   rope: { cos: Tensor; sin: Tensor },
   bias: Tensor,
   past: { key: Tensor; value: Tensor } | null,
+  seq: Dim,
 ): { h: Tensor; key: Tensor; value: Tensor } {
   const { cfg } = b;
   const p = `model.layers.${layer}`;
@@ -252,6 +246,7 @@ function block(
     rope,
     bias,
     past,
+    seq,
   );
   const h1 = op.add(h, a.out);
   const m = mlp(
@@ -273,7 +268,7 @@ export function decoderHidden(
   const rope = ropeTables(b, inp.positions);
   const kv: { key: Tensor; value: Tensor }[] = [];
   for (let l = 0; l < cfg.numLayers; l++) {
-    const r = block(b, h, l, rope, inp.bias, inp.past ? inp.past[l] : null);
+    const r = block(b, h, l, rope, inp.bias, inp.past ? inp.past[l] : null, inp.seqDim ?? 'seq');
     h = r.h;
     kv.push({ key: r.key, value: r.value });
   }

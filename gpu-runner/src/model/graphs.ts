@@ -144,3 +144,104 @@ export function attentionBias(keyValid: Uint8Array[], seq: number): Float32Array
   }
   return out;
 }
+
+export interface LoopDecodeOptions extends FamilyOptions {
+  /** argmax instead of sampling */
+  greedy: boolean;
+  /** top-k fixed at build time (0 = off) */
+  topK: number;
+  /** ids at or above this are never produced (checkpoints pad the embedding) */
+  vocabLimit: number;
+}
+
+/**
+ * The whole generation in one run: prefill, then an ONNX Loop of one-token steps whose carried
+ * state is the KV cache, so nothing crosses to JS until the end (what CUDA without IO binding
+ * needs). Sampling is in-graph (engine `sampleTokens`, Gumbel-max on hash-based uniforms).
+ * Inputs: the left-padded prefill (input_ids, position_ids, attn_bias), key_valid [batch, seq]
+ * (1 = real token), next_position [batch], max_steps (Loop trips = max new tokens − 1), seed,
+ * temperature, top_p, eos_ids [n], pad_id. Outputs: first [batch], rest [trips, batch]; a row
+ * that produced an EOS id emits pad_id afterwards, and the Loop stops when every row has.
+ */
+export function buildLoopDecodeGraph(cfg: DecoderConfig, opts: LoopDecodeOptions): BuiltModel {
+  const b = newBuild(cfg, opts, 'decode_loop');
+  const g = b.graph;
+  const ids = g.input('input_ids', 'int64', ['batch', 'seq']);
+  const positions = g.input('position_ids', 'int64', ['batch', 'seq']);
+  const bias = g.input('attn_bias', 'float32', ['batch', 1, 'seq', 'seq']);
+  const keyValid = g.input('key_valid', 'float32', ['batch', 'seq']);
+  const nextPosition = g.input('next_position', 'int64', ['batch']);
+  const maxSteps = g.input('max_steps', 'int64', []);
+  const seed = g.input('seed', 'int64', []);
+  const temperature = g.input('temperature', 'float32', []);
+  const topP = g.input('top_p', 'float32', []);
+  const eosIds = g.input('eos_ids', 'int64', ['eos']);
+  const padId = g.input('pad_id', 'int64', []);
+  const V = cfg.vocabSize;
+  const vocabMask =
+    opts.vocabLimit < V
+      ? g.constant(
+          'float32',
+          [V],
+          Float32Array.from({ length: V }, (_, i) => (i < opts.vocabLimit ? 0 : -1e30)),
+        )
+      : null;
+
+  const pick = (logits: Tensor, step: Tensor): Tensor => {
+    const masked = vocabMask ? op.add(logits, vocabMask) : logits;
+    if (opts.greedy) return op.argMax(masked, -1, false);
+    // a distinct uniform stream per (seed, step): seed·2^20 + step
+    const stepSeed = op.add(op.mul(seed, 1 << 20), step);
+    return op.sampleTokens(masked, {
+      uniform: op.randomUniform(g, ['batch', V], stepSeed),
+      temperature,
+      topK: opts.topK > 0 ? opts.topK : undefined,
+      topP,
+    });
+  };
+  const isEos = (t: Tensor): Tensor =>
+    op.greater(op.reduceMax(op.cast(op.equal(op.unsqueeze(t, [1]), eosIds), 'float32'), [1], false), 0);
+  const anyRunning = (d: Tensor): Tensor => op.less(op.reduceMin(op.cast(d, 'float32'), undefined, false), 1);
+
+  const pre = decoderHidden(b, { ids, positions, bias, past: null });
+  const last = op.squeeze(op.slice(pre.hidden, [-1], [Number.POSITIVE_INFINITY], [1]), [1]);
+  const first = pick(lmHead(b, last), g.scalar(0, 'int64'));
+  const done0 = isEos(first);
+  const kvShape = ['batch', cfg.numKvHeads, 'cache', cfg.headDim];
+  const { scans } = op.loop({
+    maxTrip: maxSteps,
+    cond: anyRunning(done0),
+    carried: [first, nextPosition, keyValid, done0, ...pre.kv.flatMap((t) => [t.key, t.value])],
+    carriedShapes: [
+      ['batch'],
+      ['batch'],
+      ['batch', 'cache'],
+      ['batch'],
+      ...pre.kv.flatMap(() => [kvShape, kvShape]),
+    ],
+    body: (iter, [tok, pos, valid, done, ...kv]) => {
+      const valid2 = op.concat([valid, op.fill(g, ['batch', 1], 1)], 1);
+      const stepBias = op.unsqueeze(op.mul(op.sub(1, valid2), MASKED), [1, 2]);
+      const past = Array.from({ length: cfg.numLayers }, (_, l) => ({
+        key: kv[2 * l],
+        value: kv[2 * l + 1],
+      }));
+      const r = decoderHidden(b, {
+        ids: op.unsqueeze(tok, [1]),
+        positions: op.unsqueeze(pos, [1]),
+        bias: stepBias,
+        past,
+        seqDim: 1,
+      });
+      const logits = lmHead(b, op.squeeze(r.hidden, [1]));
+      const next = op.where(done, padId, pick(logits, op.add(iter, 1)));
+      const done2 = op.or(done, isEos(next));
+      return {
+        cond: anyRunning(done2),
+        carried: [next, op.add(pos, 1), valid2, done2, ...r.kv.flatMap((t) => [t.key, t.value])],
+        scans: [next],
+      };
+    },
+  });
+  return buildModel(g, { first, rest: scans[0] }, `decode loop ${cfg.architecture}`);
+}

@@ -7,6 +7,7 @@ export {
   type GenerateOptions,
   type GenerateStats,
   generate,
+  generateInGraph,
   type Prompt,
 } from '../rollout/generate';
 export { type DecoderConfig, type DecoderFamily, ModelConfigError, parseDecoderConfig } from './config';

@@ -22,6 +22,7 @@ import {
   buildDecodeGraph,
   buildGatherRowsGraph,
   buildLogitsGraph,
+  buildLoopDecodeGraph,
   buildScoreGraph,
   pastKey,
   pastValue,
@@ -232,6 +233,18 @@ export class CausalLM {
   decodeGraph(): Promise<CompiledModel> {
     return this.compiled('decode', () =>
       buildDecodeGraph(this.config, { ...this.familyOpts(), headFromEmbedding: this.headFromEmbedding() }),
+    );
+  }
+  /** @internal whole-generation graph (prefill + ONNX Loop), one per sampling shape */
+  loopDecodeGraph(greedy: boolean, topK: number): Promise<CompiledModel> {
+    return this.compiled(`loop:${greedy}:${topK}`, () =>
+      buildLoopDecodeGraph(this.config, {
+        ...this.familyOpts(),
+        headFromEmbedding: this.headFromEmbedding(),
+        greedy,
+        topK,
+        vocabLimit: this.vocabLimit,
+      }),
     );
   }
   /** @internal */

@@ -218,3 +218,118 @@ async function generateNow(
       finishReason: r.done ?? 'length',
     }));
 }
+
+/**
+ * The same generation as `generate`, with the whole decode loop inside one graph run (ONNX Loop,
+ * in-graph sampling): the shape CUDA wants, since onnxruntime-node copies every run's inputs and
+ * outputs. Differences: each sample runs its own prefill (no prefix sharing), finished rows keep
+ * their cache slot until every row is done, stop strings are not supported (use `generate`), and
+ * the random draws differ from `generate`'s for the same seed (reproducible per seed either way).
+ */
+export function generateInGraph(
+  model: CausalLM,
+  prompts: readonly Prompt[],
+  opts: GenerateOptions,
+  stats?: GenerateStats,
+): Promise<Completion[]> {
+  return model.exclusive(() => generateInGraphNow(model, prompts, opts, stats));
+}
+
+async function generateInGraphNow(
+  model: CausalLM,
+  promptsIn: readonly Prompt[],
+  opts: GenerateOptions,
+  stats?: GenerateStats,
+): Promise<Completion[]> {
+  const n = opts.n ?? 1;
+  if (promptsIn.length === 0) return [];
+  if (!(opts.maxNewTokens >= 1))
+    throw new GenerateError('generate_bad_option', 'maxNewTokens', 'must be >= 1');
+  if (opts.stop && opts.stop.length > 0) {
+    throw new GenerateError(
+      'generate_bad_option',
+      'stop',
+      'stop strings need the per-step loop: use generate()',
+    );
+  }
+  const encoded = promptsIn.map((p) => encodePrompt(model, p));
+  encoded.forEach((p, i) => {
+    if (p.length === 0)
+      throw new GenerateError('generate_empty_prompt', `prompts[${i}]`, 'a prompt needs at least one token');
+  });
+  const rows = encoded.flatMap((p, prompt) =>
+    Array.from({ length: n }, (_, sample) => ({ prompt, sample, ids: p })),
+  );
+  const B = rows.length;
+  const L = Math.max(...rows.map((r) => r.ids.length));
+  const pad = model.tokenizer.padTokenId;
+  const ids = new BigInt64Array(B * L).fill(BigInt(pad));
+  const pos = new BigInt64Array(B * L);
+  const valid: Uint8Array[] = [];
+  const keyValid = new Float32Array(B * L);
+  rows.forEach((r, b) => {
+    const off = L - r.ids.length;
+    const v = new Uint8Array(L);
+    r.ids.forEach((t, i) => {
+      ids[b * L + off + i] = BigInt(t);
+      pos[b * L + off + i] = BigInt(i);
+      v[off + i] = 1;
+      keyValid[b * L + off + i] = 1;
+    });
+    valid.push(v);
+  });
+  const temperature = opts.temperature ?? 1;
+  const greedy = temperature <= 0;
+  const eos = opts.eosTokenIds ?? model.eosTokenIds;
+  const g = await model.loopDecodeGraph(greedy, greedy ? 0 : (opts.topK ?? 0));
+  const t0 = performance.now();
+  const r = await g.run(
+    {
+      input_ids: { dims: [B, L], data: ids },
+      position_ids: { dims: [B, L], data: pos },
+      attn_bias: { dims: [B, 1, L, L], data: attentionBias(valid, L) },
+      key_valid: { dims: [B, L], data: keyValid },
+      next_position: { dims: [B], data: BigInt64Array.from(rows.map((x) => BigInt(x.ids.length))) },
+      max_steps: { dims: [], data: BigInt64Array.of(BigInt(opts.maxNewTokens - 1)) },
+      seed: { dims: [], data: BigInt64Array.of(BigInt(opts.seed ?? 0)) },
+      temperature: greedy ? 1 : temperature,
+      top_p: opts.topP ?? 1,
+      // no EOS wanted: an id that never occurs
+      eos_ids: {
+        dims: [Math.max(1, eos.length)],
+        data: BigInt64Array.from((eos.length ? eos : [-1]).map(BigInt)),
+      },
+      pad_id: { dims: [], data: BigInt64Array.of(BigInt(pad)) },
+    },
+    { stateKey: model.stateKey, fetch: ['first', 'rest'] },
+  );
+  const first = r.outputs.first.data as BigInt64Array;
+  const rest = r.outputs.rest.data as BigInt64Array;
+  const trips = r.outputs.rest.dims[0] ?? 0;
+  const eosSet = new Set(eos);
+  const out = rows.map((row, b): Completion => {
+    const tokens: number[] = [];
+    let finishReason: FinishReason = 'length';
+    for (let s = 0; s <= trips && tokens.length < opts.maxNewTokens; s++) {
+      const t = Number(s === 0 ? first[b] : rest[(s - 1) * B + b]);
+      tokens.push(t);
+      if (eosSet.has(t)) {
+        finishReason = 'eos';
+        break;
+      }
+    }
+    return {
+      prompt: row.prompt,
+      sample: row.sample,
+      tokens,
+      text: model.tokenizer.decode(tokens, { skipSpecialTokens: finishReason === 'eos' }),
+      finishReason,
+    };
+  });
+  if (stats) {
+    stats.decodeMs += performance.now() - t0;
+    stats.steps += trips;
+    stats.generatedTokens += out.reduce((a, c) => a + c.tokens.length, 0);
+  }
+  return out;
+}
