@@ -105,14 +105,20 @@ const weightCount = Object.values(shapes).reduce((s, d) => s + d.reduce((a, b) =
 const bind = (d: number | string) =>
   d === 'batch' ? batch : d === 'seq' ? seq : typeof d === 'number' ? d : 1;
 let activationCount = 0;
+let intermediateCount = 0;
 for (const n of g.nodes)
-  if (n.id <= (loss.producer?.id ?? 0))
-    for (const o of n.outputs) activationCount += o.shape.reduce<number>((a, d) => a * bind(d), 1);
+  for (const o of n.outputs) {
+    const size = o.dtype === 'float32' ? o.shape.reduce<number>((a, d) => a * bind(d), 1) : 0;
+    intermediateCount += size;
+    if (n.id <= (loss.producer?.id ?? 0)) activationCount += size;
+  }
 const mib = (bytes: number) => bytes / 2 ** 20;
 const theory = {
   weights: mib(weightCount * 4),
   optimizer: mib(weightCount * 4 * 3),
   activations: mib(activationCount * 4),
+  /** Every float tensor of forward, backward and update, as if nothing were freed or reused. */
+  noReuse: mib(intermediateCount * 4),
 };
 
 // ---- bare MatMul graph on the same GEMM shapes ----
@@ -224,7 +230,7 @@ async function main() {
   );
   const total = theory.weights + theory.optimizer + theory.activations;
   console.log(
-    `memory: peak RSS ${mib(peak).toFixed(0)} MiB (process baseline ${mib(baseline).toFixed(0)} MiB) vs theoretical ${total.toFixed(0)} MiB = weights ${theory.weights.toFixed(0)} + grads/m/v ${theory.optimizer.toFixed(0)} + activations ${theory.activations.toFixed(0)} (all forward intermediates, fp32)`,
+    `memory: peak RSS ${mib(peak).toFixed(0)} MiB (process baseline ${mib(baseline).toFixed(0)} MiB) vs theoretical ${total.toFixed(0)} MiB = weights ${theory.weights.toFixed(0)} + grads/m/v ${theory.optimizer.toFixed(0)} + activations ${theory.activations.toFixed(0)} (all forward intermediates, fp32); every fwd+bwd+update tensor without reuse: ${theory.noReuse.toFixed(0)} MiB`,
   );
 }
 
