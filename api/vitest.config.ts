@@ -22,6 +22,8 @@ export default defineConfig({
     include: ['test/**/*.test.ts'],
     // Applies the D1 migrations before each file (idempotent).
     setupFiles: ['test/setup.ts'],
+    // Each test makes many real requests into workerd; on a loaded 2-core CI box 5 s is too tight.
+    testTimeout: 30_000,
     // A real HTTP receiver on 127.0.0.1 for webhook deliveries (port via inject('webhookReceiverPort')).
     globalSetup: ['test/webhooks.receiver.ts'],
   },

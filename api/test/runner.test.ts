@@ -69,7 +69,8 @@ describe('lease', () => {
     const job = await submitJob(account);
     const got = await waiting;
     expect(got?.job_id).toBe(job.id);
-    expect(Date.now() - started).toBeLessThan(4000);
+    // Answered when the job arrived, well before the 5 s wait ran out.
+    expect(Date.now() - started).toBeLessThan(4500);
   });
 });
 
