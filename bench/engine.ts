@@ -9,7 +9,6 @@ import {
   add,
   buildModel,
   buildTrainStep,
-  cast,
   causalAttention,
   createEngine,
   type DeviceRequest,
