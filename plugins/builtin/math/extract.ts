@@ -174,13 +174,19 @@ function numberCandidates(s: string, from = 0, to = s.length): Candidate[] {
 
 /** The first latex env (or chain) starting within `window` chars after `pos`. */
 function envAfter(s: string, pos: number, window: number, envs: Env[], strategy: Strategy): Candidate | null {
-  const chained = latexCandidates(
-    s,
-    envs.filter((e) => e.start >= pos),
-  );
-  const first = chained.find((c) => c.start - pos <= window && c.start >= pos);
+  let lo = 0;
+  let hi = envs.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (envs[mid]!.start < pos) lo = mid + 1;
+    else hi = mid;
+  }
+  if (lo >= envs.length || envs[lo]!.start - pos > window) return null;
+  const first = latexCandidates(s, envs.slice(lo, lo + 6))[0];
   return first ? { ...first, strategy } : null;
 }
+
+const MAX_ANCHORS = 32;
 
 const FINAL_ANSWER_RE = /final answer[^\n]{0,100}?\s+is\s*:?\s*|final answer\s*:\s*/gi;
 const ANSWER_RE = /\banswer\b\s*(?:is\s*)?:?\s*/gi;
@@ -193,25 +199,27 @@ function anchoredCandidates(
   window: number,
 ): Candidate[] {
   const out: Candidate[] = [];
+  const anchors: number[] = [];
   re.lastIndex = 0;
-  for (let m = re.exec(s); m !== null; m = re.exec(s)) {
-    const pos = m.index + m[0].length;
+  for (let m = re.exec(s); m !== null; m = re.exec(s)) anchors.push(m.index + m[0].length);
+  // the rightmost anchors decide; bounding them keeps "answer answer answer ..." linear
+  for (const pos of anchors.slice(-MAX_ANCHORS)) {
     const env = envAfter(s, pos, window, envs, strategy);
     if (env) {
       out.push(env);
       continue;
     }
-    const box = /^\s*\\(?:boxed|fbox)\s*\{/.exec(s.slice(pos));
+    const box = /^\s*\\(?:boxed|fbox)\s*\{/.exec(s.slice(pos, pos + 64));
     if (box) continue; // covered by the boxed strategy
     // plain text: up to end of line / sentence, after the last '=' (answer: 2 + 3 = 5)
-    const lineEnd = s.indexOf('\n', pos);
-    let end = lineEnd < 0 ? s.length : lineEnd;
+    const lineEnd = s.slice(pos, pos + 150).indexOf('\n');
+    let end = lineEnd < 0 ? Math.min(s.length, pos + 150) : pos + lineEnd;
     const hope = s.slice(pos, end).search(/\.\s+I hope|\.\s+[A-Z]|\.\s*$/);
     if (hope >= 0) end = pos + hope;
     end = Math.min(end, pos + 150);
     let segStart = pos;
-    const lastEq = s.lastIndexOf('=', end - 1);
-    if (lastEq >= pos) segStart = lastEq + 1;
+    const lastEq = s.slice(pos, end).lastIndexOf('=');
+    if (lastEq >= 0) segStart = pos + lastEq + 1;
     const text = s.slice(segStart, end).trim();
     if (text !== '') {
       if (!looksLikeProse(text)) out.push({ strategy, start: segStart, end, text, percent: false });

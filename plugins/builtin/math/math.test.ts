@@ -171,6 +171,22 @@ describe('verifyMath contract', () => {
     expect(performance.now() - t).toBeLessThan(1_000);
   });
 
+  it('stays bounded on huge or deeply nested responses', () => {
+    const inputs = [
+      'answer '.repeat(20_000),
+      '$1$ and '.repeat(5_000),
+      `\\boxed{${'{'.repeat(3_000)}1${'}'.repeat(3_000)}}`,
+      `\\boxed{${'\\sqrt{'.repeat(300)}2${'}'.repeat(300)}}`,
+      `\\boxed{${'1+'.repeat(20_000)}`,
+    ];
+    for (const response of inputs) {
+      const t = performance.now();
+      const r = verifyMath({ response, reference: '7' });
+      expect(r.correct).toBe(false);
+      expect(performance.now() - t).toBeLessThan(2_000);
+    }
+  });
+
   it('never throws, whatever the input', () => {
     let seed = 42;
     const rand = () => {

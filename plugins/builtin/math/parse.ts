@@ -320,6 +320,7 @@ const REL_OPS = new Set(['=', '<', '<=', '>', '>=', '!=', '~=']);
 
 /** Parses a normalised answer string into a Node. */
 export function parseAnswer(s: string, maxTokens = 2000): Node {
+  if (s.length > 20_000) throw new ParseError(`answer too long (${s.length} characters)`);
   const toks = tokenize(s);
   if (toks.length === 0) throw new ParseError('empty answer');
   if (toks.length > maxTokens) throw new ParseError(`answer too long (${toks.length} tokens)`);
@@ -378,7 +379,17 @@ class Parser {
     }
   }
 
+  private nesting = 0;
+
   private parseUnion(): Node {
+    // every bracket, brace and argument re-enters here: bound the depth instead of the stack
+    if (++this.nesting > 200) throw new ParseError('nesting too deep');
+    const node = this.parseUnionInner();
+    this.nesting--;
+    return node;
+  }
+
+  private parseUnionInner(): Node {
     const parts = [this.parseRel()];
     while (this.isOp('cup')) {
       this.i++;
