@@ -80,7 +80,15 @@ function parseCandidate(text: string, percent: boolean): { node: Node; units: st
   try {
     const { text: norm, strippedUnits } = normalizeAnswer(text);
     if (norm === '') return null;
-    let node = parseAnswer(norm);
+    let node: Node;
+    try {
+      node = parseAnswer(norm);
+    } catch (e) {
+      // like Math-Verify: an unparseable chain "a = \\foo = 5" is retried as its last part
+      const parts = /[,;]/.test(norm) ? [] : norm.split(/(?<![<>!\\])=/);
+      if (parts.length < 3) throw e;
+      node = parseAnswer(parts.at(-1)!.trim());
+    }
     if (percent && node.k !== 'pct') node = { k: 'pct', arg: node };
     return { node, units: strippedUnits };
   } catch {

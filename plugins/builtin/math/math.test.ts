@@ -155,6 +155,11 @@ describe('verifyMath contract', () => {
     });
   });
 
+  it('retries an unparseable equation chain with its last part', () => {
+    const r = verifyMath({ response: String.raw`$\alpha\beta{ = 2 + 3 = 5$`, reference: '5' });
+    expect(r.correct).toBe(true);
+  });
+
   it('explains a failure', () => {
     const r = verifyMath({ response: 'I do not know.', reference: '5' });
     expect(r).toMatchObject({ score: 0, correct: false });
