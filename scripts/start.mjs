@@ -227,6 +227,7 @@ export async function main(argv = process.argv.slice(2)) {
   };
   process.on('SIGINT', () => void shutdown(0));
   process.on('SIGTERM', () => void shutdown(0));
+  process.on('SIGHUP', () => void shutdown(0));
   api.exited.then(({ code }) => {
     if (!stopping) {
       process.stderr.write(`wrangler dev exited unexpectedly (${code})\n`);
