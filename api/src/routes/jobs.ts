@@ -16,7 +16,15 @@ import { and, asc, desc, eq, gt, gte, inArray, lt, or, sql } from 'drizzle-orm';
 import { streamSSE } from 'hono/streaming';
 import { z } from 'zod';
 import { userOf } from '../auth';
-import { type CheckpointRow, checkpoints, jobEvents, jobs, metricPoints, rollouts } from '../db/schema';
+import {
+  type CheckpointRow,
+  checkpoints,
+  type JobRow,
+  jobEvents,
+  jobs,
+  metricPoints,
+  rollouts,
+} from '../db/schema';
 import type { Db } from '../env';
 import { ApiError, conflict, invalid, notFound } from '../errors';
 import { recordJobEvent } from '../events';
@@ -81,7 +89,7 @@ jobsRouter.openapi(
     if (problems.length > 0)
       throw invalid('the job spec refers to things that do not exist or do not fit', problems);
     const now = Date.now();
-    const row = {
+    const row: JobRow = {
       id: newId('job'),
       accountId,
       name: spec.name,
@@ -90,13 +98,50 @@ jobsRouter.openapi(
       spec: specJson,
       runnerLabels: JSON.stringify(spec.runner_labels),
       requiredCapabilities: JSON.stringify(requiredCapabilities(spec)),
+      attempt: 0,
+      retries: 0,
+      cancelRequested: false,
+      pauseRequested: false,
+      runnerId: null,
+      leaseId: null,
+      leaseExpiresAt: null,
+      currentStep: null,
       totalSteps: spec.hyperparameters.total_steps,
+      errorCode: null,
+      errorMessage: null,
       idempotencyKey,
       createdAt: now,
       updatedAt: now,
+      startedAt: null,
+      finishedAt: null,
     };
-    const [inserted] = await db.insert(jobs).values(row).onConflictDoNothing().returning();
-    if (!inserted) {
+    // The job row and its job.queued event in one D1 batch (one round trip).
+    const insertJob = c.env.DB.prepare(
+      `INSERT INTO jobs (id, account_id, name, status, algorithm, spec, runner_labels, required_capabilities,
+         total_steps, idempotency_key, created_at, updated_at)
+       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11) ON CONFLICT DO NOTHING`,
+    ).bind(
+      row.id,
+      row.accountId,
+      row.name,
+      row.status,
+      row.algorithm,
+      row.spec,
+      row.runnerLabels,
+      row.requiredCapabilities,
+      row.totalSteps,
+      row.idempotencyKey,
+      now,
+    );
+    const { recorded } = await recordJobEvent(
+      db,
+      c.env,
+      jobRef(row),
+      'job.queued',
+      { spec_name: spec.name },
+      [insertJob],
+    );
+    if (!recorded) {
       // Another request with the same Idempotency-Key won the race.
       const winner = await db
         .select()
@@ -106,8 +151,7 @@ jobsRouter.openapi(
       if (!winner) throw new ApiError(500, 'internal', 'the job could not be stored; retry');
       return replay(winner, specJson);
     }
-    await recordJobEvent(db, c.env, jobRef(inserted), 'job.queued', { spec_name: spec.name });
-    return c.json(toJob(inserted), 201);
+    return c.json(toJob(row), 201);
 
     function replay(existing: typeof jobs.$inferSelect, sentSpec: string) {
       if (existing.spec !== sentSpec) {
