@@ -8,6 +8,7 @@
 // and main() has one marked place where those steps plug in.
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -73,6 +74,23 @@ export async function applyLocalMigrations({
   });
 }
 
+/** Fails early (instead of talking to someone else's server) when a port is taken. */
+function ensurePortFree(port, what) {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', (error) =>
+      reject(
+        new Error(
+          error.code === 'EADDRINUSE'
+            ? `${what} port ${port} on 127.0.0.1 is in use (another \`npm start\`?); stop it or set ${what === 'API' ? 'CGRPO_PORT' : 'CGRPO_INSPECTOR_PORT'}`
+            : `cannot listen on 127.0.0.1:${port}: ${error.message}`,
+        ),
+      ),
+    );
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve()));
+  });
+}
+
 async function waitForHealth(url, child, timeoutMs) {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
@@ -102,6 +120,8 @@ export async function startLocalApi({
   timeoutMs = 90_000,
 } = {}) {
   checkNode();
+  await ensurePortFree(port, 'API');
+  await ensurePortFree(inspectorPort, 'inspector');
   await applyLocalMigrations({ stateDir });
   const args = [
     wranglerBin,
