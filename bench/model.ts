@@ -11,7 +11,13 @@ import { join } from 'node:path';
 import * as op from '../gpu-runner/src/engine/index';
 import { buildModel, Graph, type Tensor } from '../gpu-runner/src/engine/index';
 import { LORA_TARGETS, modulePath, projShape } from '../gpu-runner/src/model/decoder';
-import { CausalLM, type GenerateStats, generate, type LossHook } from '../gpu-runner/src/model/index';
+import {
+  CausalLM,
+  type GenerateStats,
+  generate,
+  generateInGraph,
+  type LossHook,
+} from '../gpu-runner/src/model/index';
 import { writeSafetensors } from '../gpu-runner/src/model/safetensors';
 
 const arg = (name: string, fallback: string) => {
@@ -147,8 +153,15 @@ interface Row {
 }
 const rows: Row[] = [];
 
-async function rollout(name: string, model: CausalLM, batches: number[], newTokens: number): Promise<void> {
+async function rollout(
+  name: string,
+  model: CausalLM,
+  batches: number[],
+  newTokens: number,
+  inGraph = false,
+): Promise<void> {
   const tok = model.tokenizer;
+  const gen = inGraph ? generateInGraph : generate;
   const questions = Array.from(
     { length: 32 },
     (_, i) => `What is ${i + 3} + ${2 * i + 5}? Think step by step.`,
@@ -157,7 +170,7 @@ async function rollout(name: string, model: CausalLM, batches: number[], newToke
     const prompts = questions
       .slice(0, B)
       .map((q) => tok.encode(tok.applyChatTemplate([{ role: 'user', content: q }])));
-    await generate(model, prompts.slice(0, 1), { maxNewTokens: 2, temperature: 0 }); // warm the graphs
+    await gen(model, prompts.slice(0, 1), { maxNewTokens: 2, temperature: 1, topP: 0.95 }); // warm the graphs
     const stats: GenerateStats = { prefillMs: 0, decodeMs: 0, steps: 0, generatedTokens: 0 };
     const t0 = performance.now();
     await generate(
@@ -172,7 +185,7 @@ async function rollout(name: string, model: CausalLM, batches: number[], newToke
     const bound = B / (await bareMatmulSeconds(model, B, 5));
     rows.push({
       model: name,
-      what: 'rollout decode',
+      what: inGraph ? 'rollout, in-graph Loop (incl. prefill)' : 'rollout decode',
       batch: B,
       tokensPerSec: decodeRate,
       boundTokensPerSec: bound,
@@ -222,6 +235,7 @@ for (const fam of ['qwen2', 'qwen3', 'llama']) {
   const dir = join(MODELS, `tiny-${fam}`);
   const model = await CausalLM.load(dir, { threads: THREADS });
   await rollout(`tiny-${fam}`, model, [1, 8, 32], 32);
+  await rollout(`tiny-${fam}`, model, [1, 8, 32], 32, true);
   await model.close();
   await trainStep(`tiny-${fam}`, dir, 'lora', 8, 64, 5);
   await trainStep(`tiny-${fam}`, dir, 'full', 8, 64, 5);
