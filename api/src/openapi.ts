@@ -44,16 +44,3 @@ export const errors = {
 export const conflictError = { 409: errorResponse('Conflict with the current state') } as const;
 
 export const bearerSecurity = [{ bearer: [] as string[] }];
-
-export const IdParam = (name: string, example: string) =>
-  z.object({
-    [name]: z
-      .string()
-      .min(1)
-      .max(100)
-      .meta({ param: { name, in: 'path' }, example }),
-  });
-
-export const JobIdParams = z.object({ id: z.string().min(1).max(100).meta({ example: 'job_…' }) });
-
-export const OkSchema = z.object({ ok: z.literal(true) });

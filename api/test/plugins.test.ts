@@ -52,11 +52,12 @@ describe('plugin registry', () => {
     expect(((await clash.json()) as ErrorBody).error.code).toBe('version_exists');
     expect((await publish(account, 'grader', '1.10.0', `${code}//1.10`)).status).toBe(201);
     expect((await publish(account, 'grader', '1.2.0', `${code}//1.2`)).status).toBe(201);
+    expect((await publish(account, 'grader', '1.10.0-rc.1', `${code}//rc`)).status).toBe(201);
 
     const versions = await expectJson<{ data: Version[] }>(`/v1/plugins/${account.handle}/grader`, 200, {
       key: account.apiKey,
     });
-    expect(versions.data.map((v) => v.version)).toEqual(['1.10.0', '1.2.0', '1.0.0']);
+    expect(versions.data.map((v) => v.version)).toEqual(['1.10.0', '1.10.0-rc.1', '1.2.0', '1.0.0']);
     const list = await expectJson<{ data: Version[] }>('/v1/plugins?kind=verifier', 200, {
       key: account.apiKey,
     });

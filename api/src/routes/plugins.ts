@@ -9,7 +9,7 @@ import {
   PluginVersionSchema,
 } from '@cgrpo/contract';
 import { createRoute } from '@hono/zod-openapi';
-import { and, asc, desc, eq } from 'drizzle-orm';
+import { and, asc, desc, eq, sql } from 'drizzle-orm';
 import type { Context } from 'hono';
 import { z } from 'zod';
 import { userOf } from '../auth';
@@ -262,7 +262,14 @@ pluginsRouter.openapi(
       .select()
       .from(plugins)
       .where(and(eq(plugins.owner, owner), eq(plugins.name, name)))
-      .orderBy(desc(plugins.major), desc(plugins.minor), desc(plugins.patch), desc(plugins.prerelease))
+      // Semver: a release sorts above its prereleases.
+      .orderBy(
+        desc(plugins.major),
+        desc(plugins.minor),
+        desc(plugins.patch),
+        desc(sql`${plugins.prerelease} = ''`),
+        desc(plugins.prerelease),
+      )
       .all();
     if (rows.length === 0) throw notFound(`plugin ${owner}/${name}`);
     return c.json({ data: rows.map(toPluginVersion) }, 200);
