@@ -191,24 +191,27 @@ export class RunnerApi {
     });
   }
 
-  checkpointInit(job: string, request: CheckpointInit) {
+  checkpointInit(job: string, request: CheckpointInit, retry?: RetryPolicy) {
     return this.call('POST', RUNNER_ROUTES.checkpoints(job), CheckpointInitResponseSchema, {
+      retry,
       body: CheckpointInitSchema.parse(request),
     });
   }
 
   /** PUTs one part to the URL the init answer gave (`{part_number}` filled in). */
-  uploadPart(partUrl: string, leaseId: string, partNumber: number, bytes: Uint8Array) {
+  uploadPart(partUrl: string, leaseId: string, partNumber: number, bytes: Uint8Array, retry?: RetryPolicy) {
     const path = partUrl.replace('{part_number}', String(partNumber));
     return this.call('PUT', path, PartUploadResponseSchema, {
       raw: bytes,
       headers: { 'x-lease-id': leaseId },
+      retry,
       timeoutMs: 120_000,
     });
   }
 
-  checkpointComplete(job: string, id: string, request: CheckpointComplete) {
+  checkpointComplete(job: string, id: string, request: CheckpointComplete, retry?: RetryPolicy) {
     return this.call('POST', RUNNER_ROUTES.checkpointComplete(job, id), CheckpointSchema, {
+      retry,
       body: CheckpointCompleteSchema.parse(request),
     });
   }

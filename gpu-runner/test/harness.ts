@@ -177,8 +177,12 @@ export async function startApi(opts: { leaseSeconds?: number } = {}): Promise<Lo
   return api;
 }
 
-/** Registers a runner through the CLI (`cgrpo-runner register`) and returns its token. */
-export function registerRunner(api: LocalApi, name: string, labels: string[] = []): string {
+/** Registers a runner through the CLI (`cgrpo-runner register`). */
+export function registerRunner(
+  api: LocalApi,
+  name: string,
+  labels: string[] = [],
+): { token: string; runnerId: string } {
   const r = spawnSync(
     process.execPath,
     [
@@ -195,7 +199,8 @@ export function registerRunner(api: LocalApi, name: string, labels: string[] = [
     { cwd: ROOT, encoding: 'utf8' },
   );
   if (r.status !== 0) throw new Error(`register failed: ${r.stderr}`);
-  return (JSON.parse(r.stdout.trim()) as { token: string }).token;
+  const out = JSON.parse(r.stdout.trim()) as { token: string; runner_id: string };
+  return { token: out.token, runnerId: out.runner_id };
 }
 
 export interface RunnerProcess {
@@ -205,6 +210,9 @@ export interface RunnerProcess {
   /** Resolves when a log line matches. */
   waitForLog(re: RegExp, timeoutMs?: number): Promise<string>;
 }
+
+/** Every runner started in this process, so a failing test can show their logs. */
+export const runners: RunnerProcess[] = [];
 
 export function startRunner(
   api: LocalApi,
@@ -242,13 +250,15 @@ export function startRunner(
     out += d;
   });
   const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
-  return {
+  const runner: RunnerProcess = {
     proc,
     log: () => out,
     exited,
     waitForLog: (re, timeoutMs = 120_000) =>
       waitFor(`runner log ${re}`, async () => out.split('\n').find((l) => re.test(l)), timeoutMs, 100),
   };
+  runners.push(runner);
+  return runner;
 }
 
 /** A small Critique-GRPO job on the tiny Llama-shaped model and the arithmetic dataset. */

@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Checkpoint } from '@cgrpo/contract';
-import { RUNNER_ROUTES, type RunnerApi } from '../api-client';
+import { DEFAULT_RETRY, RUNNER_ROUTES, type RunnerApi, TERMINAL_RETRY } from '../api-client';
 import type { CompiledModel, Feed } from '../engine';
 import type { CausalLM, ModelTrainer } from '../model/model';
 import { openCheckpointTensors, writeSafetensors } from '../model/safetensors';
@@ -107,7 +107,9 @@ export async function uploadCheckpoint(
   bytes: Uint8Array,
   meta: { step: number; kind: 'adapter' | 'full'; final: boolean; metadata: Record<string, unknown> },
 ): Promise<UploadedCheckpoint> {
-  const init = await api.checkpointInit(jobId, { lease_id: leaseId, ...meta });
+  // the final checkpoint must arrive (ride out an outage); a periodic one may give up sooner
+  const retry = meta.final ? TERMINAL_RETRY : DEFAULT_RETRY;
+  const init = await api.checkpointInit(jobId, { lease_id: leaseId, ...meta }, retry);
   const partSize = Math.max(init.min_part_size, 8 * 1024 * 1024);
   const parts: { part_number: number; etag: string }[] = [];
   for (let i = 0, n = 1; i < bytes.length || n === 1; i += partSize, n++) {
@@ -116,6 +118,7 @@ export async function uploadCheckpoint(
       leaseId,
       n,
       bytes.subarray(i, Math.min(bytes.length, i + partSize)),
+      retry,
     );
     parts.push({ part_number: part.part_number, etag: part.etag });
     if (i + partSize >= bytes.length) break;

@@ -149,6 +149,9 @@ async function run(ctx: JobContext, own: (e: Engine, m: CausalLM) => void): Prom
   });
 
   const checkpoint = async (step: number, final: boolean): Promise<string> => {
+    // a checkpoint becomes the resume point only after the metrics up to its step are stored:
+    // a later attempt starts after it and never reports those steps again
+    await reporter.drain(final ? 10 * 60_000 : 15_000);
     const dir = join(ctx.workDir, 'ckpt-staging');
     const position = batchRows(step + 1, train.length, hp.prompts_per_step, spec.seed, hp.drop_last);
     await saveCheckpointFolder(dir, model, trainer, {
@@ -186,7 +189,16 @@ async function run(ctx: JobContext, own: (e: Engine, m: CausalLM) => void): Prom
 
   let rolloutsSupported = true;
   const stop = async (step: number, reason: StopReason): Promise<JobOutcome> => {
-    const id = step >= firstStep ? await checkpoint(step, false) : lastCheckpoint;
+    let id = lastCheckpoint;
+    if (step >= firstStep) {
+      try {
+        id = await checkpoint(step, false);
+      } catch (e) {
+        if (control.signal.aborted) throw e;
+        // the job still stops; a later attempt resumes from the previous checkpoint instead
+        log.warn('checkpoint at stop failed', { step, error: e instanceof Error ? e.message : String(e) });
+      }
+    }
     return { status: 'stopped', reason, ...(id ? { checkpointId: id } : {}) };
   };
 
@@ -240,8 +252,18 @@ async function run(ctx: JobContext, own: (e: Engine, m: CausalLM) => void): Prom
       ...(values['eval/pass@1'] !== undefined ? { 'eval/pass@1': values['eval/pass@1'] } : {}),
     });
     const last = step === hp.total_steps;
-    if (!last && spec.checkpoint_every > 0 && step % spec.checkpoint_every === 0)
-      lastCheckpoint = await checkpoint(step, false);
+    if (!last && spec.checkpoint_every > 0 && step % spec.checkpoint_every === 0) {
+      // a periodic checkpoint that cannot be stored only moves the resume point back
+      try {
+        lastCheckpoint = await checkpoint(step, false);
+      } catch (e) {
+        if (control.signal.aborted || (e instanceof ApiError && e.code === 'lease_lost')) throw e;
+        log.warn('checkpoint failed; training continues', {
+          step,
+          error: e instanceof Error ? e.message : String(e),
+        });
+      }
+    }
     if (!last) {
       const req = control.stopRequest();
       if (req) return stop(step, req);
