@@ -90,6 +90,19 @@ describe('POST /v1/jobs', () => {
     expect(byPath['shaping.config.expression']).toContain('gama');
   });
 
+  it('refuses a per-job webhook URL the delivery engine would refuse', async () => {
+    const account = await newAccount();
+    const res = await expectJson<ErrorBody>('/v1/jobs', 400, {
+      key: account.apiKey,
+      json: {
+        model: { id: 'm' },
+        datasets: { train: { uri: 'https://example.test/t.jsonl' } },
+        webhook: { url: 'http://10.0.0.1/hook' },
+      },
+    });
+    expect(res.error.fields.map((f) => f.path)).toEqual(['webhook.url']);
+  });
+
   it('honours Idempotency-Key: same key and spec → the same job; other spec → 409', async () => {
     const account = await newAccount();
     const headers = { 'idempotency-key': 'retry-1' };

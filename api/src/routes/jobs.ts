@@ -41,6 +41,7 @@ import {
 import { bearerSecurity, binaryResponse, conflictError, errors, json, jsonBody, router } from '../openapi';
 import { decodeCursor, page } from '../pagination';
 import { checkSpecReferences, requiredCapabilities } from '../spec-checks';
+import { jobWebhookUrlProblem } from '../webhooks/job-events';
 
 // Jobs as users see them: submit, list, read, control (cancel/pause/resume), and follow (events,
 // live stream, metrics, checkpoints, rollouts).
@@ -86,6 +87,11 @@ jobsRouter.openapi(
       if (existing) return replay(existing, specJson);
     }
     const problems = await checkSpecReferences(db, accountId, spec);
+    if (spec.webhook) {
+      // A URL the webhook engine would refuse (SSRF rules) must fail the submission, not go silent.
+      const problem = await jobWebhookUrlProblem(c.env, spec.webhook.url);
+      if (problem) problems.push(problem);
+    }
     if (problems.length > 0)
       throw invalid('the job spec refers to things that do not exist or do not fit', problems);
     const now = Date.now();
