@@ -57,6 +57,20 @@ describe('auth', () => {
   });
 });
 
+describe('bootstrap', () => {
+  it('is open to loopback clients in development only', async () => {
+    const remote = await expectJson<{ error: { code: string } }>('/v1/bootstrap', 403, {
+      json: { handle: 'remote-try' },
+      headers: { 'cf-connecting-ip': '203.0.113.5' },
+    });
+    expect(remote.error.code).toBe('forbidden');
+    await expectJson('/v1/bootstrap', 201, {
+      json: { handle: 'loopback-try' },
+      headers: { 'cf-connecting-ip': '127.0.0.1' },
+    });
+  });
+});
+
 describe('account routes', () => {
   it('shows the account and lists keys without secrets', async () => {
     const account = await newAccount('acme');

@@ -7,9 +7,9 @@ import { iso, newId } from '../ids';
 import { errors, json, jsonBody, router } from '../openapi';
 import { createKey } from './account';
 
-// Creating the first account of a deployment. Under `wrangler dev` (ENVIRONMENT=development) it
-// is open, which is how `npm start` gets the local admin key; anywhere else it needs the
-// BOOTSTRAP_TOKEN secret. Calling it again for an existing handle issues fresh keys.
+// Creating the first account of a deployment. Under `wrangler dev` (ENVIRONMENT=development, a
+// loopback client) it is open, which is how `npm start` gets the local admin key; anywhere else it
+// needs the BOOTSTRAP_TOKEN secret. Calling it again for an existing handle issues fresh keys.
 
 export const bootstrap = router();
 
@@ -25,8 +25,13 @@ bootstrap.openapi(
   async (c) => {
     const token = c.env.BOOTSTRAP_TOKEN;
     const given = c.req.header('authorization')?.replace(/^Bearer\s+/i, '');
+    // Cloudflare's edge sets CF-Connecting-IP to the client's address; locally it is absent or
+    // loopback. So a deployment that kept ENVIRONMENT=development is still not open to the internet.
+    const client = c.req.header('cf-connecting-ip');
+    const local = client === undefined || /^(127\.|::1$|::ffff:127\.)/.test(client);
     const allowed =
-      c.env.ENVIRONMENT === 'development' || (token !== undefined && token.length >= 16 && given === token);
+      (c.env.ENVIRONMENT === 'development' && local) ||
+      (token !== undefined && token.length >= 16 && given === token);
     if (!allowed) {
       throw new ApiError(
         403,
