@@ -1,0 +1,107 @@
+// `npm run bench:runner`: the runner's training loop on the tiny Llama-shaped model on CPU —
+// steps/s, the time split by phase, and the runner's overhead: the share of a step spent outside
+// engine (onnxruntime) calls. Plugin time (the math verifier, the critic) is reported on its own:
+// it is the user's reward code, not the runner's.
+import { readFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { join } from 'node:path';
+import { parseJobSpec } from '@cgrpo/contract';
+import { fromHyperparameters } from '../gpu-runner/src/algo/config';
+import { CompiledModel, createEngine } from '../gpu-runner/src/engine';
+import { parseDataset } from '../gpu-runner/src/job/dataset';
+import { critiqueGrpoLoss } from '../gpu-runner/src/job/loss-graph';
+import { type JobPlugins, resolvePlugins } from '../gpu-runner/src/job/plugins';
+import { PHASES, TrainingLoop } from '../gpu-runner/src/job/train';
+import { CausalLM } from '../gpu-runner/src/model/model';
+
+const root = join(import.meta.dirname, '..');
+const steps = Number(process.env.BENCH_STEPS ?? 12);
+const warmup = 2;
+
+// Every onnxruntime call goes through CompiledModel.run: time them all (bench-only instrumentation).
+let engineMs = 0;
+const run = CompiledModel.prototype.run;
+CompiledModel.prototype.run = async function (this: CompiledModel, ...args: Parameters<typeof run>) {
+  const t0 = performance.now();
+  try {
+    return await run.apply(this, args);
+  } finally {
+    engineMs += performance.now() - t0;
+  }
+};
+
+// Plugin calls are timed by wrapping the resolved functions.
+let pluginMs = 0;
+function timedPlugins(p: JobPlugins): JobPlugins {
+  const wrap = <I, O>(fn: (i: I) => Promise<O>) => async (i: I) => {
+    const t0 = performance.now();
+    try {
+      return await fn(i);
+    } finally {
+      pluginMs += performance.now() - t0;
+    }
+  };
+  return { verify: wrap(p.verify), critique: p.critique ? wrap(p.critique) : null };
+}
+
+interface Config {
+  label: string;
+  hp: Record<string, unknown>;
+}
+
+const configs: Config[] = [
+  { label: 'demo (2 prompts × 3, 4 tokens)', hp: { prompts_per_step: 2, group_size: 3, max_response_tokens: 4 } },
+  { label: 'wider (4 prompts × 8, 16 tokens)', hp: { prompts_per_step: 4, group_size: 8, max_response_tokens: 16 } },
+];
+
+const lines: string[] = [];
+for (const c of configs) {
+  const parsed = parseJobSpec({
+    model: { id: 'tiny-llama', adapter: { type: 'lora', rank: 4, alpha: 8 } },
+    datasets: { train: { uri: 'file:examples/datasets/arith-train.jsonl' } },
+    seed: 1,
+    hyperparameters: {
+      learning_rate: 0.01,
+      total_steps: 1000,
+      system_prompt: '',
+      prompt_template: '{question} =',
+      mini_batches_per_step: 1,
+      max_prompt_tokens: 64,
+      ...c.hp,
+    },
+  });
+  if (!parsed.ok) throw new Error(JSON.stringify(parsed.fields));
+  const spec = parsed.spec;
+  const algo = fromHyperparameters(spec.hyperparameters, spec.algorithm, spec.shaping?.config);
+  const engine = await createEngine({ device: 'cpu' });
+  const lora = { rank: 4, alpha: 8, dropout: 0, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj'] as never, seed: 1 };
+  const model = await CausalLM.load(join(root, 'gpu-runner/models/tiny-llama'), { engine, lora });
+  const trainer = await model.trainer({ mode: 'lora', loss: critiqueGrpoLoss(algo), optimizer: { lr: 0.01, maxGradNorm: 1 } });
+  const train = parseDataset(readFileSync(join(root, 'examples/datasets/arith-train.jsonl'), 'utf8'), spec.datasets.train, 'train');
+  const loop = new TrainingLoop(spec, algo, model, trainer, timedPlugins(resolvePlugins(spec)), train);
+  for (let s = 1; s <= warmup; s++) await loop.step(s);
+  engineMs = 0;
+  pluginMs = 0;
+  const phase: Record<string, number> = {};
+  const t0 = performance.now();
+  for (let s = warmup + 1; s <= warmup + steps; s++) {
+    const r = await loop.step(s);
+    for (const p of PHASES) phase[p] = (phase[p] ?? 0) + (r.values[`time/${p}`] ?? 0) * 1000;
+  }
+  const total = performance.now() - t0;
+  await model.close();
+  await engine.close();
+  // plugin calls of a phase run concurrently: their wall time is the verify and critique phases
+  const pluginWall = phase.verify + phase.critique;
+  const outside = total - engineMs;
+  const runnerOwn = outside - pluginWall;
+  const split = PHASES.map((p) => `${p} ${((100 * phase[p]) / total).toFixed(0)}%`).join(', ');
+  lines.push(
+    `| ${c.label} | ${(steps / (total / 1000)).toFixed(2)} | ${(total / steps).toFixed(0)} ms | ${split} | ${((100 * engineMs) / total).toFixed(1)}% | ${((100 * pluginWall) / total).toFixed(1)}% (${(pluginMs / steps).toFixed(0)} ms of calls/step) | runner overhead: ${((100 * runnerOwn) / total).toFixed(1)}% (${((100 * outside) / total).toFixed(1)}% with plugins) |`,
+  );
+  console.log(lines[lines.length - 1]);
+}
+console.log(`\n${cpus().length} CPUs (${cpus()[0]?.model}), Node ${process.versions.node}, ${steps} steps after ${warmup} warm-up steps`);
+console.log('| config | steps/s | step | phases (share of step) | engine calls | plugin calls | runner overhead |');
+console.log('| --- | --- | --- | --- | --- | --- | --- |');
+for (const l of lines) console.log(l);
