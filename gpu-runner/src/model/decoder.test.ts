@@ -1,6 +1,7 @@
 // The graph decoder against the plain-TypeScript reference (reference.ts), and KV-cache decoding
 // against full recomputation, on the tiny Qwen2, Qwen3 and Llama checkpoints.
-import { readFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEngine, type Engine } from '../engine';
@@ -8,7 +9,7 @@ import { generate } from '../rollout/generate';
 import { argmax } from '../rollout/sampling';
 import { CausalLM } from './model';
 import { referenceLogits } from './reference';
-import { openCheckpointTensors } from './safetensors';
+import { openCheckpointTensors, writeSafetensors } from './safetensors';
 
 const MODELS = join(import.meta.dirname, '..', '..', 'models');
 const FAMILIES = ['qwen2', 'qwen3', 'llama'] as const;
@@ -109,5 +110,41 @@ describe.each(FAMILIES)('tiny-%s', (fam) => {
       expect(Math.abs(s.logp[i - start] - (row[tokens[i]] - lse))).toBeLessThan(1e-4);
       expect(Math.abs(s.entropy[i - start] - ent)).toBeLessThan(1e-4);
     }
+  });
+});
+
+describe('checkpoint layouts real models ship', () => {
+  it('loads a sharded bf16 checkpoint (index.json) and scores like the f32 original', async () => {
+    const src = join(MODELS, 'tiny-qwen3');
+    const dir = mkdtempSync(join(tmpdir(), 'sharded-'));
+    for (const f of ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json']) {
+      copyFileSync(join(src, f), join(dir, f));
+    }
+    const ck = openCheckpointTensors(src);
+    const names = ck.names().sort();
+    const weightMap: Record<string, string> = {};
+    const shards = [names.slice(0, names.length / 2), names.slice(names.length / 2)];
+    shards.forEach((part, i) => {
+      const file = `model-0000${i + 1}-of-00002.safetensors`;
+      const tensors = Object.fromEntries(part.map((n) => [n, { ...ck.read(n), dtype: 'BF16' as const }]));
+      writeSafetensors(join(dir, file), tensors);
+      for (const n of part) weightMap[n] = file;
+    });
+    writeFileSync(
+      join(dir, 'model.safetensors.index.json'),
+      JSON.stringify({ metadata: {}, weight_map: weightMap }),
+    );
+    const f32 = await CausalLM.load(src, { engine });
+    const bf16 = await CausalLM.load(dir, { engine });
+    const tokens = f32.tokenizer.encode('What is 12 + 35? The answer is 47.');
+    const [a] = await f32.score([{ tokens, start: 1 }]);
+    const [b] = await bf16.score([{ tokens, start: 1 }]);
+    await f32.close();
+    await bf16.close();
+    let d = 0;
+    for (let i = 0; i < a.logp.length; i++) d = Math.max(d, Math.abs(a.logp[i] - b.logp[i]));
+    // bf16 keeps 8 mantissa bits: close, and not identical (the conversion really happened)
+    expect(d).toBeGreaterThan(0);
+    expect(d).toBeLessThan(0.2);
   });
 });
