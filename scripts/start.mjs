@@ -274,9 +274,12 @@ export async function main(argv = process.argv.slice(2)) {
   );
 
   if (!apiOnly) {
-    // Later steps of the local demo plug in here: start one runner on the CPU with
-    // `account.registration_key` against `api.url`, submit the demo job with `account.api_key`,
-    // and follow it. Register their own cleanup before `shutdown` runs.
+    // One CPU runner (it stays up and trains any job POSTed to this API) and the demo job,
+    // followed until it ends with its metrics and a chart (scripts/demo.mjs, docs/runner.md).
+    const { runDemo } = await import('./demo.mjs');
+    await runDemo({ url: api.url, apiKey: account.api_key, registrationKey: account.registration_key }).catch(
+      (error) => process.stderr.write(`[demo] ${error.message} (the API keeps running)\n`),
+    );
   }
   await new Promise(() => {});
 }
