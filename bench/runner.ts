@@ -1,7 +1,7 @@
 // `npm run bench:runner`: the runner's training loop on the tiny Llama-shaped model on CPU —
 // steps/s, the time split by phase, and the runner's overhead: the share of a step spent outside
-// engine (onnxruntime) calls. Plugin time (the math verifier, the critic) is reported on its own:
-// it is the user's reward code, not the runner's.
+// engine (onnxruntime) calls, split into the rollout module's sampling JS, plugin time (the
+// verifier and critic: the user's reward code) and the runner's own job loop.
 import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
@@ -10,7 +10,7 @@ import { fromHyperparameters } from '../gpu-runner/src/algo/config';
 import { CompiledModel, createEngine } from '../gpu-runner/src/engine';
 import { parseDataset } from '../gpu-runner/src/job/dataset';
 import { critiqueGrpoLoss } from '../gpu-runner/src/job/loss-graph';
-import { type JobPlugins, resolvePlugins } from '../gpu-runner/src/job/plugins';
+import { resolvePlugins } from '../gpu-runner/src/job/plugins';
 import { PHASES, TrainingLoop } from '../gpu-runner/src/job/train';
 import { CausalLM } from '../gpu-runner/src/model/model';
 
@@ -30,28 +30,20 @@ CompiledModel.prototype.run = async function (this: CompiledModel, ...args: Para
   }
 };
 
-// Plugin calls are timed by wrapping the resolved functions.
-let pluginMs = 0;
-function timedPlugins(p: JobPlugins): JobPlugins {
-  const wrap = <I, O>(fn: (i: I) => Promise<O>) => async (i: I) => {
-    const t0 = performance.now();
-    try {
-      return await fn(i);
-    } finally {
-      pluginMs += performance.now() - t0;
-    }
-  };
-  return { verify: wrap(p.verify), critique: p.critique ? wrap(p.critique) : null };
-}
-
 interface Config {
   label: string;
   hp: Record<string, unknown>;
 }
 
 const configs: Config[] = [
-  { label: 'demo (2 prompts × 3, 4 tokens)', hp: { prompts_per_step: 2, group_size: 3, max_response_tokens: 4 } },
-  { label: 'wider (4 prompts × 8, 16 tokens)', hp: { prompts_per_step: 4, group_size: 8, max_response_tokens: 16 } },
+  {
+    label: 'demo (2 prompts × 3, 4 tokens)',
+    hp: { prompts_per_step: 2, group_size: 3, max_response_tokens: 4 },
+  },
+  {
+    label: 'wider (4 prompts × 8, 16 tokens)',
+    hp: { prompts_per_step: 4, group_size: 8, max_response_tokens: 16 },
+  },
 ];
 
 const lines: string[] = [];
@@ -74,18 +66,33 @@ for (const c of configs) {
   const spec = parsed.spec;
   const algo = fromHyperparameters(spec.hyperparameters, spec.algorithm, spec.shaping?.config);
   const engine = await createEngine({ device: 'cpu' });
-  const lora = { rank: 4, alpha: 8, dropout: 0, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj'] as never, seed: 1 };
+  const lora = {
+    rank: 4,
+    alpha: 8,
+    dropout: 0,
+    targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj'] as never,
+    seed: 1,
+  };
   const model = await CausalLM.load(join(root, 'gpu-runner/models/tiny-llama'), { engine, lora });
-  const trainer = await model.trainer({ mode: 'lora', loss: critiqueGrpoLoss(algo), optimizer: { lr: 0.01, maxGradNorm: 1 } });
-  const train = parseDataset(readFileSync(join(root, 'examples/datasets/arith-train.jsonl'), 'utf8'), spec.datasets.train, 'train');
-  const loop = new TrainingLoop(spec, algo, model, trainer, timedPlugins(resolvePlugins(spec)), train);
+  const trainer = await model.trainer({
+    mode: 'lora',
+    loss: critiqueGrpoLoss(algo),
+    optimizer: { lr: 0.01, maxGradNorm: 1 },
+  });
+  const train = parseDataset(
+    readFileSync(join(root, 'examples/datasets/arith-train.jsonl'), 'utf8'),
+    spec.datasets.train,
+    'train',
+  );
+  const loop = new TrainingLoop(spec, algo, model, trainer, resolvePlugins(spec), train);
   for (let s = 1; s <= warmup; s++) await loop.step(s);
   engineMs = 0;
-  pluginMs = 0;
   const phase: Record<string, number> = {};
+  let modelCallsMs = 0;
   const t0 = performance.now();
   for (let s = warmup + 1; s <= warmup + steps; s++) {
     const r = await loop.step(s);
+    modelCallsMs += r.engineMs;
     for (const p of PHASES) phase[p] = (phase[p] ?? 0) + (r.values[`time/${p}`] ?? 0) * 1000;
   }
   const total = performance.now() - t0;
@@ -93,15 +100,21 @@ for (const c of configs) {
   await engine.close();
   // plugin calls of a phase run concurrently: their wall time is the verify and critique phases
   const pluginWall = phase.verify + phase.critique;
-  const outside = total - engineMs;
-  const runnerOwn = outside - pluginWall;
-  const split = PHASES.map((p) => `${p} ${((100 * phase[p]) / total).toFixed(0)}%`).join(', ');
+  // generate/score/train calls = onnxruntime runs + the rollout module's JS (sampling, cache rows)
+  const rolloutJs = modelCallsMs - engineMs;
+  const runnerOwn = total - modelCallsMs - pluginWall;
+  const pct = (x: number) => `${((100 * x) / total).toFixed(1)}%`;
+  const split = PHASES.map((p) => `${p} ${pct(phase[p])}`).join(', ');
   lines.push(
-    `| ${c.label} | ${(steps / (total / 1000)).toFixed(2)} | ${(total / steps).toFixed(0)} ms | ${split} | ${((100 * engineMs) / total).toFixed(1)}% | ${((100 * pluginWall) / total).toFixed(1)}% (${(pluginMs / steps).toFixed(0)} ms of calls/step) | runner overhead: ${((100 * runnerOwn) / total).toFixed(1)}% (${((100 * outside) / total).toFixed(1)}% with plugins) |`,
+    `| ${c.label} | ${(steps / (total / 1000)).toFixed(2)} | ${(total / steps).toFixed(0)} ms | ${split} | ${pct(engineMs)} | ${pct(rolloutJs)} | ${pct(pluginWall)} | runner overhead: ${pct(runnerOwn)} | ${pct(total - engineMs)} |`,
   );
   console.log(lines[lines.length - 1]);
 }
-console.log(`\n${cpus().length} CPUs (${cpus()[0]?.model}), Node ${process.versions.node}, ${steps} steps after ${warmup} warm-up steps`);
-console.log('| config | steps/s | step | phases (share of step) | engine calls | plugin calls | runner overhead |');
-console.log('| --- | --- | --- | --- | --- | --- | --- |');
+console.log(
+  `\n${cpus().length} CPUs (${cpus()[0]?.model}), Node ${process.versions.node}, ${steps} steps after ${warmup} warm-up steps`,
+);
+console.log(
+  '| config | steps/s | step | phases (share of step) | onnxruntime runs | sampling JS (rollout/) | plugins (verify, critique) | runner (job loop) | all outside onnxruntime |',
+);
+console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
 for (const l of lines) console.log(l);
