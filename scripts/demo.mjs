@@ -60,7 +60,8 @@ async function call(url, token, method, route, body) {
 export async function runnerToken({ url, registrationKey }) {
   if (existsSync(runnerConfigPath)) {
     const saved = JSON.parse(readFileSync(runnerConfigPath, 'utf8'));
-    if (saved.api_url === url && saved.registration_key === registrationKey && saved.token) return saved.token;
+    if (saved.api_url === url && saved.registration_key === registrationKey && saved.token)
+      return saved.token;
   }
   const body = await call(url, registrationKey, 'POST', '/v1/runner/register', {
     name: 'local-cpu',
@@ -78,11 +79,29 @@ export async function runnerToken({ url, registrationKey }) {
 }
 
 /** Starts one runner on the CPU; its log lines are prefixed with [runner]. */
-export async function startRunner({ url, registrationKey, log = (l) => process.stdout.write(`[runner] ${l}\n`) }) {
+export async function startRunner({
+  url,
+  registrationKey,
+  log = (l) => process.stdout.write(`[runner] ${l}\n`),
+}) {
   const token = await runnerToken({ url, registrationKey });
   const child = spawn(
     process.execPath,
-    [runnerBin, '--api', url, '--token', token, '--device', 'cpu', '--labels', 'local', '--work-dir', path.join(stateDir, 'runner'), '--log-level', 'warn'],
+    [
+      runnerBin,
+      '--api',
+      url,
+      '--token',
+      token,
+      '--device',
+      'cpu',
+      '--labels',
+      'local',
+      '--work-dir',
+      path.join(stateDir, 'runner'),
+      '--log-level',
+      'warn',
+    ],
     { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   const forward = (d) => {
@@ -108,7 +127,7 @@ const fmt = (v, digits = 3) => (typeof v === 'number' ? v.toFixed(digits) : '  -
 
 /** Rows of an ASCII chart of series (values in [0, max]) over steps. */
 export function asciiChart(series, { height = 10, width = 60, max } = {}) {
-  const steps = Math.max(...series.map((s) => s.points.length ? s.points[s.points.length - 1][0] : 0), 1);
+  const steps = Math.max(...series.map((s) => (s.points.length ? s.points[s.points.length - 1][0] : 0)), 1);
   const top = max ?? Math.max(1e-9, ...series.flatMap((s) => s.points.map((p) => p[1])));
   const grid = Array.from({ length: height }, () => Array(width).fill(' '));
   for (const s of series) {
@@ -118,7 +137,9 @@ export function asciiChart(series, { height = 10, width = 60, max } = {}) {
       grid[y][x] = s.mark;
     }
   }
-  const rows = grid.map((r, i) => `${(i === 0 ? top.toFixed(2) : i === height - 1 ? '0.00' : '').padStart(6)} |${r.join('')}`);
+  const rows = grid.map(
+    (r, i) => `${(i === 0 ? top.toFixed(2) : i === height - 1 ? '0.00' : '').padStart(6)} |${r.join('')}`,
+  );
   rows.push(`${''.padStart(6)} +${'-'.repeat(width)}`);
   rows.push(`${''.padStart(8)}step 1${`step ${steps}`.padStart(width - 6)}`);
   rows.push(`${''.padStart(8)}${series.map((s) => `${s.mark} ${s.name}`).join('   ')}`);
@@ -137,7 +158,12 @@ export function svgChart(series, { title }) {
   const body = series
     .map((s, i) => {
       const pts = s.points.map(([st, v]) => `${x(st).toFixed(1)},${y(v).toFixed(1)}`).join(' ');
-      const dots = s.points.map(([st, v]) => `<circle cx="${x(st).toFixed(1)}" cy="${y(v).toFixed(1)}" r="2.5" fill="${colors[i]}"/>`).join('');
+      const dots = s.points
+        .map(
+          ([st, v]) =>
+            `<circle cx="${x(st).toFixed(1)}" cy="${y(v).toFixed(1)}" r="2.5" fill="${colors[i]}"/>`,
+        )
+        .join('');
       return `<polyline fill="none" stroke="${colors[i]}" stroke-width="2" points="${pts}"/>${dots}<text x="${pad + 150 * i}" y="${H - 8}" fill="${colors[i]}" font-size="12">${s.name}</text>`;
     })
     .join('\n');
@@ -187,14 +213,18 @@ function smooth(points, k = 5) {
 export async function runDemo({ url, apiKey, registrationKey, out = (l) => process.stdout.write(`${l}\n`) }) {
   const runner = await startRunner({ url, registrationKey });
   const jobId = await submitDemoJob({ url, apiKey });
-  out(`[demo] submitted ${jobId}: Critique-GRPO on tiny-llama (LoRA), single-digit arithmetic, ${DEMO_JOB.hyperparameters.total_steps} steps on the CPU`);
+  out(
+    `[demo] submitted ${jobId}: Critique-GRPO on tiny-llama (LoRA), single-digit arithmetic, ${DEMO_JOB.hyperparameters.total_steps} steps on the CPU`,
+  );
   const { job, points } = await followJob({ url, apiKey, jobId, out });
   if (job.status !== 'succeeded') {
     out(`[demo] the job ended ${job.status}: ${job.error ? `${job.error.code}: ${job.error.message}` : ''}`);
     return runner;
   }
   const reward = points.map((p) => [p.step, pick(p.values, 'reward/mean') ?? 0]);
-  const evalPass = points.filter((p) => pick(p.values, 'eval/pass@1', 'eval/pass_at_1') !== null).map((p) => [p.step, pick(p.values, 'eval/pass@1', 'eval/pass_at_1')]);
+  const evalPass = points
+    .filter((p) => pick(p.values, 'eval/pass@1', 'eval/pass_at_1') !== null)
+    .map((p) => [p.step, pick(p.values, 'eval/pass@1', 'eval/pass_at_1')]);
   const series = [
     { name: 'train reward (mean of last 5 steps)', mark: '*', points: smooth(reward) },
     { name: 'eval pass@1', mark: 'o', points: evalPass },
@@ -209,11 +239,16 @@ export async function runDemo({ url, apiKey, registrationKey, out = (l) => proce
   const checkpoints = await call(url, apiKey, 'GET', `/v1/jobs/${jobId}/checkpoints`);
   const final = checkpoints.data.find((c) => c.final);
   out('');
-  out(`[demo] ${jobId} succeeded: mean train reward ${first.toFixed(3)} over the first 10 steps → ${last.toFixed(3)} over the last 10`);
-  if (evalPass.length) out(`[demo] eval pass@1 by step: ${evalPass.map(([s, v]) => `${s}: ${v.toFixed(3)}`).join(', ')}`);
+  out(
+    `[demo] ${jobId} succeeded: mean train reward ${first.toFixed(3)} over the first 10 steps → ${last.toFixed(3)} over the last 10`,
+  );
+  if (evalPass.length)
+    out(`[demo] eval pass@1 by step: ${evalPass.map(([s, v]) => `${s}: ${v.toFixed(3)}`).join(', ')}`);
   out(`[demo] chart: ${path.relative(process.cwd(), svgPath)}`);
   if (final) {
-    out(`[demo] trained LoRA adapter (a tar of a PEFT folder): curl -H "Authorization: Bearer $KEY" ${url}/v1/jobs/${jobId}/checkpoints/${final.id}/content -o adapter.tar`);
+    out(
+      `[demo] trained LoRA adapter (a tar of a PEFT folder): curl -H "Authorization: Bearer $KEY" ${url}/v1/jobs/${jobId}/checkpoints/${final.id}/content -o adapter.tar`,
+    );
   }
   out('[demo] the runner stays up: POST more jobs to the API (see docs/runner.md); Ctrl-C stops everything');
   return runner;
