@@ -739,14 +739,14 @@ export class SandboxedPlugin {
   async verifyBatch(inputs: readonly VerifierInput[]): Promise<PluginOutcome<VerifierResult>[]> {
     this.expectKind('verifier');
     return this.runAll(inputs, (json) =>
-      this.checkResult<VerifierResult>(json, (v) => VerifierResultSchema.safeParse(v)),
+      this.checkResult<VerifierResult>(json, fastVerifierResult, (v) => VerifierResultSchema.safeParse(v)),
     );
   }
 
   async critiqueBatch(inputs: readonly CriticInput[]): Promise<PluginOutcome<CriticResult>[]> {
     this.expectKind('critic');
     return this.runAll(inputs, (json) =>
-      this.checkResult<CriticResult>(json, (v) => CriticResultSchema.safeParse(v)),
+      this.checkResult<CriticResult>(json, fastCriticResult, (v) => CriticResultSchema.safeParse(v)),
     );
   }
 
@@ -797,8 +797,10 @@ export class SandboxedPlugin {
     }
   }
 
+  /** `fast` accepts the common well-formed result cheaply; zod explains anything else. */
   private checkResult<T>(
     json: string,
+    fast: (value: unknown) => T | null,
     safeParse: (value: unknown) => z.ZodSafeParseResult<T>,
   ): PluginOutcome<T> {
     if (json.length > this.limits.maxResultBytes) {
@@ -816,6 +818,8 @@ export class SandboxedPlugin {
     } catch {
       return { ok: false, error: this.error('invalid_result', 'the result is not JSON') };
     }
+    const quick = json.includes(NONFINITE_MARK) ? null : fast(value);
+    if (quick) return { ok: true, value: quick };
     const nonFinite = findNonFinite(value, '');
     if (nonFinite) {
       return {
@@ -992,6 +996,22 @@ export class SandboxedPlugin {
     }
     return this.error('threw', `call ${call} threw ${shown}`);
   }
+}
+
+const isRecord = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** VerifierResultSchema's rules for the usual case, without zod's per-call cost. */
+function fastVerifierResult(v: unknown): VerifierResult | null {
+  if (!isRecord(v)) return null;
+  const { score, correct, details } = v;
+  if (typeof score !== 'number' || !(score >= 0 && score <= 1) || typeof correct !== 'boolean') return null;
+  if (details !== undefined && !isRecord(details)) return null;
+  return { score, correct, details: details ?? {} };
+}
+
+function fastCriticResult(v: unknown): CriticResult | null {
+  return isRecord(v) && typeof v.critique === 'string' ? { critique: v.critique } : null;
 }
 
 function findNonFinite(value: unknown, path: string): { path: string; value: string } | null {
