@@ -1,0 +1,309 @@
+// The built-in plugins, behind the contract's plugin interfaces: verifiers (exact, regex, choice,
+// math), critics (indicative, ground-truth, llm, self) and the shaping expression. The runner calls
+// them natively; the API lists them (BUILTINS) and validates job configs with validateBuiltinConfig.
+import type {
+  CriticInput,
+  FieldError,
+  PluginKind,
+  ShapingConfig,
+  VerifierInput,
+  VerifierResult,
+} from '@cgrpo/contract';
+import { z } from 'zod';
+import {
+  type ChatMessage,
+  type CriticOutcome,
+  cotCritique,
+  type GenerateOptions,
+  LlmCriticConfigSchema,
+  llmComplete,
+  SelfCriticConfigSchema,
+} from './critics/cot';
+import {
+  GroundTruthConfigSchema,
+  groundTruthCritique,
+  IndicativeConfigSchema,
+  indicativeCritique,
+} from './critics/rule';
+import { BuiltinPluginError, parseConfig } from './errors';
+import { MathVerifierConfigSchema, verifyMath } from './math/index';
+import {
+  checkShaping,
+  DEFAULT_SHAPING_EXPRESSION,
+  DEFAULT_SHAPING_PARAMS,
+  type ShapingAst,
+} from './shaping/expression';
+import { ChoiceConfigSchema, verifyChoice } from './verifiers/choice';
+import { ExactConfigSchema, verifyExact } from './verifiers/exact';
+import { RegexConfigSchema, verifyRegex } from './verifiers/regex';
+
+export { DEFAULT_COT_PROMPT_TEMPLATE, parseConclusion } from './critics/cot';
+export type { BuiltinErrorCode } from './errors';
+export { BuiltinPluginError } from './errors';
+export type { ChatMessage, CriticOutcome, GenerateOptions };
+
+/** The contract's ShapingConfigSchema, restated with this package's zod so JSON Schema export works. */
+export const ShapingExpressionConfigSchema = z.strictObject({
+  expression: z.string().min(1).max(500).default(DEFAULT_SHAPING_EXPRESSION),
+  params: z.record(z.string(), z.number()).default({ ...DEFAULT_SHAPING_PARAMS }),
+});
+
+export interface BuiltinVerifier {
+  readonly name: string;
+  verify(input: VerifierInput): Promise<VerifierResult>;
+}
+
+export interface BuiltinCritic {
+  readonly name: string;
+  /** Rejects with BuiltinPluginError when the critique cannot be produced (the runner records a missing value). */
+  critique(input: CriticInput, options?: { signal?: AbortSignal }): Promise<CriticOutcome>;
+}
+
+/** What the runner (or the CLI) provides to critics. */
+export interface CriticContext {
+  /** The policy's own generation, for builtin:self. Returns the decoded completion. */
+  generate?: (messages: ChatMessage[], options: GenerateOptions) => Promise<string>;
+  /** Where builtin:llm looks up config.token_env (the runner passes its environment). */
+  env?: Readonly<Record<string, string | undefined>>;
+}
+
+export interface BuiltinShaping {
+  readonly name: string;
+  readonly expression: string;
+  readonly params: Record<string, number>;
+  readonly ast: ShapingAst;
+}
+
+export interface BuiltinInfo {
+  name: string;
+  kind: PluginKind;
+  description: string;
+  /** JSON Schema of the config (input form: fields with defaults are optional). */
+  config_schema: Record<string, unknown>;
+  /** A config that works, for docs and the API listing. */
+  example_config: Record<string, unknown>;
+}
+
+interface Entry {
+  kind: PluginKind;
+  description: string;
+  schema: z.ZodType;
+  example: Record<string, unknown>;
+}
+
+const ENTRIES: Record<string, Entry> = {
+  'builtin:math': {
+    kind: 'verifier',
+    description:
+      'Extracts the final answer (last \\boxed{}, answer phrases, fallbacks) and checks mathematical equivalence with the reference (numbers, expressions, intervals, sets, matrices).',
+    schema: MathVerifierConfigSchema,
+    example: {},
+  },
+  'builtin:exact': {
+    kind: 'verifier',
+    description:
+      'The extracted answer equals the reference after normalisation (case, whitespace, $…$, quotes, trailing punctuation).',
+    schema: ExactConfigSchema,
+    example: { extract: 'auto', case_sensitive: false },
+  },
+  'builtin:regex': {
+    kind: 'verifier',
+    description:
+      "A regular expression extracts the answer (group 'answer' or 1) and compares it with the reference, or must match the response; {reference} in the pattern is the escaped reference.",
+    schema: RegexConfigSchema,
+    example: { pattern: 'ANSWER:\\s*(?<answer>\\S+)', mode: 'extract' },
+  },
+  'builtin:choice': {
+    kind: 'verifier',
+    description:
+      'Multiple choice: the letter the response commits to (\\boxed{B}, "answer is (B)", a final "B") equals the reference letter.',
+    schema: ChoiceConfigSchema,
+    example: { letters: 'ABCD' },
+  },
+  'builtin:indicative': {
+    kind: 'critic',
+    description:
+      'States only whether the response is correct ("The generated solution is correct/incorrect.").',
+    schema: IndicativeConfigSchema,
+    example: {},
+  },
+  'builtin:ground-truth': {
+    kind: 'critic',
+    description: 'States correctness and the reference answer ("…is incorrect, the ground truth is 42.").',
+    schema: GroundTruthConfigSchema,
+    example: {},
+  },
+  'builtin:llm': {
+    kind: 'critic',
+    description:
+      'A step-by-step critique written by an LLM through any chat-completions endpoint (Hugging Face Inference Providers, TGI, vLLM, OpenAI-compatible), label-checked against the verifier with a ground-truth fallback.',
+    schema: LlmCriticConfigSchema,
+    example: {
+      endpoint_url: 'http://localhost:8080/v1',
+      model: 'Qwen/Qwen2.5-7B-Instruct',
+      token_env: 'HF_TOKEN',
+    },
+  },
+  'builtin:self': {
+    kind: 'critic',
+    description:
+      'The policy critiques its own response (self-critique), with the same prompt and label check as builtin:llm.',
+    schema: SelfCriticConfigSchema,
+    example: { max_tokens: 1024 },
+  },
+  'builtin:expression': {
+    kind: 'shaping',
+    description:
+      'A declarative expression over the token probability p and named params, compiled into the training graph (default p / (p + gamma)).',
+    schema: ShapingExpressionConfigSchema,
+    example: { expression: 'p / (p + gamma)', params: { gamma: 0.1 } },
+  },
+};
+
+function qualified(name: string): string {
+  return name.startsWith('builtin:') ? name : `builtin:${name}`;
+}
+
+function entryOf(name: string, kind: PluginKind): Entry {
+  const full = qualified(name);
+  const entry = ENTRIES[full];
+  if (!entry || entry.kind !== kind) {
+    const names = Object.entries(ENTRIES)
+      .filter(([, e]) => e.kind === kind)
+      .map(([n]) => n);
+    throw new BuiltinPluginError(
+      'unknown_plugin',
+      full,
+      `no built-in ${kind} of that name; the built-in ${kind}s are ${names.join(', ')}`,
+    );
+  }
+  return entry;
+}
+
+/** Every built-in with its description and config schema (what GET /v1/plugins lists). */
+export const BUILTINS: readonly BuiltinInfo[] = Object.entries(ENTRIES).map(([name, e]) => ({
+  name,
+  kind: e.kind,
+  description: e.description,
+  config_schema: z.toJSONSchema(e.schema, { io: 'input', unrepresentable: 'any' }) as Record<string, unknown>,
+  example_config: e.example,
+}));
+
+export function isBuiltin(name: string): boolean {
+  return Object.hasOwn(ENTRIES, qualified(name));
+}
+
+/**
+ * Field errors of a config for a built-in (paths `config.<field>`), empty when valid. For the
+ * shaping expression this includes the syntax check with the character position.
+ */
+export function validateBuiltinConfig(name: string, kind: PluginKind, config: unknown): FieldError[] {
+  try {
+    if (kind === 'shaping') getBuiltinShaping(name, config);
+    else parseConfig(qualified(name), entryOf(name, kind).schema, config);
+    return [];
+  } catch (error) {
+    if (error instanceof BuiltinPluginError) {
+      return error.fields.length > 0 ? error.fields : [{ path: 'plugin', message: error.message }];
+    }
+    throw error;
+  }
+}
+
+export function getBuiltinVerifier(name: string, config: unknown = {}): BuiltinVerifier {
+  const full = qualified(name);
+  const entry = entryOf(full, 'verifier');
+  switch (full) {
+    case 'builtin:math': {
+      const c = parseConfig(full, entry.schema as typeof MathVerifierConfigSchema, config);
+      return {
+        name: full,
+        verify: async (input) => {
+          const { score, correct, details } = verifyMath(input, c);
+          return { score, correct, details: { ...details } };
+        },
+      };
+    }
+    case 'builtin:exact': {
+      const c = parseConfig(full, ExactConfigSchema, config);
+      return { name: full, verify: async (input) => verifyExact(input, c) };
+    }
+    case 'builtin:regex': {
+      const c = parseConfig(full, RegexConfigSchema, config);
+      return { name: full, verify: async (input) => verifyRegex(input, c) };
+    }
+    default: {
+      const c = parseConfig(full, ChoiceConfigSchema, config);
+      return { name: full, verify: async (input) => verifyChoice(input, c) };
+    }
+  }
+}
+
+export function getBuiltinCritic(name: string, config: unknown = {}, ctx: CriticContext = {}): BuiltinCritic {
+  const full = qualified(name);
+  entryOf(full, 'critic');
+  switch (full) {
+    case 'builtin:indicative': {
+      const c = parseConfig(full, IndicativeConfigSchema, config);
+      return {
+        name: full,
+        critique: async (input) => ({ ...indicativeCritique(input, c), details: { source: 'template' } }),
+      };
+    }
+    case 'builtin:ground-truth': {
+      const c = parseConfig(full, GroundTruthConfigSchema, config);
+      return {
+        name: full,
+        critique: async (input) => ({ ...groundTruthCritique(input, c), details: { source: 'template' } }),
+      };
+    }
+    case 'builtin:llm': {
+      const c = parseConfig(full, LlmCriticConfigSchema, config);
+      let token: string | undefined;
+      if (c.token_env) {
+        token = ctx.env?.[c.token_env];
+        if (!token) {
+          throw new BuiltinPluginError(
+            'invalid_config',
+            full,
+            `environment variable ${c.token_env} (config.token_env) is not set on this runner`,
+            [
+              {
+                path: 'config.token_env',
+                message: `${c.token_env} is not set; export it on the runner or remove token_env`,
+              },
+            ],
+          );
+        }
+      }
+      const complete = llmComplete(c, token, full);
+      return { name: full, critique: (input, options) => cotCritique(input, c, complete, options?.signal) };
+    }
+    default: {
+      const c = parseConfig(full, SelfCriticConfigSchema, config);
+      const generate = ctx.generate;
+      if (!generate) {
+        throw new BuiltinPluginError(
+          'critic_no_generator',
+          full,
+          'self-critique needs the policy model, which only the runner provides; use builtin:llm, builtin:ground-truth or builtin:indicative here',
+        );
+      }
+      return { name: full, critique: (input, options) => cotCritique(input, c, generate, options?.signal) };
+    }
+  }
+}
+
+export function getBuiltinShaping(name: string, config: unknown = {}): BuiltinShaping {
+  const full = qualified(name);
+  entryOf(full, 'shaping');
+  const c: ShapingConfig = parseConfig(full, ShapingExpressionConfigSchema, config);
+  const checked = checkShaping(c.expression, c.params);
+  if (!checked.ok) {
+    const path = `config.${checked.problem.field}`;
+    throw new BuiltinPluginError('invalid_config', full, `${path} ${checked.problem.message}`, [
+      { path, message: checked.problem.message },
+    ]);
+  }
+  return { name: full, expression: c.expression, params: c.params, ast: checked.ast };
+}
