@@ -140,7 +140,7 @@ describe('publish / list / show against the local API', () => {
     await api?.stop();
   });
 
-  it('init → build → test → publish; republish is idempotent; list, show and the runner download load in the sandbox', async () => {
+  it('init → build → test → publish → a job references it; republish is idempotent; list, show and the runner download load in the sandbox', async () => {
     const dir = path.join(work, 'published');
     await cli('init', 'json-answer', '--kind', 'verifier', '--owner', 'acme', '--dir', dir);
     expect((await cli('test', '--dir', dir, '--input', path.join(dir, 'samples.jsonl'))).code).toBe(0);
@@ -174,6 +174,26 @@ describe('publish / list / show against the local API', () => {
       const forbidden = await cli('publish', '--dir', dir);
       expect(forbidden.code).toBe(1);
       expect(forbidden.err).toMatch(/403 forbidden: only the account 'other' publishes other\/\*/);
+
+      // A job can reference the published version (the runner-side run of it comes with the runner).
+      const submit = (plugin: string) =>
+        fetch(`${api.url}/v1/jobs`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+          body: JSON.stringify({
+            algorithm: 'critique-grpo',
+            model: { id: 'Qwen/Qwen3-0.6B' },
+            datasets: { train: { uri: 'https://example.com/train.jsonl' } },
+            verifier: { plugin, config: { ignore_case: false } },
+          }),
+        });
+      const accepted = await submit('acme/json-answer@0.1.0');
+      expect(accepted.status).toBe(201);
+      const job = (await accepted.json()) as { spec: { verifier: { plugin: string } } };
+      expect(job.spec.verifier.plugin).toBe('acme/json-answer@0.1.0');
+      const refused = await submit('acme/json-answer@9.9.9');
+      expect(refused.status).toBe(400);
+      expect(JSON.stringify(await refused.json())).toContain('verifier.plugin');
 
       // What a runner does: download the bundle and run it in the sandbox with the stored manifest.
       const res = await fetch(`${api.url}/v1/plugins/acme/json-answer/0.1.0/bundle`, {
