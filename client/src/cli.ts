@@ -7,6 +7,14 @@ const commands: Record<string, { summary: string; load: () => Promise<Command> }
     summary: 'author, test and publish sandboxed plugins',
     load: () => import('./commands/plugins').then((m) => (args: string[]) => m.plugins(args)),
   },
+  verify: {
+    summary: 'run a built-in verifier over a JSONL file (no training)',
+    load: () => import('./commands/verify').then((m) => (args: string[]) => m.verify(args)),
+  },
+  critique: {
+    summary: 'run a built-in critic over a JSONL file (no training)',
+    load: () => import('./commands/critique').then((m) => (args: string[]) => m.critique(args)),
+  },
 };
 
 function usage(): string {
