@@ -8,6 +8,7 @@ import { fromHyperparameters } from '../algo/config';
 import { ApiError } from '../api-client';
 import { createEngine, type Engine } from '../engine';
 import { CausalLM, type ModelTrainer } from '../model/model';
+import { generate } from '../rollout/generate';
 import {
   fetchCheckpoint,
   packFolder,
@@ -19,8 +20,8 @@ import {
 import { type Example, loadDataset } from './dataset';
 import { critiqueGrpoLoss } from './loss-graph';
 import { resolveModelDir } from './model-store';
-import { resolvePlugins } from './plugins';
-import { batchRows, TrainingLoop } from './train';
+import { type PolicyGenerate, resolvePlugins } from './plugins';
+import { batchRows, streamSeed, TrainingLoop } from './train';
 import { type JobContext, JobError, type JobOutcome, type StopReason } from './types';
 
 /** Knobs this runner cannot honour yet: fail at once with the field, never train with something else. */
@@ -73,7 +74,29 @@ async function run(ctx: JobContext, own: (e: Engine, m: CausalLM) => void): Prom
   unsupported(spec);
   const algo = fromHyperparameters(hp, spec.algorithm, spec.shaping?.config);
   const modelDir = resolveModelDir(spec.model.id, ctx.modelDirs);
-  const plugins = resolvePlugins(spec);
+  // builtin:self critiques with the policy: one generation at a time (they share the KV cache),
+  // in call order, each with its own seeded stream
+  let policy: CausalLM | null = null;
+  let selfCalls = 0;
+  let queue: Promise<unknown> = Promise.resolve();
+  const policyGenerate: PolicyGenerate = (messages, o) => {
+    const call = selfCalls++;
+    const next = queue.then(async () => {
+      if (!policy) throw new Error('the policy model is not loaded yet');
+      const text = policy.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true });
+      const ids = policy.tokenizer.encode(text).slice(-hp.max_prompt_tokens);
+      const [c] = await generate(policy, [ids], {
+        maxNewTokens: o.max_tokens,
+        temperature: o.temperature,
+        topP: o.top_p,
+        seed: streamSeed(spec.seed, 'self-critic', call),
+      });
+      return c.text;
+    });
+    queue = next.catch(() => undefined);
+    return next;
+  };
+  const plugins = resolvePlugins(spec, { generate: policyGenerate });
   const train = await loadDataset(spec.datasets.train, api, 'datasets.train');
   const validation: Example[] | null = spec.datasets.validation
     ? await loadDataset(spec.datasets.validation, api, 'datasets.validation')
@@ -112,6 +135,7 @@ async function run(ctx: JobContext, own: (e: Engine, m: CausalLM) => void): Prom
     ...(resumeDir && adapter.type === 'lora' ? { adapterPath: resumeDir } : lora ? { lora } : {}),
   });
   own(engine, model);
+  policy = model;
   const schedule =
     hp.lr_schedule === 'constant'
       ? { kind: 'constant' as const, lr: hp.learning_rate, warmupSteps: hp.warmup_steps }

@@ -1,7 +1,7 @@
-// The job's verifier and critic as two async functions. Built-ins run natively in the runner;
-// published plugins need the plugin sandbox, and until the runner hosts it a job naming one fails
-// with a clear `plugin_not_supported`. A call that throws gives a missing value with a reason,
-// never NaN: the training loop leaves that sample out of the step.
+// The job's verifier and critic as two async functions over the built-ins of @cgrpo/plugins
+// (run natively in the runner). Published plugins need the plugin sandbox; until the runner hosts
+// it, a job naming one fails with a clear `plugin_not_supported`. A call that throws or times out
+// gives a missing value with a reason, never NaN: the training loop leaves that sample out.
 import type {
   CriticInput,
   CriticResult,
@@ -11,16 +11,11 @@ import type {
   VerifierResult,
 } from '@cgrpo/contract';
 import {
-  GroundTruthConfigSchema,
-  groundTruthCritique,
-  IndicativeConfigSchema,
-  indicativeCritique,
-} from '../../../plugins/builtin/critics/rule';
-import { parseConfig } from '../../../plugins/builtin/errors';
-import { verifyMath } from '../../../plugins/builtin/math/index';
-import { ChoiceConfigSchema, verifyChoice } from '../../../plugins/builtin/verifiers/choice';
-import { ExactConfigSchema, verifyExact } from '../../../plugins/builtin/verifiers/exact';
-import { RegexConfigSchema, verifyRegex } from '../../../plugins/builtin/verifiers/regex';
+  type ChatMessage,
+  type GenerateOptions,
+  getBuiltinCritic,
+  getBuiltinVerifier,
+} from '@cgrpo/plugins/builtin';
 import { JobError } from './types';
 
 export type Outcome<T> = { ok: true; value: T; ms: number } | { ok: false; reason: string; ms: number };
@@ -33,18 +28,25 @@ export interface JobPlugins {
   critique: CritiqueFn | null;
 }
 
+/** What the runner lends critics: the policy's own generation (builtin:self). */
+export type PolicyGenerate = (messages: ChatMessage[], options: GenerateOptions) => Promise<string>;
+
 function guarded<I, O>(
-  fn: (input: I) => O | Promise<O>,
+  fn: (input: I, signal: AbortSignal) => Promise<O>,
   timeoutMs: number,
 ): (input: I) => Promise<Outcome<O>> {
   return async (input) => {
     const t0 = performance.now();
+    const abort = new AbortController();
     let timer: NodeJS.Timeout | undefined;
     try {
       const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms`)), timeoutMs);
+        timer = setTimeout(() => {
+          abort.abort();
+          reject(new Error(`timed out after ${timeoutMs} ms`));
+        }, timeoutMs);
       });
-      const value = await Promise.race([Promise.resolve().then(() => fn(input)), timeout]);
+      const value = await Promise.race([fn(input, abort.signal), timeout]);
       return { ok: true, value, ms: performance.now() - t0 };
     } catch (e) {
       return { ok: false, reason: e instanceof Error ? e.message : String(e), ms: performance.now() - t0 };
@@ -54,75 +56,6 @@ function guarded<I, O>(
   };
 }
 
-function configError(role: string, e: unknown): JobError {
-  return new JobError(
-    'plugin_config_invalid',
-    `${role}.config: ${e instanceof Error ? e.message : String(e)}`,
-  );
-}
-
-function builtinVerifier(use: JobPluginUse): (input: VerifierInput) => VerifierResult {
-  const name = use.plugin.slice('builtin:'.length);
-  try {
-    switch (name) {
-      case 'math': {
-        const config = use.config;
-        return (input) => {
-          const r = verifyMath({ response: input.response, reference: input.reference }, config);
-          return { score: r.score, correct: r.correct, details: { ...r.details } };
-        };
-      }
-      case 'exact': {
-        const c = parseConfig(use.plugin, ExactConfigSchema, use.config);
-        return (input) => verifyExact(input, c);
-      }
-      case 'regex': {
-        const c = parseConfig(use.plugin, RegexConfigSchema, use.config);
-        return (input) => verifyRegex(input, c);
-      }
-      case 'choice': {
-        const c = parseConfig(use.plugin, ChoiceConfigSchema, use.config);
-        return (input) => verifyChoice(input, c);
-      }
-    }
-  } catch (e) {
-    throw configError('verifier', e);
-  }
-  throw new JobError(
-    'plugin_unknown',
-    `verifier.plugin: ${use.plugin} is not a built-in verifier (math, exact, regex, choice)`,
-  );
-}
-
-function builtinCritic(use: JobPluginUse): (input: CriticInput) => CriticResult {
-  const name = use.plugin.slice('builtin:'.length);
-  try {
-    switch (name) {
-      case 'indicative': {
-        const c = parseConfig(use.plugin, IndicativeConfigSchema, use.config);
-        return (input) => indicativeCritique(input, c);
-      }
-      case 'ground-truth': {
-        const c = parseConfig(use.plugin, GroundTruthConfigSchema, use.config);
-        return (input) => groundTruthCritique(input, c);
-      }
-      case 'llm':
-      case 'self':
-        throw new JobError(
-          'plugin_not_supported',
-          `critic.plugin: ${use.plugin} is not yet supported by this runner's training loop; use builtin:ground-truth or builtin:indicative`,
-        );
-    }
-  } catch (e) {
-    if (e instanceof JobError) throw e;
-    throw configError('critic', e);
-  }
-  throw new JobError(
-    'plugin_unknown',
-    `critic.plugin: ${use.plugin} is not a built-in critic (indicative, ground-truth, llm, self)`,
-  );
-}
-
 function notSupported(role: string, use: JobPluginUse): JobError {
   return new JobError(
     'plugin_not_supported',
@@ -130,13 +63,53 @@ function notSupported(role: string, use: JobPluginUse): JobError {
   );
 }
 
-export function resolvePlugins(spec: JobSpec, timeoutMs = 10_000): JobPlugins {
+/** Builds a built-in, turning its config errors into a job error that names the field. */
+function build<T>(role: string, make: () => T): T {
+  try {
+    return make();
+  } catch (e) {
+    const err = e as Error & { code?: string; fields?: { path: string; message: string }[] };
+    const fields = err.fields?.map((f) => `${role}.${f.path}: ${f.message}`).join('; ');
+    throw new JobError(
+      err.code === 'unknown_plugin' ? 'plugin_unknown' : 'plugin_config_invalid',
+      fields || `${role}: ${err.message}`,
+    );
+  }
+}
+
+export function resolvePlugins(
+  spec: JobSpec,
+  options: { generate?: PolicyGenerate; timeoutMs?: number } = {},
+): JobPlugins {
+  const timeoutMs = options.timeoutMs ?? 10_000;
   if (!spec.verifier.plugin.startsWith('builtin:')) throw notSupported('verifier', spec.verifier);
-  const verify = guarded(builtinVerifier(spec.verifier), timeoutMs);
+  const verifier = build('verifier', () => getBuiltinVerifier(spec.verifier.plugin, spec.verifier.config));
+  const verify = guarded((input: VerifierInput) => verifier.verify(input), timeoutMs);
   let critique: CritiqueFn | null = null;
   if (spec.critic) {
-    if (!spec.critic.plugin.startsWith('builtin:')) throw notSupported('critic', spec.critic);
-    critique = guarded(builtinCritic(spec.critic), timeoutMs);
+    const use = spec.critic;
+    if (!use.plugin.startsWith('builtin:')) throw notSupported('critic', use);
+    if (use.plugin === 'builtin:llm' && !use.grants.includes('llm.chat')) {
+      throw new JobError(
+        'plugin_capability_not_granted',
+        "critic.grants: builtin:llm calls an LLM endpoint; add 'llm.chat' to critic.grants",
+      );
+    }
+    const critic = build('critic', () =>
+      getBuiltinCritic(use.plugin, use.config, {
+        env: process.env,
+        ...(options.generate ? { generate: options.generate } : {}),
+      }),
+    );
+    // LLM critics have their own timeout and retries (config.timeout_ms); this bound only stops a hang
+    const critiqueTimeout =
+      use.plugin === 'builtin:llm' || use.plugin === 'builtin:self' ? 15 * 60_000 : timeoutMs;
+    critique = guarded(
+      async (input: CriticInput, signal) => ({
+        critique: (await critic.critique(input, { signal })).critique,
+      }),
+      critiqueTimeout,
+    );
   }
   if (spec.shaping && spec.shaping.plugin !== 'builtin:expression') {
     throw new JobError(

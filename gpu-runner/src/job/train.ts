@@ -29,6 +29,8 @@ interface TrainSequence {
   /** Index of the first response token in `tokens`. */
   start: number;
   advantage: number;
+  /** Index of the sample within its question (initial responses or refinements). */
+  sample: number;
   logpOld?: Float32Array;
 }
 
@@ -95,10 +97,21 @@ function std(xs: readonly number[]): number | null {
   return Math.sqrt(xs.reduce((a, b) => a + (b - m) ** 2, 0) / xs.length);
 }
 
+/** Accumulates the wall time during which at least one tracked promise is pending. */
+export class Busy {
+  ms = 0;
+  private inflight = 0;
+  private since = 0;
+  track<T>(p: Promise<T>): Promise<T> {
+    if (this.inflight++ === 0) this.since = performance.now();
+    return p.finally(() => {
+      if (--this.inflight === 0) this.ms += performance.now() - this.since;
+    });
+  }
+}
+
 export class TrainingLoop {
   private readonly promptCache = new Map<number, { text: string; tokens: number[] }>();
-  /** Engine wall time of the current step (ms). */
-  private engineMs = 0;
 
   constructor(
     private readonly spec: JobSpec,
@@ -113,11 +126,19 @@ export class TrainingLoop {
     return this.spec.hyperparameters;
   }
 
+  /** Wall time with a model call in flight (generate, score, train; they may overlap). */
+  private readonly modelBusy = new Busy();
+  /** Wall time with a verifier or critic call in flight. */
+  private readonly pluginBusy = new Busy();
+  /** Wall time with either in flight; the rest of a step is the runner's own work. */
+  private readonly anyBusy = new Busy();
+
   private timed<T>(p: Promise<T>): Promise<T> {
-    const t0 = performance.now();
-    return p.finally(() => {
-      this.engineMs += performance.now() - t0;
-    });
+    return this.modelBusy.track(this.anyBusy.track(p));
+  }
+
+  private plugin<T>(p: Promise<T>): Promise<T> {
+    return this.pluginBusy.track(this.anyBusy.track(p));
   }
 
   /** Chat-formatted prompt tokens of a training question (left-truncated to max_prompt_tokens). */
@@ -141,12 +162,14 @@ export class TrainingLoop {
   ) {
     const results = await Promise.all(
       items.map((i) =>
-        this.plugins.verify({
-          question: i.question,
-          response: i.response,
-          reference: i.reference,
-          metadata: {},
-        }),
+        this.plugin(
+          this.plugins.verify({
+            question: i.question,
+            response: i.response,
+            reference: i.reference,
+            metadata: {},
+          }),
+        ),
       ),
     );
     for (const r of results) {
@@ -172,7 +195,7 @@ export class TrainingLoop {
     const clock = (phase: Phase, t0: number) => {
       times[phase] += performance.now() - t0;
     };
-    this.engineMs = 0;
+    const busyAtStart = { model: this.modelBusy.ms, plugin: this.pluginBusy.ms, any: this.anyBusy.ms };
     const t0 = performance.now();
     const { rows } = batchRows(step, this.train.length, hp.prompts_per_step, seed, hp.drop_last);
     const n = hp.group_size;
@@ -197,6 +220,18 @@ export class TrainingLoop {
     );
     clock('rollout', t);
     const byQuestion = (q: number) => initial.slice(q * n, (q + 1) * n);
+    // 10. π_old log-probs need only the initial responses: score them now, in the engine's worker,
+    // while this thread verifies, critiques and builds refinement prompts (awaited before training)
+    const scoring = this.timed(
+      this.model.score(
+        initial.map((c) => ({
+          tokens: [...prompts[c.prompt].tokens, ...c.tokens],
+          start: prompts[c.prompt].tokens.length,
+        })),
+        { temperature: hp.temperature },
+      ),
+    );
+    scoring.catch(() => undefined); // awaited below; a failure surfaces there
 
     // 3. verify
     t = performance.now();
@@ -243,12 +278,14 @@ export class TrainingLoop {
           // a response whose verification failed has nothing to critique against
           if (!res.ok)
             return Promise.resolve({ ok: false as const, reason: 'no verification to critique', ms: 0 });
-          return critique({
-            question: ex.question,
-            response: c.text,
-            reference: ex.reference,
-            verification: res.value,
-          });
+          return this.plugin(
+            critique({
+              question: ex.question,
+              response: c.text,
+              reference: ex.reference,
+              verification: res.value,
+            }),
+          );
         }),
       );
       for (const [j, { q, i }] of jobs.entries()) {
@@ -355,18 +392,16 @@ export class TrainingLoop {
           tokens: [...prompt, ...c.tokens],
           start: prompt.length,
           advantage: s.advantage,
+          sample: s.index,
         });
       }
     });
 
-    // 10. π_old log-probs of the initial responses, under the weights before this step's updates
+    // 10. (started after the rollouts) wait for the π_old log-probs
     t = performance.now();
-    const initialSeqs = sequences.filter((s) => s.kind === 'initial');
-    if (initialSeqs.length > 0) {
-      const scored = await this.timed(this.model.score(initialSeqs, { temperature: hp.temperature }));
-      initialSeqs.forEach((s, i) => {
-        s.logpOld = scored[i].logp;
-      });
+    const scored = await scoring;
+    for (const seq of sequences) {
+      if (seq.kind === 'initial') seq.logpOld = scored[seq.question * n + seq.sample].logp;
     }
     clock('score', t);
 
@@ -409,7 +444,9 @@ export class TrainingLoop {
       tokens_per_second: genStats.generatedTokens / stepSeconds,
       step_seconds: stepSeconds,
       ...Object.fromEntries(PHASES.map((p) => [`time/${p}`, times[p] / 1000])),
-      'time/engine': this.engineMs / 1000,
+      'time/engine': (this.modelBusy.ms - busyAtStart.model) / 1000,
+      'time/plugins': (this.pluginBusy.ms - busyAtStart.plugin) / 1000,
+      'time/runner': stepSeconds - (this.anyBusy.ms - busyAtStart.any) / 1000,
     };
     const rollouts = this.rolloutRecords(
       step,
@@ -422,7 +459,7 @@ export class TrainingLoop {
       refinements,
       refinementResults,
     );
-    return { step, values, rollouts, engineMs: this.engineMs };
+    return { step, values, rollouts, engineMs: this.modelBusy.ms - busyAtStart.model };
   }
 
   private async update(sequences: TrainSequence[], questions: number) {
