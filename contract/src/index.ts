@@ -2,6 +2,7 @@ export const CONTRACT_VERSION = '0.1.0';
 export * from './errors';
 export * from './job-spec';
 export * from './jobs';
+export * from './plugin-run';
 export * from './plugins';
 export * from './resources';
 export * from './runner';
