@@ -151,3 +151,17 @@ describe('assembleGroup', () => {
     expect(new Set(picks).size).toBeGreaterThan(1);
   });
 });
+
+describe('trainingSequences', () => {
+  it('attaches the runner samples by kind and index', async () => {
+    const { trainingSequences } = await import('./group');
+    const group = assembleGroup({ initialRewards: [0, 0], refinementRewards: [0, 1] }, cgrpo, createRng(1));
+    const seqs = trainingSequences(group, 'q7', ['y0', 'y1'], ['z0', 'z1']);
+    expect(seqs.map((s) => [s.kind, s.sample, s.question])).toEqual([
+      ['initial', 'y0', 'q7'],
+      ['initial', 'y1', 'q7'],
+      ['refinement', 'z1', 'q7'],
+    ]);
+    expect(() => trainingSequences(group, 'q7', ['y0', 'y1'], [])).toThrow(/missing_sample/);
+  });
+});

@@ -152,3 +152,33 @@ export function assembleGroup(input: GroupInput, config: AlgoConfig, rng: Rng): 
     zeroSignal: sequences.every((s) => s.advantage === 0),
   };
 }
+
+export interface TrainingSequence<T> extends GroupSequence {
+  /** Which question (group) of the step the sequence belongs to. */
+  question: number | string;
+  /** The runner's payload for this sample (token ids, decoded text, …). */
+  sample: T;
+}
+
+/**
+ * The group's sequences with the runner's samples attached by (kind, index): what the mini-batch
+ * split and the loss consume. Refinements carry their own tokens but are trained on the original
+ * prompt (§1.2 step 9).
+ */
+export function trainingSequences<T>(
+  group: AssembledGroup,
+  question: number | string,
+  initial: readonly T[],
+  refinements: readonly T[] = [],
+): TrainingSequence<T>[] {
+  return group.sequences.map((s) => {
+    const pool = s.kind === 'initial' ? initial : refinements;
+    if (s.index >= pool.length) {
+      throw new GroupAssemblyError(
+        'missing_sample',
+        `no ${s.kind} sample at index ${s.index} for question ${question}`,
+      );
+    }
+    return { ...s, question, sample: pool[s.index] };
+  });
+}
