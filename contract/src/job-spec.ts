@@ -90,7 +90,7 @@ export const HyperparametersSchema = z
     entropy_coef: num(0, 1),
     /** β of the k3 KL to the initial weights (§2.4, §3); 0 loads no reference model. */
     kl_coef: num(0, 10),
-    /** Clamp of the k3 log-ratio (verl-r1 uses 10), or null for none. */
+    /** Clamp of the per-token k3 KL estimate to [-c, c] (verl-r1 uses 10), or null for none. */
     kl_clamp: num(0, undefined, { exclusiveMin: true }).nullable(),
     learning_rate: num(0, 1, { exclusiveMin: true }),
     lr_schedule: oneOf(['constant', 'linear', 'cosine']),
