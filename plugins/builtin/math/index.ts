@@ -17,24 +17,24 @@ const StrategySchema = z.enum(STRATEGIES as [Strategy, ...Strategy[]]);
 
 export const MathVerifierConfigSchema = z.strictObject({
   /** Tiers of extraction strategies; within a tier the rightmost match wins. */
-  extractionOrder: z
+  extraction_order: z
     .array(z.union([StrategySchema, z.array(StrategySchema).min(1)]))
     .min(1)
     .default(DEFAULT_EXTRACTION_ORDER),
   /** Decimal places both sides are rounded to when either is a decimal number (Math-Verify: 6). */
-  floatRounding: z.number().int().min(0).max(12).default(6),
+  float_rounding: z.number().int().min(0).max(12).default(6),
   /** CAS used for symbolic equivalence (chosen by measured accuracy, see docs/math-verifier.md). */
   cas: z.enum(['mathjs', 'compute-engine']).default('mathjs'),
   /** When false, x + 1 and y + 1 are equal (variables matched by sorted name). */
-  strictVariables: z.boolean().default(true),
+  strict_variables: z.boolean().default(true),
   /** Also accept an inequality answer for an interval reference (Math-Verify's allow_set_relation_comp). */
-  allowSetRelationComparison: z.boolean().default(false),
+  allow_set_relation_comparison: z.boolean().default(false),
   /** Per-case time bound; past it the case is scored 0 with reason "timeout". */
-  timeoutMs: z.number().int().min(1).max(60_000).default(2_000),
+  timeout_ms: z.number().int().min(1).max(60_000).default(2_000),
   /** Only the last this-many characters of a response are searched (final answers are at the end). */
-  maxResponseChars: z.number().int().min(100).max(1_000_000).default(100_000),
+  max_response_chars: z.number().int().min(100).max(1_000_000).default(100_000),
   /** Expressions larger than this (nodes) are not sent to the CAS. */
-  maxCasNodes: z.number().int().min(10).max(5_000).default(400),
+  max_cas_nodes: z.number().int().min(10).max(5_000).default(400),
 });
 
 export type MathVerifierConfig = z.input<typeof MathVerifierConfigSchema>;
@@ -57,13 +57,13 @@ export interface MathVerifierDetails {
   /** Which extraction strategy produced it. */
   strategy: Strategy | null;
   /** Canonical forms after normalisation and parsing. */
-  normalizedResponse: string | null;
-  normalizedReference: string | null;
+  normalized_response: string | null;
+  normalized_reference: string | null;
   /** The comparison rule that decided (e.g. "exact_number", "symbolic:mathjs", "collection"). */
   rule: string;
   /** Why the case failed, when it did. */
   reason?: string;
-  unitsStripped?: string[];
+  units_stripped?: string[];
 }
 
 const DEFAULT_CONFIG: ResolvedConfig = MathVerifierConfigSchema.parse({});
@@ -100,7 +100,7 @@ const referenceCache = new Map<string, ParsedAnswer | null>();
 const REFERENCE_CACHE_SIZE = 512;
 
 /** References are usually clean ("5", "$\frac12$", "\boxed{(1,2)}"); parse whole, else extract. */
-function parseReference(reference: string, order: ResolvedConfig['extractionOrder']): ParsedAnswer | null {
+function parseReference(reference: string, order: ResolvedConfig['extraction_order']): ParsedAnswer | null {
   const key = `${JSON.stringify(order)}\u0000${reference}`;
   const hit = referenceCache.get(key);
   if (hit !== undefined) return hit;
@@ -138,8 +138,8 @@ export function verifyMath(input: MathVerifierInput, config?: MathVerifierConfig
   const empty: MathVerifierDetails = {
     extracted: null,
     strategy: null,
-    normalizedResponse: null,
-    normalizedReference: null,
+    normalized_response: null,
+    normalized_reference: null,
     rule: 'none',
   };
   let cfg = DEFAULT_CONFIG;
@@ -169,17 +169,17 @@ export function verifyMath(input: MathVerifierInput, config?: MathVerifierConfig
 }
 
 function verifyUnsafe(input: MathVerifierInput, cfg: ResolvedConfig): MathVerifierResult {
-  const deadline = performance.now() + cfg.timeoutMs;
+  const deadline = performance.now() + cfg.timeout_ms;
   const response =
     typeof input.response === 'string'
-      ? input.response.slice(-cfg.maxResponseChars)
+      ? input.response.slice(-cfg.max_response_chars)
       : String(input.response ?? '');
   const reference = typeof input.reference === 'string' ? input.reference : String(input.reference ?? '');
 
-  const gold = parseReference(reference, cfg.extractionOrder);
+  const gold = parseReference(reference, cfg.extraction_order);
   let first: Candidate | null = null;
   let pred: ParsedAnswer | null = null;
-  for (const c of candidates(response, cfg.extractionOrder)) {
+  for (const c of candidates(response, cfg.extraction_order)) {
     if (performance.now() > deadline) throw new DeadlineExceeded();
     first ??= c;
     const p = parseCandidate(c.text, c.percent);
@@ -192,23 +192,23 @@ function verifyUnsafe(input: MathVerifierInput, cfg: ResolvedConfig): MathVerifi
   const details: MathVerifierDetails = {
     extracted: pred?.candidate?.text ?? first?.text ?? null,
     strategy: pred?.candidate?.strategy ?? first?.strategy ?? null,
-    normalizedResponse: pred ? show(pred.node) : null,
-    normalizedReference: gold ? show(gold.node) : null,
+    normalized_response: pred ? show(pred.node) : null,
+    normalized_reference: gold ? show(gold.node) : null,
     rule: 'none',
   };
   const units = [...(gold?.units ?? []), ...(pred?.units ?? [])];
-  if (units.length > 0) details.unitsStripped = units;
+  if (units.length > 0) details.units_stripped = units;
 
   if (first === null) return result(false, { ...details, reason: 'no_answer_found' });
 
   if (gold && pred) {
     const options: CompareOptions = {
-      floatRounding: cfg.floatRounding,
+      floatRounding: cfg.float_rounding,
       cas: getCas(cfg.cas),
-      strictVariables: cfg.strictVariables,
-      allowSetRelationComparison: cfg.allowSetRelationComparison,
+      strictVariables: cfg.strict_variables,
+      allowSetRelationComparison: cfg.allow_set_relation_comparison,
       deadline,
-      maxCasNodes: cfg.maxCasNodes,
+      maxCasNodes: cfg.max_cas_nodes,
     };
     const verdict = compareNodes(gold.node, pred.node, options);
     if (verdict.equal) return result(true, { ...details, rule: verdict.rule });

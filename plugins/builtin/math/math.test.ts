@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { show } from './ast';
 import { candidates } from './extract';
-import { MathVerifierConfigSchema, verifyMath } from './index';
+import { type MathVerifierConfig, MathVerifierConfigSchema, verifyMath } from './index';
 import { normalizeAnswer } from './normalize';
 import { parseAnswer } from './parse';
 
@@ -214,35 +214,61 @@ describe('verifyMath contract', () => {
 
 describe('configuration', () => {
   it('validates config and reports the field', () => {
-    const r = verifyMath({ response: String.raw`\boxed{1}`, reference: '1' }, { floatRounding: -1 });
+    const r = verifyMath({ response: String.raw`\boxed{1}`, reference: '1' }, { float_rounding: -1 });
     expect(r.correct).toBe(false);
-    expect(r.details.reason).toMatch(/^config_invalid: floatRounding/);
+    expect(r.details.reason).toMatch(/^config_invalid: float_rounding/);
     expect(MathVerifierConfigSchema.safeParse({ unknownKey: 1 }).success).toBe(false);
   });
 
-  it('floatRounding controls decimal comparisons', () => {
+  it('float_rounding controls decimal comparisons', () => {
     const input = { response: String.raw`\boxed{3.14}`, reference: String.raw`\pi` };
     expect(verifyMath(input).correct).toBe(false);
-    expect(verifyMath(input, { floatRounding: 2 }).correct).toBe(true);
+    expect(verifyMath(input, { float_rounding: 2 }).correct).toBe(true);
   });
 
-  it('allowSetRelationComparison accepts an inequality for an interval reference', () => {
+  it('allow_set_relation_comparison accepts an inequality for an interval reference', () => {
     const input = { response: String.raw`\boxed{x > 2}`, reference: String.raw`(2, \infty)` };
     expect(verifyMath(input).correct).toBe(false);
-    expect(verifyMath(input, { allowSetRelationComparison: true }).correct).toBe(true);
+    expect(verifyMath(input, { allow_set_relation_comparison: true }).correct).toBe(true);
   });
 
-  it('strictVariables=false matches expressions up to renaming', () => {
+  it('strict_variables=false matches expressions up to renaming', () => {
     const input = { response: String.raw`\boxed{y^2 + 1}`, reference: 'x^2 + 1' };
     expect(verifyMath(input).correct).toBe(false);
-    expect(verifyMath(input, { strictVariables: false }).correct).toBe(true);
+    expect(verifyMath(input, { strict_variables: false }).correct).toBe(true);
   });
 
-  it('extractionOrder can require a boxed answer', () => {
+  it('extraction_order can require a boxed answer', () => {
     const input = { response: 'The answer is 5.', reference: '5' };
     expect(verifyMath(input).correct).toBe(true);
-    const r = verifyMath(input, { extractionOrder: ['boxed'] });
+    const r = verifyMath(input, { extraction_order: ['boxed'] });
     expect(r.correct).toBe(false);
     expect(r.details.reason).toBe('no_answer_found');
+  });
+
+  it('uses snake_case keys like every other built-in and rejects the old camelCase ones', () => {
+    const input = { response: String.raw`\boxed{3.14}`, reference: String.raw`\pi` };
+    const old = verifyMath(input, { floatRounding: 2 } as unknown as MathVerifierConfig);
+    expect(old.correct).toBe(false);
+    expect(old.details.reason).toMatch(/^config_invalid: .*floatRounding/);
+    const r = verifyMath(
+      { response: String.raw`The answer is \boxed{50\ \text{cm}}`, reference: '50' },
+      {
+        extraction_order: [['boxed']],
+        float_rounding: 6,
+        strict_variables: true,
+        allow_set_relation_comparison: false,
+        timeout_ms: 2_000,
+        max_response_chars: 1_000,
+        max_cas_nodes: 400,
+        cas: 'mathjs',
+      },
+    );
+    expect(r.correct).toBe(true);
+    expect(Object.keys(r.details).sort()).toEqual(
+      ['extracted', 'normalized_reference', 'normalized_response', 'rule', 'strategy', 'units_stripped'].sort(),
+    );
+    expect(r.details.normalized_response).toBe('50');
+    expect(r.details.units_stripped).toEqual(['cm']);
   });
 });

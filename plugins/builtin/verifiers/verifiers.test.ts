@@ -100,5 +100,6 @@ describe('builtin:math (wired to verifyMath)', () => {
 
   it('rejects bad config naming the field', () => {
     expect(() => getBuiltinVerifier('builtin:math', { cas: 'maple' })).toThrow(/config\.cas/);
+    expect(() => getBuiltinVerifier('builtin:math', { floatRounding: 4 })).toThrow(/config\.floatRounding/);
   });
 });
