@@ -241,6 +241,38 @@ describe('cgrpo-runner against the local API', () => {
       expect(Array.from(w), name).toEqual(Array.from(reference.adapter.get(name) as Float32Array));
   }, 180_000);
 
+  it('survives SIGKILL before the first checkpoint: the next attempt starts over and stores each step once', async () => {
+    const id = await submit(tinyJob({ name: 'crash-early' }));
+    const first = startRunner(api, registerRunner(api, 'e2e-early-1').token);
+    await first.waitForLog(/"msg":"step".*"step":1[,}]/);
+    first.proc.kill('SIGKILL');
+    await first.exited;
+    await waitStatus(id, ['queued'], 60_000, () => api.cron());
+    const second = startRunner(api, registerRunner(api, 'e2e-early-2').token, { exitAfter: 1 });
+    await waitStatus(id, ['succeeded']);
+    await second.exited;
+    expectEveryStepOnce(await metrics(id), 4);
+    const adapter = await finalAdapter(id);
+    for (const [name, w] of adapter)
+      expect(Array.from(w), name).toEqual(Array.from(reference.adapter.get(name) as Float32Array));
+  }, 180_000);
+
+  it('on SIGTERM checkpoints, hands the job back at once, and another runner finishes it', async () => {
+    const id = await submit(tinyJob({ name: 'sigterm', checkpoint_every: 0 }, { total_steps: 30 }));
+    const first = startRunner(api, registerRunner(api, 'e2e-term-1').token);
+    await first.waitForLog(/"msg":"step".*"step":2[,}]/);
+    first.proc.kill('SIGTERM');
+    expect(await first.exited).toBe(0);
+    expect(first.log()).toMatch(/job handed back for another runner/);
+    const handedBack = await waitStatus(id, ['queued'], 30_000); // no lease expiry needed
+    expect(handedBack.attempt).toBe(1);
+    const second = startRunner(api, registerRunner(api, 'e2e-term-2').token, { exitAfter: 1 });
+    await waitStatus(id, ['succeeded']);
+    await second.exited;
+    expect(second.log()).toMatch(/"msg":"resuming"/);
+    expectEveryStepOnce(await metrics(id), 30);
+  }, 180_000);
+
   it('cancels a running job at the next step', async () => {
     const id = await submit(tinyJob({ name: 'cancel' }, { total_steps: 40 }));
     const runner = startRunner(api, registerRunner(api, 'e2e-cancel').token, { exitAfter: 1 });
