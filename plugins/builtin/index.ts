@@ -9,6 +9,7 @@ import type {
   VerifierInput,
   VerifierResult,
 } from '@cgrpo/contract';
+import { ShapingConfigSchema } from '@cgrpo/contract';
 import { z } from 'zod';
 import {
   type ChatMessage,
@@ -27,12 +28,7 @@ import {
 } from './critics/rule';
 import { BuiltinPluginError, parseConfig } from './errors';
 import { MathVerifierConfigSchema, verifyMath } from './math/index';
-import {
-  checkShaping,
-  DEFAULT_SHAPING_EXPRESSION,
-  DEFAULT_SHAPING_PARAMS,
-  type ShapingAst,
-} from './shaping/expression';
+import { checkShaping, type ShapingAst } from './shaping/expression';
 import { ChoiceConfigSchema, verifyChoice } from './verifiers/choice';
 import { ExactConfigSchema, verifyExact } from './verifiers/exact';
 import { RegexConfigSchema, verifyRegex } from './verifiers/regex';
@@ -41,12 +37,6 @@ export { DEFAULT_COT_PROMPT_TEMPLATE, parseConclusion } from './critics/cot';
 export type { BuiltinErrorCode } from './errors';
 export { BuiltinPluginError } from './errors';
 export type { ChatMessage, CriticOutcome, GenerateOptions };
-
-/** The contract's ShapingConfigSchema, restated with this package's zod so JSON Schema export works. */
-export const ShapingExpressionConfigSchema = z.strictObject({
-  expression: z.string().min(1).max(500).default(DEFAULT_SHAPING_EXPRESSION),
-  params: z.record(z.string(), z.number()).default({ ...DEFAULT_SHAPING_PARAMS }),
-});
 
 export interface BuiltinVerifier {
   readonly name: string;
@@ -97,7 +87,7 @@ const ENTRIES: Record<string, Entry> = {
     description:
       'Extracts the final answer (last \\boxed{}, answer phrases, fallbacks) and checks mathematical equivalence with the reference (numbers, expressions, intervals, sets, matrices).',
     schema: MathVerifierConfigSchema,
-    example: {},
+    example: { float_rounding: 6, cas: 'mathjs' },
   },
   'builtin:exact': {
     kind: 'verifier',
@@ -155,7 +145,7 @@ const ENTRIES: Record<string, Entry> = {
     kind: 'shaping',
     description:
       'A declarative expression over the token probability p and named params, compiled into the training graph (default p / (p + gamma)).',
-    schema: ShapingExpressionConfigSchema,
+    schema: ShapingConfigSchema,
     example: { expression: 'p / (p + gamma)', params: { gamma: 0.1 } },
   },
 };
@@ -297,7 +287,7 @@ export function getBuiltinCritic(name: string, config: unknown = {}, ctx: Critic
 export function getBuiltinShaping(name: string, config: unknown = {}): BuiltinShaping {
   const full = qualified(name);
   entryOf(full, 'shaping');
-  const c: ShapingConfig = parseConfig(full, ShapingExpressionConfigSchema, config);
+  const c: ShapingConfig = parseConfig(full, ShapingConfigSchema, config);
   const checked = checkShaping(c.expression, c.params);
   if (!checked.ok) {
     const path = `config.${checked.problem.field}`;

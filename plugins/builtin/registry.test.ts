@@ -8,6 +8,7 @@ import {
   isBuiltin,
   validateBuiltinConfig,
 } from './index';
+import { DEFAULT_SHAPING_EXPRESSION, DEFAULT_SHAPING_PARAMS } from './shaping/expression';
 
 const wrong = {
   question: 'q',
@@ -36,6 +37,23 @@ describe('builtin registry', () => {
     }
     const llm = BUILTINS.find((b) => b.name === 'builtin:llm');
     expect(Object.keys((llm?.config_schema.properties ?? {}) as object)).toContain('endpoint_url');
+    // every built-in's config keys are snake_case, like job specs
+    for (const b of BUILTINS) {
+      for (const key of Object.keys((b.config_schema.properties ?? {}) as object)) {
+        expect(key, `${b.name} config key ${key}`).toMatch(/^[a-z][a-z0-9]*(_[a-z0-9]+)*$/);
+      }
+    }
+    const math = BUILTINS.find((b) => b.name === 'builtin:math');
+    expect(Object.keys((math?.config_schema.properties ?? {}) as object)).toEqual([
+      'extraction_order',
+      'float_rounding',
+      'cas',
+      'strict_variables',
+      'allow_set_relation_comparison',
+      'timeout_ms',
+      'max_response_chars',
+      'max_cas_nodes',
+    ]);
   });
 
   it('names unknown plugins and wrong kinds', () => {
@@ -83,6 +101,14 @@ describe('builtin registry', () => {
   it('shaping: default and custom expressions', () => {
     const shaping = getBuiltinShaping('builtin:expression', {});
     expect(shaping).toMatchObject({ expression: 'p / (p + gamma)', params: { gamma: 0.1 } });
+    // the contract's schema supplies the defaults; they must match the expression module's
+    expect(shaping.expression).toBe(DEFAULT_SHAPING_EXPRESSION);
+    expect(shaping.params).toEqual(DEFAULT_SHAPING_PARAMS);
+    const schema = BUILTINS.find((b) => b.name === 'builtin:expression')?.config_schema;
+    expect(Object.keys((schema?.properties ?? {}) as object)).toEqual(['expression', 'params']);
+    expect(validateBuiltinConfig('builtin:expression', 'shaping', { expression: 'p', colour: 1 })).toEqual([
+      { path: 'config.colour', message: 'unknown field (check the spelling)' },
+    ]);
     expect(getBuiltinShaping('expression', { expression: 'p ^ a', params: { a: 2 } }).ast.type).toBe(
       'binary',
     );

@@ -266,7 +266,14 @@ describe('configuration', () => {
     );
     expect(r.correct).toBe(true);
     expect(Object.keys(r.details).sort()).toEqual(
-      ['extracted', 'normalized_reference', 'normalized_response', 'rule', 'strategy', 'units_stripped'].sort(),
+      [
+        'extracted',
+        'normalized_reference',
+        'normalized_response',
+        'rule',
+        'strategy',
+        'units_stripped',
+      ].sort(),
     );
     expect(r.details.normalized_response).toBe('50');
     expect(r.details.units_stripped).toEqual(['cm']);
