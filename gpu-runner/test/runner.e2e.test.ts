@@ -317,6 +317,26 @@ describe('cgrpo-runner against the local API', () => {
     expectEveryStepOnce(await metrics(id), 10);
   }, 300_000);
 
+  it('critiques with the policy itself (builtin:self)', async () => {
+    const id = await submit(
+      tinyJob(
+        {
+          name: 'self-critic',
+          critic: { plugin: 'builtin:self', config: { max_tokens: 4 } },
+          evaluation: { every_steps: 0, at_end: false },
+        },
+        { total_steps: 2 },
+      ),
+    );
+    const runner = startRunner(api, registerRunner(api, 'e2e-self').token, { exitAfter: 1 });
+    await waitStatus(id, ['succeeded']);
+    await runner.exited;
+    const points = await metrics(id);
+    expectEveryStepOnce(points, 2);
+    expect(points.some((p) => (p.values['critique/calls'] ?? 0) > 0)).toBe(true);
+    expect(points.every((p) => p.values['critique/failures'] === 0)).toBe(true);
+  }, 120_000);
+
   it('gives each job to the runner whose labels match', async () => {
     const a = await submit(
       tinyJob(

@@ -77,9 +77,17 @@ async function run(ctx: JobContext, own: (e: Engine, m: CausalLM) => void): Prom
   // builtin:self critiques with the policy: one generation at a time (they share the KV cache),
   // in call order, each with its own seeded stream
   let policy: CausalLM | null = null;
+  let loopRef: TrainingLoop | null = null;
+  let selfStep = -1;
   let selfCalls = 0;
   let queue: Promise<unknown> = Promise.resolve();
   const policyGenerate: PolicyGenerate = (messages, o) => {
+    // seeded by (step, call within the step), so a resumed job critiques exactly as before
+    const step = loopRef?.currentStep ?? 0;
+    if (step !== selfStep) {
+      selfStep = step;
+      selfCalls = 0;
+    }
     const call = selfCalls++;
     const next = queue.then(async () => {
       if (!policy) throw new Error('the policy model is not loaded yet');
@@ -89,7 +97,7 @@ async function run(ctx: JobContext, own: (e: Engine, m: CausalLM) => void): Prom
         maxNewTokens: o.max_tokens,
         temperature: o.temperature,
         topP: o.top_p,
-        seed: streamSeed(spec.seed, 'self-critic', call),
+        seed: streamSeed(spec.seed, 'self-critic', step, call),
       });
       return c.text;
     });
@@ -161,6 +169,7 @@ async function run(ctx: JobContext, own: (e: Engine, m: CausalLM) => void): Prom
   if (resumeDir) await restoreOptimizer(resumeDir, model, trainer);
 
   const loop = new TrainingLoop(spec, algo, model, trainer, plugins, train);
+  loopRef = loop;
   const firstStep = (resumed?.step ?? 0) + 1;
   const alreadyStored = lease.last_step ?? 0;
   let lastCheckpoint: string | undefined;

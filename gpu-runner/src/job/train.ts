@@ -180,8 +180,12 @@ export class TrainingLoop {
     return results;
   }
 
+  /** The step being computed (0 before the first). */
+  currentStep = 0;
+
   /** One training step (1-based). */
   async step(step: number): Promise<StepResult> {
+    this.currentStep = step;
     const hp = this.hp;
     const seed = this.spec.seed;
     const times: Record<Phase, number> = {
