@@ -2,7 +2,7 @@
 // (the engine runs in a worker thread, so a long onnxruntime call never delays a heartbeat), run
 // the job, report its outcome. Cancel and pause requests arrive with heartbeat answers and stop
 // the job at its next safe point.
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Lease } from '@cgrpo/contract';
 import { ApiError, RunnerApi, sleep } from './api-client';
@@ -177,6 +177,7 @@ export class Runner {
       modelDirs: this.o.modelDirs,
     };
     let outcome: JobOutcome;
+    let cleanUp = false;
     try {
       outcome = await this.o.executor(ctx);
     } catch (e) {
@@ -189,6 +190,11 @@ export class Runner {
     try {
       if (lost.signal.aborted) return;
       await this.finish(ctx, outcome);
+      // a job that will not come back to this runner needs none of its downloads or checkpoints
+      cleanUp =
+        outcome.status === 'succeeded' ||
+        (outcome.status === 'stopped' && outcome.reason === 'cancel') ||
+        (outcome.status === 'failed' && !outcome.retryable);
     } catch (e) {
       log.error('could not report the job outcome; the lease will expire and the job will be requeued', {
         error: message(e),
@@ -197,6 +203,7 @@ export class Runner {
       clearInterval(heartbeat);
       reporter.stop();
       this.running.delete(handle);
+      if (cleanUp) rmSync(workDir, { recursive: true, force: true });
     }
   }
 
