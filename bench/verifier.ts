@@ -4,7 +4,7 @@
 
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
-import { verifyMath } from '../plugins/builtin/math/index.ts';
+import { verifyMath } from '../plugins/builtin/math/index';
 
 interface Case {
   response: string;
