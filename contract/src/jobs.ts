@@ -107,10 +107,10 @@ export const JobEventListSchema = z
 
 // ---- metrics ----------------------------------------------------------------------------------
 
-/** A metric name: `reward/mean`, `loss`, `eval/accuracy`, `refinement/admitted_correct`. */
+/** A metric name: `reward/mean`, `loss`, `eval/pass@1`, `refinement/success_rate` (the usual GRPO dashboard names). */
 export const MetricNameSchema = str(1, 200).regex(
-  /^[A-Za-z0-9_./:-]+$/,
-  'metric names use letters, digits and _ . / : -',
+  /^[A-Za-z0-9_./:@-]+$/,
+  'metric names use letters, digits and _ . / : @ -',
 );
 
 /** One training step's values. A value that could not be computed is null (never NaN). */

@@ -39,9 +39,8 @@ export function metricValue(v: number | null | undefined): number | null {
 }
 
 /**
- * The name a metric is stored under. The documented names use `@` (`pass@1/train`, `eval/pass@1`);
- * where the contract's metric-name pattern does not accept `@`, it is spelled `_at_`
- * (`pass_at_1/train`), so the point is still stored rather than rejected.
+ * The name a metric is stored under: the name itself when the contract accepts it (every documented
+ * name does); otherwise a spelling the contract accepts, so a point is stored rather than rejected.
  */
 export function metricName(name: string): string {
   if (MetricNameSchema.safeParse(name).success) return name;
