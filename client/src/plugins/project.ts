@@ -2,28 +2,18 @@
 // `dist/` that `cgrpo plugins build` writes (plugin.mjs + manifest.json).
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { fieldErrorsFromZod, PluginCapabilitySchema, PluginKindSchema } from '@cgrpo/contract';
+import { fieldErrorsFromZod, PluginManifestSchema } from '@cgrpo/contract';
 import { z } from 'zod';
 
-export const PluginProjectSchema = z.strictObject({
-  name: z
-    .string()
-    .regex(
-      /^[a-z0-9][a-z0-9-]*\/[a-z0-9][a-z0-9-]*$/,
-      "must be '<owner>/<name>' (your account handle first)",
-    ),
-  version: z.string().regex(/^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?$/, 'must be a semver version like 1.2.0'),
-  kind: PluginKindSchema,
-  description: z.string().max(2000).default(''),
-  entry: z.string().default('src/index.ts'),
-  capabilities: z.array(PluginCapabilitySchema).default([]),
-  limits: z
-    .strictObject({
-      timeout_ms: z.number().int().min(1).max(600_000).default(10_000),
-      memory_mb: z.number().int().min(8).max(4096).default(128),
-    })
-    .default({ timeout_ms: 10_000, memory_mb: 128 }),
-});
+// The author-edited fields are the manifest's own (one definition in the contract), plus the entry file.
+export const PluginProjectSchema = PluginManifestSchema.pick({
+  name: true,
+  version: true,
+  kind: true,
+  description: true,
+  capabilities: true,
+  limits: true,
+}).extend({ entry: z.string().default('src/index.ts') });
 export type PluginProject = z.infer<typeof PluginProjectSchema>;
 
 export class CliError extends Error {
