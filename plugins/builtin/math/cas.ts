@@ -1,10 +1,10 @@
-// Symbolic equivalence through a CAS from npm. Two adapters share one interface so the choice
-// is a config switch and was made by measured accuracy on cases.jsonl (see docs/math-verifier.md).
+// Symbolic equivalence through a CAS from npm: mathjs, chosen by measured accuracy and speed on
+// cases.jsonl (see docs/math-verifier.md). The Compute Engine adapter it was measured against lives
+// in cas-compute-engine.ts, imported only by the math tests and bench/verifier.ts: its 20 MB
+// distribution must stay out of the Worker bundle and the runner's import graph.
 // Only expression-valued nodes (no sets/relations/text) reach these functions, and only after
 // the caller has bounded their size and exponents.
 
-import { ComputeEngine } from '@cortex-js/compute-engine';
-import type { MathJsonExpression } from '@cortex-js/compute-engine/math-json';
 import { all, create, type MathJsInstance } from 'mathjs';
 import type { Node } from './ast';
 
@@ -105,7 +105,7 @@ function close(a: Complexish, b: Complexish): boolean {
 // Fixed points (deterministic verdicts); irrational-ish values avoid accidental coincidences.
 const SAMPLE_POINTS = [0.6173, 1.4231, 2.7315, 0.3127, 1.7763, 3.1791];
 
-const mathjsCas: Cas = {
+export const mathjsCas: Cas = {
   name: 'mathjs',
   equivalent(a, b, variables) {
     mathjs ??= create(all, {});
@@ -148,92 +148,3 @@ const mathjsCas: Cas = {
     }
   },
 };
-
-// ---- Compute Engine: boxed MathJSON, isIdenticallyEqual (sampling + expand/simplify proof) ------
-
-let engine: ComputeEngine | null = null;
-
-type Json = MathJsonExpression;
-
-const CE_FN: Record<string, string> = {
-  sqrt: 'Sqrt',
-  sin: 'Sin',
-  cos: 'Cos',
-  tan: 'Tan',
-  sec: 'Sec',
-  csc: 'Csc',
-  cot: 'Cot',
-  arcsin: 'Arcsin',
-  arccos: 'Arccos',
-  arctan: 'Arctan',
-  sinh: 'Sinh',
-  cosh: 'Cosh',
-  tanh: 'Tanh',
-  ln: 'Ln',
-  log: 'Ln',
-  exp: 'Exp',
-  abs: 'Abs',
-  factorial: 'Factorial',
-  binom: 'Binomial',
-  max: 'Max',
-  min: 'Min',
-  gcd: 'GCD',
-  lcm: 'LCM',
-  det: 'Determinant',
-};
-
-function bigJson(b: bigint): Json {
-  return b <= BigInt(Number.MAX_SAFE_INTEGER) && b >= -BigInt(Number.MAX_SAFE_INTEGER)
-    ? Number(b)
-    : { num: b.toString() };
-}
-
-export function toMathJson(n: Node): Json {
-  switch (n.k) {
-    case 'num':
-      return n.value.d === 1n ? bigJson(n.value.n) : ['Rational', bigJson(n.value.n), bigJson(n.value.d)];
-    case 'sym':
-      return `v_${n.name.replace(/[^a-zA-Z0-9]/g, '_')}`;
-    case 'const':
-      return { pi: 'Pi', e: 'ExponentialE', i: 'ImaginaryUnit', inf: 'PositiveInfinity' }[n.name];
-    case 'add':
-      return ['Add', ...n.terms.map(toMathJson)];
-    case 'mul':
-      return ['Multiply', ...n.factors.map(toMathJson)];
-    case 'neg':
-      return ['Negate', toMathJson(n.arg)];
-    case 'div':
-      return ['Divide', toMathJson(n.num), toMathJson(n.den)];
-    case 'pow':
-      return ['Power', toMathJson(n.base), toMathJson(n.exp)];
-    case 'pct':
-      return ['Divide', toMathJson(n.arg), 100];
-    case 'fn': {
-      if (n.name === 'root') return ['Root', toMathJson(n.args[0]!), toMathJson(n.args[1]!)];
-      if (n.name === 'logb') return ['Log', toMathJson(n.args[0]!), toMathJson(n.args[1]!)];
-      const f = CE_FN[n.name];
-      if (!f) throw new Error(`no Compute Engine function for ${n.name}`);
-      return [f, ...n.args.map(toMathJson)];
-    }
-    default:
-      throw new Error(`not an expression: ${n.k}`);
-  }
-}
-
-const computeEngineCas: Cas = {
-  name: 'compute-engine',
-  equivalent(a, b) {
-    engine ??= new ComputeEngine();
-    const ce = engine;
-    const ba = ce.box(toMathJson(a));
-    const bb = ce.box(toMathJson(b));
-    const same = ba.isIdenticallyEqual(bb);
-    if (same !== undefined) return same;
-    const d = ce.box(['Subtract', toMathJson(a), toMathJson(b)]).simplify();
-    return d.is(0) ? true : undefined;
-  },
-};
-
-export function getCas(name: CasName): Cas {
-  return name === 'mathjs' ? mathjsCas : computeEngineCas;
-}

@@ -1,8 +1,11 @@
 import { readFileSync } from 'node:fs';
+import { build } from 'esbuild';
 import { describe, expect, it } from 'vitest';
 import { show } from './ast';
+import { type Cas, mathjsCas } from './cas';
+import { computeEngineCas } from './cas-compute-engine';
 import { candidates } from './extract';
-import { type MathVerifierConfig, MathVerifierConfigSchema, verifyMath } from './index';
+import { type MathVerifierConfig, MathVerifierConfigSchema, verifyMath, verifyMathWithCas } from './index';
 import { normalizeAnswer } from './normalize';
 import { parseAnswer } from './parse';
 
@@ -21,10 +24,10 @@ const CASES: Case[] = readFileSync(new URL('./cases.jsonl', import.meta.url), 'u
 /** Agreement with our own Math-Verify-derived labels must stay at or above this. */
 const AGREEMENT_THRESHOLD = 0.97;
 
-function agreement(cas: 'mathjs' | 'compute-engine') {
+function agreement(cas: Cas) {
   const disagreements: string[] = [];
   for (const [i, c] of CASES.entries()) {
-    const r = verifyMath({ response: c.response, reference: c.reference }, { cas });
+    const r = verifyMathWithCas(cas, { response: c.response, reference: c.reference });
     expect(r.score === 0 || r.score === 1).toBe(true);
     expect(r.correct).toBe(r.score === 1);
     if (r.correct !== c.expected) {
@@ -41,18 +44,39 @@ describe('builtin:math case set', () => {
   });
 
   it(`agrees with the labels on >= ${AGREEMENT_THRESHOLD * 100}% of cases (default CAS: mathjs)`, () => {
-    const { rate, disagreements } = agreement('mathjs');
+    const { rate, disagreements } = agreement(mathjsCas);
     if (disagreements.length > 0) console.log(`mathjs disagreements:\n${disagreements.join('\n')}`);
     console.log(`builtin:math agreement (mathjs): ${(rate * 100).toFixed(1)}% of ${CASES.length}`);
     expect(rate).toBeGreaterThanOrEqual(AGREEMENT_THRESHOLD);
   });
 
   it(`agrees on >= ${AGREEMENT_THRESHOLD * 100}% with the Compute Engine CAS too`, () => {
-    const { rate, disagreements } = agreement('compute-engine');
+    const { rate, disagreements } = agreement(computeEngineCas);
     if (disagreements.length > 0) console.log(`compute-engine disagreements:\n${disagreements.join('\n')}`);
     console.log(`builtin:math agreement (compute-engine): ${(rate * 100).toFixed(1)}% of ${CASES.length}`);
     expect(rate).toBeGreaterThanOrEqual(AGREEMENT_THRESHOLD);
   });
+
+  it('keeps Compute Engine out of the product: only mathjs is a config option, not in the import graph', async () => {
+    const r = verifyMath({ response: '\\boxed{1}', reference: '1' }, {
+      cas: 'compute-engine',
+    } as unknown as MathVerifierConfig);
+    expect(r.details.reason).toMatch(/^config_invalid: cas: /);
+    // What the Worker and the runner load: @cgrpo/plugins/builtin, bundled as wrangler would.
+    const out = await build({
+      entryPoints: [new URL('../index.ts', import.meta.url).pathname],
+      bundle: true,
+      write: false,
+      metafile: true,
+      format: 'esm',
+      platform: 'neutral',
+      mainFields: ['module', 'main'],
+      logLevel: 'silent',
+    });
+    const inputs = Object.keys(out.metafile.inputs);
+    expect(inputs.some((p) => p.includes('node_modules/mathjs/'))).toBe(true);
+    expect(inputs.filter((p) => /compute-engine/.test(p))).toEqual([]);
+  }, 30_000);
 });
 
 describe('extraction', () => {
