@@ -1,13 +1,12 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { call, expectJson, newAccount, newRunner, type TestAccount } from './helpers';
 
-// POST /v1/plugins/run behind real API-key auth on local D1: the checks made before any plugin runs.
-// The cases that run the built-ins here (math, exact, ground-truth, config field paths) are held back:
-// loading @cgrpo/plugins/builtin inside the vitest workerd pool crashes the other test files running
-// beside it ("WebSocket protocol error 1009: Message is too large"), so CI could not stay green.
+// POST /v1/plugins/run: the real built-in plugins evaluated inside workerd (the math verifier with
+// its CAS included), behind real API-key auth on local D1.
 
+type Verification = { score: number; correct: boolean; details: Record<string, unknown> };
 type RunBody = {
-  results: { critique?: string; error?: { code: string; message: string } }[];
+  results: { verification?: Verification; critique?: string; error?: { code: string; message: string } }[];
 };
 type ErrorBody = { error: { code: string; message: string; fields: { path: string; message: string }[] } };
 
@@ -20,7 +19,82 @@ const run = (json: unknown, status: number) =>
   expectJson<RunBody & ErrorBody>('/v1/plugins/run', status, { key: account.apiKey, json });
 
 describe('POST /v1/plugins/run', () => {
-  it('names the field at fault from the request body root', async () => {
+  it('runs builtin:math on boxed answers and the ground-truth critic on its verdicts, in order', async () => {
+    const body = await run(
+      {
+        verifier: { plugin: 'builtin:math', config: {} },
+        critic: { plugin: 'builtin:ground-truth', config: {} },
+        cases: [
+          { question: 'Expand (x+1)^2.', response: 'So we get \\boxed{x^2+2x+1}.', reference: '(x+1)^2' },
+          { question: '1/2 + 1/4?', response: 'The sum is \\boxed{\\frac{3}{4}}', reference: '0.75' },
+          { question: '2 + 2?', response: 'I think it is \\boxed{5}.', reference: '4' },
+        ],
+      },
+      200,
+    );
+    expect(body.results.map((r) => r.verification?.correct)).toEqual([true, true, false]);
+    expect(body.results.map((r) => r.verification?.score)).toEqual([1, 1, 0]);
+    expect(body.results[2]!.verification!.details.extracted).toBe('5');
+    expect(body.results[0]!.critique).toBe('The generated solution is correct, the ground truth is (x+1)^2.');
+    expect(body.results[2]!.critique).toBe('The generated solution is incorrect, the ground truth is 4.');
+    expect(body.results.every((r) => r.error === undefined)).toBe(true);
+  });
+
+  it('runs builtin:exact with its config, and a critic alone on verdicts the cases give', async () => {
+    const exact = await run(
+      {
+        verifier: { plugin: 'builtin:exact', config: { case_sensitive: true } },
+        cases: [
+          { response: 'Answer: Paris', reference: 'Paris' },
+          { response: 'Answer: paris', reference: 'Paris' },
+        ],
+      },
+      200,
+    );
+    expect(exact.results.map((r) => r.verification?.correct)).toEqual([true, false]);
+    expect(exact.results[0]!.critique).toBeUndefined();
+
+    const critic = await run(
+      {
+        critic: { plugin: 'builtin:indicative', config: { incorrect_text: 'Wrong.' } },
+        cases: [
+          { response: 'x', reference: 'y', verification: { score: 0, correct: false } },
+          { response: 'y', reference: 'y', verification: { score: 1, correct: true } },
+        ],
+      },
+      200,
+    );
+    expect(critic.results).toEqual([
+      { critique: 'Wrong.' },
+      { critique: 'The generated solution is correct.' },
+    ]);
+  });
+
+  it('names the bad config field from the request body root', async () => {
+    const bad = await run(
+      {
+        verifier: { plugin: 'builtin:math', config: { float_rounding: 99, extraction_order: [] } },
+        cases: [{ response: '\\boxed{1}', reference: '1' }],
+      },
+      400,
+    );
+    expect(bad.error.code).toBe('invalid_request');
+    expect(bad.error.fields.map((f) => f.path).sort()).toEqual([
+      'verifier.config.extraction_order',
+      'verifier.config.float_rounding',
+    ]);
+    expect(bad.error.message).toContain('verifier.config.float_rounding');
+
+    const unknown = await run(
+      {
+        critic: { plugin: 'builtin:math', config: {} },
+        cases: [{ response: 'a', reference: 'a', verification: { score: 1, correct: true } }],
+      },
+      400,
+    );
+    expect(unknown.error.fields[0]!.path).toBe('critic.plugin');
+    expect(unknown.error.message).toContain('builtin:ground-truth');
+
     const noVerdict = await run(
       { critic: { plugin: 'builtin:indicative', config: {} }, cases: [{ response: 'a', reference: 'a' }] },
       400,
@@ -70,6 +144,15 @@ describe('POST /v1/plugins/run', () => {
       400,
     );
     expect(tooMany.error.fields[0]).toEqual({ path: 'cases', message: 'at most 100 cases per request' });
+
+    const full = await run(
+      {
+        verifier,
+        cases: Array.from({ length: 100 }, (_, i) => ({ response: `Answer: ${i}`, reference: '7' })),
+      },
+      200,
+    );
+    expect(full.results.filter((r) => r.verification?.correct)).toHaveLength(1);
 
     const tooLong = await run({ verifier, cases: [{ response: 'a'.repeat(20_001), reference: 'a' }] }, 400);
     expect(tooLong.error.fields.map((f) => f.path)).toEqual(['cases.0.response']);
