@@ -117,6 +117,37 @@ describe('parseJobSpec', () => {
     });
     expect(fields.map((f) => f.path).sort()).toEqual(['datasets.train.uri', 'verifier.plugin']);
   });
+
+  it('takes an llm endpoint for a published plugin granted llm.chat, and refuses it anywhere else', () => {
+    const llm = { endpoint_url: 'http://127.0.0.1:8080/v1', model: 'judge', token_env: 'JUDGE_TOKEN' };
+    const ok = parseJobSpec({
+      ...minimal,
+      critic: { plugin: 'acme/rubric@1.0.0', grants: ['llm.chat'], llm },
+    });
+    if (!ok.ok) throw new Error(JSON.stringify(ok.fields));
+    expect(ok.spec.critic?.llm).toEqual({ ...llm, max_tokens: 1024 });
+    expect(JobSpecSchema.safeParse(ok.spec).success).toBe(true);
+
+    const notGranted = fieldsOf({ ...minimal, critic: { plugin: 'acme/rubric@1.0.0', llm } });
+    expect(notGranted).toEqual([
+      { path: 'critic.llm', message: expect.stringContaining('add "grants": ["llm.chat"]') },
+    ]);
+    const builtin = fieldsOf({
+      ...minimal,
+      critic: { plugin: 'builtin:llm', grants: ['llm.chat'], llm },
+    });
+    expect(builtin[0]).toMatchObject({ path: 'critic.llm', message: expect.stringContaining('config.endpoint_url') });
+    const badUrl = fieldsOf({
+      ...minimal,
+      critic: { plugin: 'acme/rubric@1.0.0', grants: ['llm.chat'], llm: { endpoint_url: 'file:///etc' } },
+    });
+    expect(badUrl.map((f) => f.path)).toEqual(['critic.llm.endpoint_url']);
+    const badEnv = fieldsOf({
+      ...minimal,
+      critic: { plugin: 'acme/rubric@1.0.0', grants: ['llm.chat'], llm: { ...llm, token_env: 'hf-token!' } },
+    });
+    expect(badEnv.map((f) => f.path)).toEqual(['critic.llm.token_env']);
+  });
 });
 
 describe('runner protocol', () => {

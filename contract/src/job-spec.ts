@@ -357,10 +357,53 @@ export const JobWebhookSchema = z
   .meta({ id: 'JobWebhook' });
 export type JobWebhook = z.infer<typeof JobWebhookSchema>;
 
+/**
+ * The chat endpoint a published plugin's `ctx.llm.chat` talks to, served by the runner: the plugin
+ * sees neither the URL nor the token. Any OpenAI-compatible server (TGI, vLLM, llama.cpp, or
+ * Hugging Face Inference Providers at https://router.huggingface.co/v1).
+ */
+export const JobLlmEndpointSchema = z
+  .strictObject({
+    endpoint_url: z.url({
+      protocol: /^https?$/,
+      error: 'must be the http(s) base URL of an OpenAI-compatible chat server',
+    }),
+    /** The served model name (vLLM, the router); TGI ignores it. */
+    model: str(1, 500).optional(),
+    /** Name of the environment variable on the runner holding the access token (never the token). */
+    token_env: z
+      .string()
+      .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name such as HF_TOKEN')
+      .optional(),
+    /** Upper bound on max_tokens, whatever the plugin asks for. */
+    max_tokens: int(1, 8192).default(1024),
+  })
+  .meta({ id: 'JobLlmEndpoint' });
+export type JobLlmEndpoint = z.infer<typeof JobLlmEndpointSchema>;
+
 /** A plugin use in a job: the reference, its config, and the capabilities this job grants it. */
 export const JobPluginUseSchema = PluginUseSchema.extend({
   grants: z.array(PluginCapabilitySchema).default([]),
-}).meta({ id: 'JobPluginUse' });
+  /** For a published plugin granted `llm.chat`: where its ctx.llm.chat goes. */
+  llm: JobLlmEndpointSchema.optional(),
+})
+  .superRefine((use, ctx) => {
+    if (!use.llm) return;
+    if (use.plugin.startsWith('builtin:')) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['llm'],
+        message: 'built-in plugins take their endpoint in config (builtin:llm: config.endpoint_url); remove llm',
+      });
+    } else if (!use.grants.includes('llm.chat')) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['llm'],
+        message: `only used when the plugin is granted llm.chat; add "grants": ["llm.chat"] or remove llm`,
+      });
+    }
+  })
+  .meta({ id: 'JobPluginUse' });
 export type JobPluginUse = z.infer<typeof JobPluginUseSchema>;
 
 export const DEFAULT_VERIFIER: JobPluginUse = { plugin: 'builtin:math', config: {}, grants: [] };
