@@ -136,7 +136,10 @@ describe('parseJobSpec', () => {
       ...minimal,
       critic: { plugin: 'builtin:llm', grants: ['llm.chat'], llm },
     });
-    expect(builtin[0]).toMatchObject({ path: 'critic.llm', message: expect.stringContaining('config.endpoint_url') });
+    expect(builtin[0]).toMatchObject({
+      path: 'critic.llm',
+      message: expect.stringContaining('config.endpoint_url'),
+    });
     const badUrl = fieldsOf({
       ...minimal,
       critic: { plugin: 'acme/rubric@1.0.0', grants: ['llm.chat'], llm: { endpoint_url: 'file:///etc' } },

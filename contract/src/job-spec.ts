@@ -393,7 +393,8 @@ export const JobPluginUseSchema = PluginUseSchema.extend({
       ctx.addIssue({
         code: 'custom',
         path: ['llm'],
-        message: 'built-in plugins take their endpoint in config (builtin:llm: config.endpoint_url); remove llm',
+        message:
+          'built-in plugins take their endpoint in config (builtin:llm: config.endpoint_url); remove llm',
       });
     } else if (!use.grants.includes('llm.chat')) {
       ctx.addIssue({
