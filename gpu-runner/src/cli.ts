@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { RUNNER_TOKEN_PREFIX } from '@cgrpo/contract';
 import { RunnerApi } from './api-client';
+import type { PluginHostOptions } from './job/plugins';
 import { type LogFormat, Logger } from './log';
 import { Runner } from './runner';
 
@@ -28,7 +29,15 @@ options:
   --exit-after N        exit after N jobs (default: run until stopped)
   --lease-wait S        long-poll seconds per lease request (default 20)
   --log-format F        pretty | json (default pretty)
-  --log-level L         debug | info | warn | error (default info)`;
+  --log-level L         debug | info | warn | error (default info)
+
+published plugins (run in the plugin sandbox):
+  --llm-endpoint URL    chat server for ctx.llm.chat when a job names none (or env
+                        CGRPO_LLM_ENDPOINT; token from env CGRPO_LLM_TOKEN)
+  --llm-model NAME      model name sent to that server (or env CGRPO_LLM_MODEL)
+  --no-llm              take no job that grants llm.chat to a plugin
+  --plugin-timeout-ms N upper bound on a plugin's per-call time limit (default 60000)
+  --plugin-memory-mb N  upper bound on a plugin's memory limit (default 512)`;
 
 function splitList(v: string | undefined): string[] {
   return (v ?? '')
@@ -120,6 +129,11 @@ async function run(argv: string[]): Promise<number> {
       'lease-wait': { type: 'string' },
       'log-format': { type: 'string' },
       'log-level': { type: 'string' },
+      'llm-endpoint': { type: 'string' },
+      'llm-model': { type: 'string' },
+      'no-llm': { type: 'boolean' },
+      'plugin-timeout-ms': { type: 'string' },
+      'plugin-memory-mb': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -140,12 +154,35 @@ async function run(argv: string[]): Promise<number> {
     throw new UsageError(`--device: must be auto, cpu or cuda, got ${device}`);
   }
   const log = logger(values['log-format'], values['log-level']);
+  const llmEndpoint = values['llm-endpoint'] ?? process.env.CGRPO_LLM_ENDPOINT;
+  if (llmEndpoint !== undefined && !/^https?:\/\/[^\s]+$/.test(llmEndpoint)) {
+    throw new UsageError(`--llm-endpoint: must be an http(s) URL, got ${llmEndpoint}`);
+  }
+  const llmModel = values['llm-model'] ?? process.env.CGRPO_LLM_MODEL;
+  const llmToken = process.env.CGRPO_LLM_TOKEN;
+  const host: PluginHostOptions = {
+    llm: llmEndpoint
+      ? {
+          endpointUrl: llmEndpoint,
+          ...(llmModel ? { model: llmModel } : {}),
+          ...(llmToken ? { accessToken: llmToken } : {}),
+        }
+      : null,
+    sandbox: {
+      maxTimeoutMs: positiveInt('plugin-timeout-ms', values['plugin-timeout-ms'], 60_000),
+      maxMemoryMb: positiveInt('plugin-memory-mb', values['plugin-memory-mb'], 512),
+    },
+  };
   const { executeJob } = await import('./job/executor');
   const runner = new Runner({
     api: values.api,
     token,
     labels: splitList(values.labels),
-    capabilities: device === 'cuda' ? ['cpu', 'cuda'] : ['cpu'],
+    // llm.chat: this runner lets plugins a job grants it call the job's chat endpoint
+    capabilities: [
+      ...(device === 'cuda' ? ['cpu', 'cuda'] : ['cpu']),
+      ...(values['no-llm'] ? [] : ['llm.chat']),
+    ],
     device,
     workDir: resolve(values['work-dir'] ?? '.cgrpo-runner'),
     maxJobs: positiveInt('max-jobs', values['max-jobs'], 1),
@@ -154,7 +191,7 @@ async function run(argv: string[]): Promise<number> {
       values['exit-after'] === undefined ? undefined : positiveInt('exit-after', values['exit-after'], 1),
     leaseWaitSeconds: values['lease-wait'] === undefined ? 20 : Number(values['lease-wait']),
     log,
-    executor: executeJob,
+    executor: (ctx) => executeJob(ctx, host),
   });
   let signals = 0;
   const onSignal = (sig: string) => {

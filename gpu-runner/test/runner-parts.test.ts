@@ -7,16 +7,13 @@ import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseJobSpec } from '@cgrpo/contract';
 import { evaluateShaping, parseShapingExpression } from '@cgrpo/plugins/shaping';
 import { afterEach, describe, expect, it } from 'vitest';
 import { backoffDelay, DEFAULT_RETRY, RunnerApi } from '../src/api-client';
 import { buildModel, createEngine, Graph } from '../src/engine';
 import { compileShaping } from '../src/job/loss-graph';
-import { resolvePlugins } from '../src/job/plugins';
 import { createTar, readTar } from '../src/job/tar';
 import { batchRows } from '../src/job/train';
-import { JobError } from '../src/job/types';
 import { Logger } from '../src/log';
 import { metricName, metricValue, Reporter } from '../src/reporter';
 import { freePort, ROOT, RUNNER_BIN } from './harness';
@@ -168,55 +165,5 @@ describe('cgrpo-runner CLI', () => {
     const register = cli('register', '--api', 'http://127.0.0.1:1');
     expect(register.status).toBe(2);
     expect(register.stderr).toMatch(/--registration-key is required/);
-  });
-});
-
-describe('job plugins', () => {
-  const spec = (extra: Record<string, unknown>) => {
-    const r = parseJobSpec({
-      model: { id: 'tiny-llama' },
-      datasets: { train: { uri: 'file:x.jsonl' } },
-      ...extra,
-    });
-    if (!r.ok) throw new Error(JSON.stringify(r.fields));
-    return r.spec;
-  };
-
-  it('runs the built-in verifier and critic natively', async () => {
-    const plugins = resolvePlugins(spec({ critic: { plugin: 'builtin:ground-truth' } }));
-    const ok = await plugins.verify({
-      question: '3 + 4',
-      response: 'so \\boxed{7}',
-      reference: '7',
-      metadata: {},
-    });
-    expect(ok.ok && ok.value.correct).toBe(true);
-    const c = await plugins.critique?.({
-      question: '3 + 4',
-      response: '8',
-      reference: '7',
-      verification: { score: 0, correct: false, details: {} },
-    });
-    expect(c?.ok && c.value.critique).toBe('The generated solution is incorrect, the ground truth is 7.');
-  });
-
-  it('fails the job up front, naming the field, for bad configs, missing grants and published plugins', () => {
-    const code = (extra: Record<string, unknown>) => {
-      try {
-        resolvePlugins(spec(extra));
-        return null;
-      } catch (e) {
-        return e instanceof JobError ? `${e.code}: ${e.message}` : String(e);
-      }
-    };
-    expect(code({ verifier: { plugin: 'builtin:regex', config: { pattern: '(' } } })).toMatch(
-      /^plugin_config_invalid: verifier\.config\.pattern/,
-    );
-    expect(
-      code({ critic: { plugin: 'builtin:llm', config: { model: 'x', base_url: 'http://127.0.0.1:1/v1' } } }),
-    ).toMatch(/^plugin_capability_not_granted: critic\.grants/);
-    expect(code({ verifier: { plugin: 'acme/grader@1.0.0' } })).toMatch(
-      /^plugin_not_supported: verifier\.plugin/,
-    );
   });
 });

@@ -20,7 +20,7 @@ import {
 import { type Example, loadDataset } from './dataset';
 import { critiqueGrpoLoss } from './loss-graph';
 import { resolveModelDir } from './model-store';
-import { type PolicyGenerate, resolvePlugins } from './plugins';
+import { type JobPlugins, type PluginHostOptions, type PolicyGenerate, resolvePlugins } from './plugins';
 import { batchRows, streamSeed, TrainingLoop } from './train';
 import { type JobContext, JobError, type JobOutcome, type StopReason } from './types';
 
@@ -41,13 +41,23 @@ function unsupported(spec: JobSpec): void {
   }
 }
 
-export async function executeJob(ctx: JobContext): Promise<JobOutcome> {
+/**
+ * Runs one leased job. `host` carries the runner-wide plugin settings (cgrpo-runner's --llm-* and
+ * sandbox flags).
+ */
+export async function executeJob(ctx: JobContext, host: PluginHostOptions = {}): Promise<JobOutcome> {
   let engine: Engine | null = null;
   let model: CausalLM | null = null;
+  let plugins: JobPlugins | null = null;
   try {
-    const result = await run(ctx, (e, m) => {
-      engine = e;
-      model = m;
+    const result = await run(ctx, host, {
+      engine: (e, m) => {
+        engine = e;
+        model = m;
+      },
+      plugins: (p) => {
+        plugins = p;
+      },
     });
     return result;
   } catch (e) {
@@ -62,17 +72,22 @@ export async function executeJob(ctx: JobContext): Promise<JobOutcome> {
     ctx.log.error('job error', { error: err.message, stack: err.stack });
     return { status: 'failed', code, message: err.message ?? String(e), retryable: false };
   } finally {
+    (plugins as JobPlugins | null)?.dispose();
     await (model as CausalLM | null)?.close().catch(() => {});
     await (engine as Engine | null)?.close().catch(() => {});
   }
 }
 
-async function run(ctx: JobContext, own: (e: Engine, m: CausalLM) => void): Promise<JobOutcome> {
+interface Owned {
+  engine(e: Engine, m: CausalLM): void;
+  plugins(p: JobPlugins): void;
+}
+
+async function run(ctx: JobContext, host: PluginHostOptions, own: Owned): Promise<JobOutcome> {
   const { lease, api, reporter, control, log } = ctx;
   const spec = lease.spec;
   const hp = spec.hyperparameters;
   unsupported(spec);
-  const algo = fromHyperparameters(hp, spec.algorithm, spec.shaping?.config);
   const modelDir = resolveModelDir(spec.model.id, ctx.modelDirs);
   // builtin:self critiques with the policy: one generation at a time (they share the KV cache),
   // in call order, each with its own seeded stream
@@ -104,7 +119,18 @@ async function run(ctx: JobContext, own: (e: Engine, m: CausalLM) => void): Prom
     queue = next.catch(() => undefined);
     return next;
   };
-  const plugins = resolvePlugins(spec, { generate: policyGenerate });
+  const plugins = await resolvePlugins(spec, {
+    ...host,
+    resolved: lease.plugins,
+    download: (path) => api.download(path),
+    generate: policyGenerate,
+    log,
+  });
+  own.plugins(plugins);
+  if (plugins.sandboxed.length)
+    reporter.event('job.progress', { phase: 'plugins', sandboxed: plugins.sandboxed });
+  // a published shaping plugin's expression replaces the spec's (it is compiled into the loss graph)
+  const algo = fromHyperparameters(hp, spec.algorithm, plugins.shaping ?? spec.shaping?.config);
   const train = await loadDataset(spec.datasets.train, api, 'datasets.train');
   const validation: Example[] | null = spec.datasets.validation
     ? await loadDataset(spec.datasets.validation, api, 'datasets.validation')
@@ -142,7 +168,7 @@ async function run(ctx: JobContext, own: (e: Engine, m: CausalLM) => void): Prom
     engine,
     ...(resumeDir && adapter.type === 'lora' ? { adapterPath: resumeDir } : lora ? { lora } : {}),
   });
-  own(engine, model);
+  own.engine(engine, model);
   policy = model;
   const schedule =
     hp.lr_schedule === 'constant'

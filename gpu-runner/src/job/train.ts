@@ -18,6 +18,17 @@ import { LOSS_INPUTS } from './loss-graph';
 import type { JobPlugins, Outcome } from './plugins';
 import { JobError } from './types';
 
+/** Calls, failures and latencies of one plugin in one step; `first` is the first failure's reason. */
+interface PluginCounters {
+  failures: number;
+  calls: number;
+  ms: number[];
+  first?: { reason: string; code?: string };
+}
+
+/** A critique skipped because the response it would critique failed verification. */
+const NO_VERIFICATION = 'no verification to critique';
+
 export type Phase = 'rollout' | 'verify' | 'critique' | 'refine' | 'score' | 'train';
 export const PHASES: readonly Phase[] = ['rollout', 'verify', 'critique', 'refine', 'score', 'train'];
 
@@ -158,7 +169,7 @@ export class TrainingLoop {
 
   private async verifyAll(
     items: { question: string; response: string; reference: string }[],
-    counters: { failures: number; calls: number; ms: number[] },
+    counters: PluginCounters,
   ) {
     const results = await Promise.all(
       items.map((i) =>
@@ -175,7 +186,10 @@ export class TrainingLoop {
     for (const r of results) {
       counters.calls++;
       counters.ms.push(r.ms);
-      if (!r.ok) counters.failures++;
+      if (!r.ok) {
+        counters.failures++;
+        counters.first ??= { reason: r.reason, code: r.code };
+      }
     }
     return results;
   }
@@ -239,7 +253,7 @@ export class TrainingLoop {
 
     // 3. verify
     t = performance.now();
-    const verifier = { failures: 0, calls: 0, ms: [] as number[] };
+    const verifier: PluginCounters = { failures: 0, calls: 0, ms: [] };
     const initialResults = await this.verifyAll(
       initial.map((c) => ({
         question: this.train[rows[c.prompt]].question,
@@ -254,7 +268,7 @@ export class TrainingLoop {
     const initialRewards = rows.map((_, q) => initialResults.slice(q * n, (q + 1) * n).map(rewardOf));
 
     // 4–7. critique, refine, verify refinements (critique-grpo only)
-    const critic = { failures: 0, calls: 0, ms: [] as number[] };
+    const critic: PluginCounters = { failures: 0, calls: 0, ms: [] };
     const triggered = rows.map(
       (_, q) =>
         this.algo.algorithm === 'critique-grpo' &&
@@ -280,8 +294,7 @@ export class TrainingLoop {
           const res = initialResults[q * n + i];
           const ex = this.train[rows[q]];
           // a response whose verification failed has nothing to critique against
-          if (!res.ok)
-            return Promise.resolve({ ok: false as const, reason: 'no verification to critique', ms: 0 });
+          if (!res.ok) return Promise.resolve({ ok: false as const, reason: NO_VERIFICATION, ms: 0 });
           return this.plugin(
             critique({
               question: ex.question,
@@ -296,7 +309,12 @@ export class TrainingLoop {
         const o = outs[j];
         critic.calls++;
         critic.ms.push(o.ms);
-        if (!o.ok) critic.failures++;
+        if (!o.ok) {
+          critic.failures++;
+          // a skipped critique is the verifier's failure, already named
+          if (o.reason !== NO_VERIFICATION)
+            critic.first ??= { reason: o.reason, code: 'code' in o ? o.code : undefined };
+        }
         const list = critiques.get(q) ?? Array(n).fill(null);
         list[i] = o.ok ? o.value.critique : null;
         critiques.set(q, list);
@@ -362,9 +380,11 @@ export class TrainingLoop {
     const calls = verifier.calls + critic.calls;
     const failures = verifier.failures + critic.failures;
     if (calls > 0 && failures / calls > hp.max_plugin_failure_ratio) {
+      // a sandboxed plugin's failure names the plugin, version and cause (`plugin_error`)
+      const first = verifier.first ?? critic.first;
       throw new JobError(
-        'plugin_failure_ratio_exceeded',
-        `step ${step}: ${failures} of ${calls} verifier/critic calls failed (more than hyperparameters.max_plugin_failure_ratio = ${hp.max_plugin_failure_ratio}); see the job's rollouts for the reasons`,
+        first?.code ?? 'plugin_failure_ratio_exceeded',
+        `step ${step}: ${failures} of ${calls} verifier/critic calls failed (more than hyperparameters.max_plugin_failure_ratio = ${hp.max_plugin_failure_ratio})${first ? `; first: ${first.reason}` : ''}; see the job's rollouts for every reason`,
       );
     }
 
