@@ -116,7 +116,21 @@ describe('published plugins in a job', () => {
     editJson(join(spinDir, 'plugin.json'), (p) => ({ ...p, limits: { timeout_ms: 300, memory_mb: 32 } }));
     expect(cgrpo('publish', '--dir', spinDir).out).toMatch(/published e2e\/spin@0\.1\.0/);
 
-    // the hostile job first, then the real one: one runner takes both, in order
+    // 4. another: allocates without end
+    const hogDir = join(work, 'hog');
+    cgrpo('init', 'hog', '--kind', 'verifier', '--owner', 'e2e', '--dir', hogDir);
+    writeFileSync(
+      join(hogDir, 'src', 'index.ts'),
+      `import { defineVerifier } from '@cgrpo/plugins/sdk';\nconst kept: unknown[] = [];\nexport default defineVerifier({ verify() { for (;;) kept.push(new Array(1 << 20).fill(kept.length)); } });\n`,
+    );
+    editJson(join(hogDir, 'plugin.json'), (p) => ({ ...p, limits: { timeout_ms: 20_000, memory_mb: 32 } }));
+    expect(cgrpo('publish', '--dir', hogDir).out).toMatch(/published e2e\/hog@0\.1\.0/);
+
+    // the hostile jobs first, then the real one: one runner takes all three, in order
+    const noEval = { every_steps: 0, at_end: false };
+    const hog = await submit(
+      tinyJob({ name: 'hog', verifier: { plugin: 'e2e/hog@0.1.0' }, evaluation: noEval }),
+    );
     const hostile = await submit(
       tinyJob({
         name: 'hostile',
@@ -145,7 +159,11 @@ describe('published plugins in a job', () => {
     const { token, runnerId } = registerRunner(api, 'e2e-plugins');
     // the judge's token lives in the runner's environment only (startRunner passes process.env on)
     process.env.E2E_JUDGE_TOKEN = 'judge-secret';
-    const runner = startRunner(api, token, { exitAfter: 2 });
+    const runner = startRunner(api, token, { exitAfter: 3 });
+    const hogged = await finished(hog);
+    expect(hogged.status).toBe('failed');
+    expect(hogged.error?.code).toBe('plugin_error');
+    expect(hogged.error?.message).toMatch(/plugin e2e\/hog@0\.1\.0: memory: /);
     const failed = await finished(hostile);
     expect(failed.status).toBe('failed');
     expect(failed.error?.code).toBe('plugin_error');
@@ -154,6 +172,7 @@ describe('published plugins in a job', () => {
     const done = await finished(good);
     expect(done.status, JSON.stringify(done.error)).toBe('succeeded');
     // the same runner process took both jobs and exits cleanly after them
+    expect(hogged.runner_id).toBe(runnerId);
     expect(failed.runner_id).toBe(runnerId);
     expect(done.runner_id).toBe(runnerId);
     expect(await runner.exited).toBe(0);
