@@ -50,11 +50,19 @@ export async function checkSpecReferences(db: Db, accountId: string, spec: JobSp
   if (spec.model.id.startsWith('artifact://')) {
     const id = spec.model.id.slice('artifact://'.length);
     const row = await db
-      .select({ kind: artifacts.kind })
+      .select({ kind: artifacts.kind, status: artifacts.status })
       .from(artifacts)
       .where(and(eq(artifacts.id, id), eq(artifacts.accountId, accountId)))
       .get();
-    if (!row) fields.push({ path: 'model.id', message: `artifact ${id} not found` });
+    if (!row)
+      fields.push({
+        path: 'model.id',
+        message: `artifact ${id} not found; upload a tar(.gz) of the model folder with POST /v1/artifacts?kind=model`,
+      });
+    else if (row.kind !== 'model')
+      fields.push({ path: 'model.id', message: `artifact ${id} is a ${row.kind}, not a model` });
+    else if (row.status !== 'ready')
+      fields.push({ path: 'model.id', message: `artifact ${id} is still uploading` });
   }
 
   for (const { role, use } of pluginUsesOf(spec)) {

@@ -90,6 +90,35 @@ describe('POST /v1/jobs', () => {
     expect(byPath['shaping.config.expression']).toContain('gama');
   });
 
+  it('takes an uploaded model only if the artifact is a model', async () => {
+    const account = await newAccount();
+    const up = async (kind: string) => {
+      const res = await call(`/v1/artifacts?name=m.tgz&kind=${kind}`, {
+        method: 'POST',
+        key: account.apiKey,
+        body: new Uint8Array([31, 139, 8, 0]),
+      });
+      expect(res.status).toBe(201);
+      return ((await res.json()) as { id: string }).id;
+    };
+    const [model, file] = [await up('model'), await up('file')];
+    const submit = (id: string, status: number) =>
+      expectJson<ErrorBody & { spec: { model: { id: string } } }>('/v1/jobs', status, {
+        key: account.apiKey,
+        json: {
+          model: { id: `artifact://${id}` },
+          datasets: { train: { uri: 'https://example.test/t.jsonl' } },
+        },
+      });
+    expect((await submit(model, 201)).spec.model.id).toBe(`artifact://${model}`);
+    expect((await submit(file, 400)).error.fields).toEqual([
+      { path: 'model.id', message: `artifact ${file} is a file, not a model` },
+    ]);
+    expect((await submit('art_nothere', 400)).error.fields[0].message).toContain(
+      'POST /v1/artifacts?kind=model',
+    );
+  });
+
   it('refuses a per-job webhook URL the delivery engine would refuse', async () => {
     const account = await newAccount();
     const res = await expectJson<ErrorBody>('/v1/jobs', 400, {

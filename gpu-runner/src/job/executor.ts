@@ -1,7 +1,7 @@
 // The job executor: resolve model, datasets and plugins, resume from the latest checkpoint when
 // there is one, run the training loop, evaluate, checkpoint, and stop at a safe point when asked.
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import type { JobSpec } from '@cgrpo/contract';
 import { fromHyperparameters } from '../algo/config';
@@ -19,7 +19,7 @@ import {
 } from './checkpoint';
 import { type Example, loadDataset } from './dataset';
 import { critiqueGrpoLoss } from './loss-graph';
-import { resolveModelDir } from './model-store';
+import { fetchModelArtifact, resolveModelDir } from './model-store';
 import { type JobPlugins, type PluginHostOptions, type PolicyGenerate, resolvePlugins } from './plugins';
 import { batchRows, streamSeed, TrainingLoop } from './train';
 import { type JobContext, JobError, type JobOutcome, type StopReason } from './types';
@@ -88,7 +88,14 @@ async function run(ctx: JobContext, host: PluginHostOptions, own: Owned): Promis
   const spec = lease.spec;
   const hp = spec.hyperparameters;
   unsupported(spec);
-  const modelDir = resolveModelDir(spec.model.id, ctx.modelDirs);
+  const modelDir = spec.model.id.startsWith('artifact://')
+    ? await fetchModelArtifact(
+        spec.model.id,
+        (path) => api.download(path),
+        join(dirname(ctx.workDir), 'model-cache'),
+        log,
+      )
+    : resolveModelDir(spec.model.id, ctx.modelDirs);
   // builtin:self critiques with the policy: one generation at a time (they share the KV cache),
   // in call order, each with its own seeded stream
   let policy: CausalLM | null = null;

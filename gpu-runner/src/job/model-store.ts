@@ -1,9 +1,13 @@
 // Where a job's model comes from: a local checkpoint folder named by path (`/models/x`,
 // `file:///models/x`) or by id, looked up in the runner's model folders (`<dir>/<id>`, then
-// `<dir>/<owner>--<name>` and `<dir>/<name>`). Nothing is downloaded from the internet.
-import { existsSync } from 'node:fs';
+// `<dir>/<owner>--<name>` and `<dir>/<name>`), or a model the user uploaded to the API as an
+// artifact (`artifact://art_…`: a tar or tar.gz of the Hugging Face folder), downloaded once per
+// runner into its model cache. Nothing is downloaded from the internet.
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { extract } from 'tar';
+import type { Logger } from '../log';
 import { JobError } from './types';
 
 function isCheckpoint(dir: string): boolean {
@@ -13,8 +17,8 @@ function isCheckpoint(dir: string): boolean {
 export function resolveModelDir(id: string, modelDirs: readonly string[]): string {
   if (id.startsWith('artifact://')) {
     throw new JobError(
-      'model_artifact_not_supported',
-      `model.id: ${id}: models uploaded as artifacts are not yet supported by this runner; put the checkpoint folder on the runner and pass its path, or start the runner with --models-dir`,
+      'runner_error',
+      `model.id: ${id}: artifact models are fetched with fetchModelArtifact`,
     );
   }
   const path = id.startsWith('file://') ? fileURLToPath(id) : id.startsWith('file:') ? id.slice(5) : id;
@@ -35,5 +39,82 @@ export function resolveModelDir(id: string, modelDirs: readonly string[]): strin
   throw new JobError(
     'model_not_found',
     `model.id: '${id}' is not in this runner's model folders (${modelDirs.join(', ')}); runners do not download models — place the checkpoint folder in one of them or start the runner with --models-dir`,
+  );
+}
+
+const ARCHIVE_HINT =
+  'upload a tar or tar.gz of the Hugging Face folder (config.json, tokenizer.json, *.safetensors), e.g. `tar czf model.tgz -C my-model .`, with POST /v1/artifacts?kind=model';
+
+/**
+ * An uploaded model (`artifact://art_…`) as a checkpoint folder in `cacheDir/<artifact id>`: the
+ * archive is downloaded and extracted once per runner (node-tar: no absolute paths, no `..`, no
+ * links out of the folder) and reused by later jobs. A folder with one top-level directory holding
+ * the checkpoint is accepted too.
+ */
+export async function fetchModelArtifact(
+  id: string,
+  download: (path: string) => Promise<Uint8Array>,
+  cacheDir: string,
+  log?: Logger,
+): Promise<string> {
+  const artifact = id.slice('artifact://'.length);
+  if (!/^art_[A-Za-z0-9]+$/.test(artifact)) {
+    throw new JobError('model_not_found', `model.id: ${id} is not an artifact id (artifact://art_…)`);
+  }
+  const target = join(cacheDir, artifact);
+  const ready = join(target, '.cgrpo-complete');
+  if (existsSync(ready)) return checkpointIn(target, id);
+  mkdirSync(cacheDir, { recursive: true });
+  const staging = join(cacheDir, `.${artifact}-${process.pid}-${Date.now()}`);
+  mkdirSync(staging, { recursive: true });
+  try {
+    const t0 = performance.now();
+    let bytes: Uint8Array;
+    try {
+      bytes = await download(`/v1/runner/artifacts/${artifact}/content`);
+    } catch (e) {
+      const message = e instanceof Error ? e.message : String(e);
+      const status = (e as { status?: unknown }).status;
+      if (status === 404)
+        throw new JobError('model_not_found', `model.id: ${id}: no such artifact in this account`);
+      throw new JobError('model_download_failed', `model.id: ${id}: download failed: ${message}`, true);
+    }
+    const archive = join(staging, '.archive');
+    writeFileSync(archive, bytes);
+    const files = join(staging, 'files');
+    mkdirSync(files);
+    try {
+      // gzip is detected from the bytes; strict turns warnings (bad headers) into errors
+      await extract({ file: archive, cwd: files, strict: true, preservePaths: false });
+    } catch (e) {
+      throw new JobError(
+        'model_invalid',
+        `model.id: ${id}: the artifact is not a readable tar archive (${e instanceof Error ? e.message : String(e)}); ${ARCHIVE_HINT}`,
+      );
+    }
+    rmSync(archive);
+    checkpointIn(files, id);
+    writeFileSync(join(files, '.cgrpo-complete'), `${artifact}\n`);
+    rmSync(target, { recursive: true, force: true });
+    renameSync(files, target);
+    log?.info('model artifact ready', {
+      artifact,
+      bytes: bytes.length,
+      seconds: Number(((performance.now() - t0) / 1000).toFixed(2)),
+    });
+    return checkpointIn(target, id);
+  } finally {
+    rmSync(staging, { recursive: true, force: true });
+  }
+}
+
+/** The checkpoint folder inside an extracted archive: its top level, or its one directory. */
+function checkpointIn(dir: string, id: string): string {
+  if (isCheckpoint(dir)) return dir;
+  const dirs = readdirSync(dir).filter((n) => !n.startsWith('.') && statSync(join(dir, n)).isDirectory());
+  if (dirs.length === 1 && isCheckpoint(join(dir, dirs[0]))) return join(dir, dirs[0]);
+  throw new JobError(
+    'model_invalid',
+    `model.id: ${id}: the archive has no config.json at its top level; ${ARCHIVE_HINT}`,
   );
 }

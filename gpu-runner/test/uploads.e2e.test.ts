@@ -1,9 +1,10 @@
-// A user's own plugins from nothing to a trained job, on CPU, with nothing mocked: the real `cgrpo`
+// What users upload, used by a real runner on CPU with nothing mocked. Plugins: the real `cgrpo`
 // CLI scaffolds, builds, tests and publishes them to the real API (wrangler dev, local D1 + R2),
 // a real runner process downloads them by sha256 and runs them in the plugin sandbox, and the
 // critic's ctx.llm.chat reaches a scripted OpenAI-compatible server over loopback HTTP (the stand-in
 // for a judge model: no model server can run here). A hostile plugin fails its job with
-// plugin_error naming it, and the same runner process goes on to train the next job.
+// plugin_error naming it, and the same runner process goes on to train the next job. Models: a
+// tar.gz of a checkpoint folder uploaded as an artifact trains like a local one.
 import { spawnSync } from 'node:child_process';
 import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -211,4 +212,37 @@ describe('published plugins in a job', () => {
       'shaping: e2e/sharpened-shaping@1.0.0',
     ]);
   }, 300_000);
+});
+
+describe('uploaded models', () => {
+  it('a tar.gz of the model folder uploaded as an artifact trains like a local model', async () => {
+    const archive = join(work, 'tiny.tgz');
+    const made = spawnSync('tar', [
+      '-czf',
+      archive,
+      '-C',
+      join(ROOT, 'gpu-runner', 'models', 'tiny-llama'),
+      '.',
+    ]);
+    expect(made.status).toBe(0);
+    const res = await fetch(`${api.url}/v1/artifacts?name=tiny-llama.tgz&kind=model`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${api.apiKey}` },
+      body: readFileSync(archive),
+    });
+    expect(res.status).toBe(201);
+    const artifact = (await res.json()) as { id: string };
+    const id = await submit(
+      tinyJob(
+        { name: 'uploaded-model', model: { id: `artifact://${artifact.id}` }, checkpoint_every: 0 },
+        { total_steps: 1 },
+      ),
+    );
+    const { token } = registerRunner(api, 'e2e-models');
+    const runner = startRunner(api, token, { exitAfter: 1 });
+    const done = await finished(id);
+    expect(done.status, JSON.stringify(done.error)).toBe('succeeded');
+    expect(await runner.exited).toBe(0);
+    expect(runner.log()).toMatch(new RegExp(`"msg":"model artifact ready".*"artifact":"${artifact.id}"`));
+  }, 120_000);
 });
