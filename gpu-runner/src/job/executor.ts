@@ -3,7 +3,6 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import type { JobSpec } from '@cgrpo/contract';
 import { fromHyperparameters } from '../algo/config';
 import { ApiError } from '../api-client';
 import { createEngine, type Engine } from '../engine';
@@ -24,23 +23,6 @@ import { type JobPlugins, type PluginHostOptions, type PolicyGenerate, resolvePl
 import { batchRows, streamSeed, TrainingLoop } from './train';
 import { type JobContext, JobError, type JobOutcome, type StopReason } from './types';
 
-/** Knobs this runner cannot honour yet: fail at once with the field, never train with something else. */
-function unsupported(spec: JobSpec): void {
-  const hp = spec.hyperparameters;
-  if (hp.kl_coef > 0) {
-    throw new JobError(
-      'not_supported',
-      'hyperparameters.kl_coef: a KL term needs a reference model, which this runner does not load yet; set it to 0',
-    );
-  }
-  if (hp.dynamic_sampling.enabled) {
-    throw new JobError(
-      'not_supported',
-      'hyperparameters.dynamic_sampling.enabled: DAPO dynamic sampling is not implemented by this runner yet; set it to false',
-    );
-  }
-}
-
 /**
  * Runs one leased job. `host` carries the runner-wide plugin settings (cgrpo-runner's --llm-* and
  * sandbox flags).
@@ -49,6 +31,7 @@ export async function executeJob(ctx: JobContext, host: PluginHostOptions = {}):
   let engine: Engine | null = null;
   let model: CausalLM | null = null;
   let plugins: JobPlugins | null = null;
+  let reference: CausalLM | null = null;
   try {
     const result = await run(ctx, host, {
       engine: (e, m) => {
@@ -57,6 +40,9 @@ export async function executeJob(ctx: JobContext, host: PluginHostOptions = {}):
       },
       plugins: (p) => {
         plugins = p;
+      },
+      reference: (m) => {
+        reference = m;
       },
     });
     return result;
@@ -74,6 +60,7 @@ export async function executeJob(ctx: JobContext, host: PluginHostOptions = {}):
   } finally {
     (plugins as JobPlugins | null)?.dispose();
     await (model as CausalLM | null)?.close().catch(() => {});
+    await (reference as CausalLM | null)?.close().catch(() => {});
     await (engine as Engine | null)?.close().catch(() => {});
   }
 }
@@ -81,13 +68,13 @@ export async function executeJob(ctx: JobContext, host: PluginHostOptions = {}):
 interface Owned {
   engine(e: Engine, m: CausalLM): void;
   plugins(p: JobPlugins): void;
+  reference(m: CausalLM): void;
 }
 
 async function run(ctx: JobContext, host: PluginHostOptions, own: Owned): Promise<JobOutcome> {
   const { lease, api, reporter, control, log } = ctx;
   const spec = lease.spec;
   const hp = spec.hyperparameters;
-  unsupported(spec);
   const modelDir = spec.model.id.startsWith('artifact://')
     ? await fetchModelArtifact(
         spec.model.id,
@@ -201,7 +188,13 @@ async function run(ctx: JobContext, host: PluginHostOptions, own: Owned): Promis
   });
   if (resumeDir) await restoreOptimizer(resumeDir, model, trainer);
 
-  const loop = new TrainingLoop(spec, algo, model, trainer, plugins, train);
+  // the KL term's reference policy: the base model as loaded, frozen (never trained, never resumed)
+  let reference: CausalLM | null = null;
+  if (algo.klCoef > 0) {
+    reference = await CausalLM.load(modelDir, { engine });
+    own.reference(reference);
+  }
+  const loop = new TrainingLoop(spec, algo, model, trainer, plugins, train, reference);
   loopRef = loop;
   const firstStep = (resumed?.step ?? 0) + 1;
   const alreadyStored = lease.last_step ?? 0;

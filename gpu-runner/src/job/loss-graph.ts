@@ -2,6 +2,7 @@
 // train graph. Per token (position t scores token t+1):
 //   initial tokens     ℓ = −A·r, r = exp(logp − logp_old)  (PPO clip and dual clip when configured)
 //   refinement tokens  ℓ = −A·f(p), p = exp(logp), f = the job's shaping expression (never clipped)
+//   KL (klCoef β > 0)  ℓ += β·min(e^x − x − 1, clamp), x = logp_ref − logp  (k3, every response token)
 //   L = Σ_t w_t·ℓ_t − c_H·Σ_t e_t·H_t
 // w_t is the sequence's aggregation weight (algo/aggregationWeights: every mode is linear in the
 // token losses) and e_t = 1/(response tokens in the mini-batch); both are fed per step.
@@ -114,6 +115,9 @@ export const LOSS_INPUTS = [
   'ent_weight',
 ] as const;
 
+/** Extra input when klCoef > 0: log-probs of the response tokens under the reference model. */
+export const KL_INPUT = 'logp_ref';
+
 export function critiqueGrpoLoss(config: AlgoConfig): LossHook {
   const shapingAst = config.algorithm === 'critique-grpo' ? parseShapingSpec(config.shaping) : null;
   return (ctx) => {
@@ -145,11 +149,25 @@ export function critiqueGrpoLoss(config: AlgoConfig): LossHook {
       const f = compileShaping(shapingAst, exp(ctx.logp), config.shaping.params);
       perToken = add(perToken, mul(isRefinement, neg(mul(adv, f))));
     }
+    let klMean: Tensor | null = null;
+    if (config.klCoef > 0) {
+      const logpRef = ctx.input(KL_INPUT, 'float32', shape);
+      const x = sub(logpRef, ctx.logp);
+      let kl = sub(sub(exp(x), x), 1);
+      if (config.klClamp !== null) kl = minimum(kl, config.klClamp);
+      const response = mul(add(isInitial, isRefinement), ctx.mask);
+      perToken = add(perToken, mul(response, mul(kl, config.klCoef)));
+      klMean = div(
+        reduceSum(mul(response, kl), undefined, false),
+        maximum(reduceSum(response, undefined, false), 1),
+      );
+    }
     const policy = reduceSum(mul(weight, perToken), undefined, false);
     const entropyMean = reduceSum(mul(entWeight, ctx.entropy), undefined, false);
     const loss = config.entropyCoef > 0 ? sub(policy, mul(entropyMean, config.entropyCoef)) : policy;
     const metrics: Record<string, Tensor> = { policy_loss: policy, entropy_mean: entropyMean };
     if (clipFrac) metrics.clip_frac = clipFrac;
+    if (klMean) metrics.kl_mean = klMean;
     return { loss, metrics };
   };
 }

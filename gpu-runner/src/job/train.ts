@@ -3,18 +3,19 @@
 //   advantages → mini-batch AdamW updates → metrics, evaluation, checkpoints.
 // Every random choice is a counter-based stream of (seed, purpose, step, …), so the same seed on
 // the same hardware gives the same run, and a resumed run needs only the step to continue exactly.
-import type { JobSpec } from '@cgrpo/contract';
+import type { JobSpec, VerifierResult } from '@cgrpo/contract';
 import { aggregationWeights, type SequenceKind } from '../algo/aggregate';
 import type { AlgoConfig } from '../algo/config';
+import { dynamicSamplingDecision, hasMixedRewards } from '../algo/dapo';
 import { type AssembledGroup, assembleGroup } from '../algo/group';
 import { buildPromptMessages, buildRefinementMessages } from '../algo/prompt';
 import { type MaybeReward, needsRefinement } from '../algo/rewards';
 import { createRng, shuffledIndices } from '../algo/rng';
 import type { Feed } from '../engine';
-import type { CausalLM, ModelTrainer, ScoredSequence } from '../model/model';
+import type { CausalLM, ModelTrainer, ScoredSequence, TokenScores } from '../model/model';
 import { type Completion, type GenerateStats, generate } from '../rollout/generate';
 import type { Example } from './dataset';
-import { LOSS_INPUTS } from './loss-graph';
+import { KL_INPUT, LOSS_INPUTS } from './loss-graph';
 import type { JobPlugins, Outcome } from './plugins';
 import { JobError } from './types';
 
@@ -33,7 +34,7 @@ export type Phase = 'rollout' | 'verify' | 'critique' | 'refine' | 'score' | 'tr
 export const PHASES: readonly Phase[] = ['rollout', 'verify', 'critique', 'refine', 'score', 'train'];
 
 /** One sequence that enters the loss. */
-interface TrainSequence {
+export interface TrainSequence {
   kind: SequenceKind;
   question: number;
   tokens: number[];
@@ -43,6 +44,8 @@ interface TrainSequence {
   /** Index of the sample within its question (initial responses or refinements). */
   sample: number;
   logpOld?: Float32Array;
+  /** Log-probs under the reference model (klCoef > 0). */
+  logpRef?: Float32Array;
 }
 
 export interface RolloutRecord {
@@ -75,6 +78,11 @@ export interface StepResult {
 /** Seed for one named stream of one step, as a 31-bit integer (generation takes integers). */
 export function streamSeed(seed: number, ...parts: (number | string)[]): number {
   return Math.floor(createRng(seed, ...parts).next() * 2 ** 31);
+}
+
+/** `count` distinct rows drawn from the training set (all of them when it is smaller). */
+export function sampleRows(rows: number, count: number, rng: { next(): number }): number[] {
+  return shuffledIndices(rows, rng).slice(0, Math.min(count, rows));
 }
 
 /** Which dataset rows step `step` (1-based) trains on: a seeded shuffle per epoch. */
@@ -131,7 +139,11 @@ export class TrainingLoop {
     private readonly trainer: ModelTrainer,
     private readonly plugins: JobPlugins,
     private readonly train: Example[],
-  ) {}
+    /** The frozen reference policy for the KL term (only when klCoef > 0). */
+    private readonly reference: CausalLM | null = null,
+  ) {
+    if (algo.klCoef > 0 && !reference) throw new RangeError('klCoef > 0 needs a reference model');
+  }
 
   private get hp() {
     return this.spec.hyperparameters;
@@ -215,7 +227,7 @@ export class TrainingLoop {
     };
     const busyAtStart = { model: this.modelBusy.ms, plugin: this.pluginBusy.ms, any: this.anyBusy.ms };
     const t0 = performance.now();
-    const { rows } = batchRows(step, this.train.length, hp.prompts_per_step, seed, hp.drop_last);
+    const first = batchRows(step, this.train.length, hp.prompts_per_step, seed, hp.drop_last).rows;
     const n = hp.group_size;
     const sampling = {
       temperature: hp.temperature,
@@ -223,46 +235,113 @@ export class TrainingLoop {
       topK: hp.top_k,
       maxNewTokens: hp.max_response_tokens,
     };
-
-    // 1–2. initial rollouts
-    let t = performance.now();
-    const prompts = rows.map((r) => this.promptTokens(r));
     const genStats: GenerateStats = { prefillMs: 0, decodeMs: 0, steps: 0, generatedTokens: 0 };
-    const initial = await this.timed(
-      generate(
-        this.model,
-        prompts.map((p) => p.tokens),
-        { ...sampling, n, seed: streamSeed(seed, 'rollout', step) },
-        genStats,
-      ),
-    );
-    clock('rollout', t);
-    const byQuestion = (q: number) => initial.slice(q * n, (q + 1) * n);
-    // 10. π_old log-probs need only the initial responses: score them now, in the engine's worker,
-    // while this thread verifies, critiques and builds refinement prompts (awaited before training)
-    const scoring = this.timed(
-      this.model.score(
-        initial.map((c) => ({
-          tokens: [...prompts[c.prompt].tokens, ...c.tokens],
-          start: prompts[c.prompt].tokens.length,
-        })),
-        { temperature: hp.temperature },
-      ),
-    );
-    scoring.catch(() => undefined); // awaited below; a failure surfaces there
-
-    // 3. verify
-    t = performance.now();
     const verifier: PluginCounters = { failures: 0, calls: 0, ms: [] };
-    const initialResults = await this.verifyAll(
-      initial.map((c) => ({
-        question: this.train[rows[c.prompt]].question,
-        response: c.text,
-        reference: this.train[rows[c.prompt]].reference,
-      })),
-      verifier,
-    );
-    clock('verify', t);
+    const rolloutRound = async (roundRows: number[], roundSeed: number) => {
+      const t = performance.now();
+      const roundPrompts = roundRows.map((r) => this.promptTokens(r));
+      const completions = await this.timed(
+        generate(
+          this.model,
+          roundPrompts.map((p) => p.tokens),
+          { ...sampling, n, seed: roundSeed },
+          genStats,
+        ),
+      );
+      clock('rollout', t);
+      return { prompts: roundPrompts, completions };
+    };
+    const verifyRound = async (roundRows: number[], completions: Completion[]) => {
+      const t = performance.now();
+      const results = await this.verifyAll(
+        completions.map((c) => ({
+          question: this.train[roundRows[c.prompt]].question,
+          response: c.text,
+          reference: this.train[roundRows[c.prompt]].reference,
+        })),
+        verifier,
+      );
+      clock('verify', t);
+      return results;
+    };
+    const scoreInitial = (ps: { tokens: number[] }[], cs: Completion[]) => {
+      const p = this.timed(
+        this.model.score(
+          cs.map((c) => ({
+            tokens: [...ps[c.prompt].tokens, ...c.tokens],
+            start: ps[c.prompt].tokens.length,
+          })),
+          { temperature: hp.temperature },
+        ),
+      );
+      p.catch(() => undefined); // awaited below; a failure surfaces there
+      return p;
+    };
+
+    // 1–3. initial rollouts and their verification. π_old log-probs need only the initial
+    // responses: they are scored in the engine's worker while this thread verifies, critiques and
+    // builds refinement prompts (awaited before training, step 10).
+    let rows = first;
+    let prompts: { text: string; tokens: number[] }[];
+    let initial: Completion[];
+    let initialResults: Outcome<VerifierResult>[];
+    let scoring: Promise<TokenScores[]>;
+    const dynamic = { rounds: 0, dropped: 0 };
+    if (!this.algo.dynamicSampling) {
+      ({ prompts, completions: initial } = await rolloutRound(rows, streamSeed(seed, 'rollout', step)));
+      scoring = scoreInitial(prompts, initial);
+      initialResults = await verifyRound(rows, initial);
+    } else {
+      // DAPO dynamic sampling (§3): groups whose rewards are all equal carry no gradient; sample
+      // more prompts (a seeded draw from the training set, so the data order stays as it is)
+      // until prompts_per_step groups have mixed rewards or max_extra_rounds is spent
+      const kept: {
+        row: number;
+        prompt: { text: string; tokens: number[] };
+        cs: Completion[];
+        rs: Outcome<VerifierResult>[];
+      }[] = [];
+      let roundRows = first;
+      for (let round = 0; ; round++) {
+        const r = await rolloutRound(
+          roundRows,
+          streamSeed(seed, 'rollout', step, ...(round ? ['dynamic', round] : [])),
+        );
+        const results = await verifyRound(roundRows, r.completions);
+        roundRows.forEach((row, q) => {
+          const rs = results.slice(q * n, (q + 1) * n);
+          if (
+            hasMixedRewards(rs.map((o) => (o.ok ? o.value.score : { missing: true as const, reason: '' })))
+          ) {
+            kept.push({ row, prompt: r.prompts[q], cs: r.completions.slice(q * n, (q + 1) * n), rs });
+          } else dynamic.dropped++;
+        });
+        const decision = dynamicSamplingDecision(
+          kept.length,
+          hp.prompts_per_step,
+          round,
+          this.algo.dynamicSamplingMaxRounds,
+        );
+        if (decision.action === 'train') {
+          kept.length = decision.use;
+          break;
+        }
+        dynamic.rounds = round + 1;
+        roundRows = sampleRows(
+          this.train.length,
+          hp.prompts_per_step,
+          createRng(seed, 'dynamic', step, round + 1),
+        );
+      }
+      rows = kept.map((k) => k.row);
+      prompts = kept.map((k) => k.prompt);
+      initial = kept.flatMap((k, q) => k.cs.map((c) => ({ ...c, prompt: q })));
+      initialResults = kept.flatMap((k) => k.rs);
+      scoring = scoreInitial(prompts, initial);
+    }
+    const byQuestion = (q: number) => initial.slice(q * n, (q + 1) * n);
+    let t = performance.now();
+
     const rewardOf = (r: Outcome<{ score: number }>): MaybeReward =>
       r.ok ? r.value.score : { missing: true, reason: `verifier: ${r.reason}` };
     const initialRewards = rows.map((_, q) => initialResults.slice(q * n, (q + 1) * n).map(rewardOf));
@@ -427,6 +506,15 @@ export class TrainingLoop {
     for (const seq of sequences) {
       if (seq.kind === 'initial') seq.logpOld = scored[seq.question * n + seq.sample].logp;
     }
+    // the KL term's reference log-probs, for every sequence the update trains on
+    if (this.reference && this.algo.klCoef > 0 && sequences.length > 0) {
+      const refScores = await this.timed(
+        this.reference.score(sequences as ScoredSequence[], { temperature: hp.temperature }),
+      );
+      sequences.forEach((seq, i) => {
+        seq.logpRef = refScores[i].logp;
+      });
+    }
     clock('score', t);
 
     // 12. mini-batches by question, epochs_per_step passes, one AdamW step per mini-batch
@@ -462,6 +550,14 @@ export class TrainingLoop {
       'groups/zero_signal': groups.filter((g) => g.zeroSignal).length,
       clip_ratio: train.clipRatio,
       entropy: train.entropy,
+      ...(this.algo.klCoef > 0 ? { kl: train.kl } : {}),
+      ...(this.algo.dynamicSampling
+        ? {
+            'dynamic_sampling/extra_rounds': dynamic.rounds,
+            'dynamic_sampling/dropped_groups': dynamic.dropped,
+            'dynamic_sampling/kept_groups': rows.length,
+          }
+        : {}),
       loss: train.loss,
       grad_norm: train.gradNorm,
       lr: train.lr,
@@ -494,6 +590,7 @@ export class TrainingLoop {
       lr: null as number | null,
       entropy: null as number | null,
       clipRatio: null as number | null,
+      kl: null as number | null,
     };
     if (sequences.length === 0) return out;
     const m = Math.min(hp.mini_batches_per_step, questions);
@@ -501,53 +598,28 @@ export class TrainingLoop {
     const norms: number[] = [];
     const entropies: number[] = [];
     const clips: number[] = [];
+    const kls: number[] = [];
     for (let epoch = 0; epoch < hp.epochs_per_step; epoch++) {
       for (let b = 0; b < m; b++) {
         const lo = Math.floor((b * questions) / m);
         const hi = Math.floor(((b + 1) * questions) / m);
         const mb = sequences.filter((s) => s.question >= lo && s.question < hi);
         if (mb.length === 0) continue;
-        const r = await this.timed(this.trainer.step(mb as ScoredSequence[], this.lossFeeds(mb)));
+        const r = await this.timed(this.trainer.step(mb as ScoredSequence[], lossFeeds(mb, this.algo)));
         losses.push(r.loss);
         if (r.gradNorm !== null) norms.push(r.gradNorm);
         out.lr = r.lr;
         if (r.metrics.entropy_mean) entropies.push(r.metrics.entropy_mean[0]);
         if (r.metrics.clip_frac) clips.push(r.metrics.clip_frac[0]);
+        if (r.metrics.kl_mean) kls.push(r.metrics.kl_mean[0]);
       }
     }
     out.loss = mean(losses);
     out.gradNorm = mean(norms);
     out.entropy = mean(entropies);
     out.clipRatio = this.algo.clipInitial ? mean(clips) : 0;
+    out.kl = this.algo.klCoef > 0 ? mean(kls) : null;
     return out;
-  }
-
-  /** The per-token inputs of the loss graph, laid out as the model packs sequences. */
-  private lossFeeds(mb: TrainSequence[]): Record<string, Feed> {
-    const batch = mb.length;
-    const seq = Math.max(...mb.map((s) => s.tokens.length)) - 1;
-    const arrays = Object.fromEntries(LOSS_INPUTS.map((n) => [n, new Float32Array(batch * seq)])) as Record<
-      (typeof LOSS_INPUTS)[number],
-      Float32Array
-    >;
-    const weights = aggregationWeights(
-      mb.map((s) => ({ kind: s.kind, question: s.question, length: s.tokens.length - s.start })),
-      this.algo.lossAggregation,
-      this.algo.maxResponseLength,
-    );
-    const responseTokens = mb.reduce((a, s) => a + s.tokens.length - s.start, 0);
-    mb.forEach((s, b) => {
-      for (let idx = s.start; idx < s.tokens.length; idx++) {
-        const at = b * seq + idx - 1; // position idx−1 predicts token idx
-        arrays.adv[at] = s.advantage;
-        arrays.weight[at] = weights[b];
-        arrays.is_initial[at] = s.kind === 'initial' ? 1 : 0;
-        arrays.is_refinement[at] = s.kind === 'refinement' ? 1 : 0;
-        arrays.logp_old[at] = s.logpOld ? s.logpOld[idx - s.start] : 0;
-        arrays.ent_weight[at] = 1 / responseTokens;
-      }
-    });
-    return Object.fromEntries(Object.entries(arrays).map(([k, data]) => [k, { dims: [batch, seq], data }]));
   }
 
   private rolloutRecords(
@@ -653,4 +725,34 @@ export class TrainingLoop {
     if (k > 1) values[`eval/pass@${k}`] = mean(anyCorrect);
     return values;
   }
+}
+
+/** The per-token inputs of the loss graph, laid out as the model packs sequences. */
+export function lossFeeds(mb: readonly TrainSequence[], algo: AlgoConfig): Record<string, Feed> {
+  const batch = mb.length;
+  const seq = Math.max(...mb.map((s) => s.tokens.length)) - 1;
+  const names = algo.klCoef > 0 ? [...LOSS_INPUTS, KL_INPUT] : LOSS_INPUTS;
+  const arrays = Object.fromEntries(names.map((n) => [n, new Float32Array(batch * seq)])) as Record<
+    (typeof LOSS_INPUTS)[number] | typeof KL_INPUT,
+    Float32Array
+  >;
+  const weights = aggregationWeights(
+    mb.map((s) => ({ kind: s.kind, question: s.question, length: s.tokens.length - s.start })),
+    algo.lossAggregation,
+    algo.maxResponseLength,
+  );
+  const responseTokens = mb.reduce((a, s) => a + s.tokens.length - s.start, 0);
+  mb.forEach((s, b) => {
+    for (let idx = s.start; idx < s.tokens.length; idx++) {
+      const at = b * seq + idx - 1; // position idx−1 predicts token idx
+      arrays.adv[at] = s.advantage;
+      arrays.weight[at] = weights[b];
+      arrays.is_initial[at] = s.kind === 'initial' ? 1 : 0;
+      arrays.is_refinement[at] = s.kind === 'refinement' ? 1 : 0;
+      arrays.logp_old[at] = s.logpOld ? s.logpOld[idx - s.start] : 0;
+      arrays.ent_weight[at] = 1 / responseTokens;
+      if (arrays.logp_ref && s.logpRef) arrays.logp_ref[at] = s.logpRef[idx - s.start];
+    }
+  });
+  return Object.fromEntries(Object.entries(arrays).map(([k, data]) => [k, { dims: [batch, seq], data }]));
 }
