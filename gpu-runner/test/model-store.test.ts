@@ -8,8 +8,8 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { fetchModelArtifact, resolveModelDir } from '../src/job/model-store';
 import { createTar } from '../src/job/tar';
-import { JobError } from '../src/job/types';
 import { ROOT } from './harness';
+import { jobFailure } from './job-error';
 
 const TINY = join(ROOT, 'gpu-runner', 'models', 'tiny-llama');
 
@@ -25,15 +25,6 @@ function gz(args: string[]): Uint8Array {
   const r = spawnSync('tar', ['-czf', out, ...args], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(r.stderr);
   return readFileSync(out);
-}
-
-async function failure(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-    return 'resolved';
-  } catch (e) {
-    return e instanceof JobError ? `${e.code}: ${e.message}` : `not a JobError: ${String(e)}`;
-  }
 }
 
 describe('uploaded models (artifact://)', () => {
@@ -68,14 +59,16 @@ describe('uploaded models (artifact://)', () => {
   it('refuses what is not a model archive, and never writes outside the cache', async () => {
     const cache = mkdtempSync(join(tmpdir(), 'cgrpo-cache-'));
     const notTar = new TextEncoder().encode('{"not": "a tar"}\n'.repeat(100));
-    expect(await failure(fetchModelArtifact('artifact://art_json', async () => notTar, cache))).toMatch(
+    expect(await jobFailure(fetchModelArtifact('artifact://art_json', async () => notTar, cache))).toMatch(
       /^model_invalid: model\.id: artifact:\/\/art_json: .*tar czf model\.tgz -C my-model \./,
     );
 
     const noConfig = mkdtempSync(join(tmpdir(), 'cgrpo-noconfig-'));
     writeFileSync(join(noConfig, 'weights.bin'), 'x');
     expect(
-      await failure(fetchModelArtifact('artifact://art_cfg', async () => tar(['-C', noConfig, '.']), cache)),
+      await jobFailure(
+        fetchModelArtifact('artifact://art_cfg', async () => tar(['-C', noConfig, '.']), cache),
+      ),
     ).toMatch(/^model_invalid: model\.id: artifact:\/\/art_cfg: the archive has no config\.json/);
 
     // archives whose names climb out (`../`) or are absolute are refused whole (node-tar, strict),
@@ -86,7 +79,7 @@ describe('uploaded models (artifact://)', () => {
         { name: 'config.json', data: config },
         { name, data: new TextEncoder().encode('out') },
       ]);
-      expect(await failure(fetchModelArtifact('artifact://art_evil', async () => evil, cache))).toMatch(
+      expect(await jobFailure(fetchModelArtifact('artifact://art_evil', async () => evil, cache))).toMatch(
         /^model_invalid: model\.id: artifact:\/\/art_evil: the artifact is not a readable tar archive \(/,
       );
     }
@@ -96,7 +89,7 @@ describe('uploaded models (artifact://)', () => {
 
     const missing = Object.assign(new Error('404 not_found'), { status: 404 });
     expect(
-      await failure(
+      await jobFailure(
         fetchModelArtifact(
           'artifact://art_gone',
           async () => {
@@ -106,7 +99,7 @@ describe('uploaded models (artifact://)', () => {
         ),
       ),
     ).toBe('model_not_found: model.id: artifact://art_gone: no such artifact in this account');
-    expect(await failure(fetchModelArtifact('artifact://../x', async () => notTar, cache))).toMatch(
+    expect(await jobFailure(fetchModelArtifact('artifact://../x', async () => notTar, cache))).toMatch(
       /^model_not_found: .*not an artifact id/,
     );
     // only complete extractions stay in the cache

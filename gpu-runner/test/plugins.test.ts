@@ -8,8 +8,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ChatServer, startChatServer } from '../../plugins/builtin/critics/chat-server';
 import { bundleSource, manifestFor } from '../../plugins/sandbox/test-support';
 import { type ResolveOptions, resolvePlugins } from '../src/job/plugins';
-import { JobError } from '../src/job/types';
 import { Logger } from '../src/log';
+import { jobFailure } from './job-error';
 
 const spec = (extra: Record<string, unknown>) => {
   const r = parseJobSpec({
@@ -20,15 +20,6 @@ const spec = (extra: Record<string, unknown>) => {
   if (!r.ok) throw new Error(JSON.stringify(r.fields));
   return r.spec;
 };
-
-async function failure(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-    return 'resolved';
-  } catch (e) {
-    return e instanceof JobError ? `${e.code}: ${e.message}` : `not a JobError: ${String(e)}`;
-  }
-}
 
 interface Published {
   ref: string;
@@ -120,7 +111,7 @@ describe('job plugins: built-ins', () => {
   });
 
   it('fails the job up front, naming the field, for bad configs, missing grants and unknown plugins', async () => {
-    const code = (extra: Record<string, unknown>) => failure(resolvePlugins(spec(extra)));
+    const code = (extra: Record<string, unknown>) => jobFailure(resolvePlugins(spec(extra)));
     expect(await code({ verifier: { plugin: 'builtin:regex', config: { pattern: '(' } } })).toMatch(
       /^plugin_config_invalid: verifier\.config\.pattern/,
     );
@@ -175,12 +166,12 @@ describe('job plugins: published, in the sandbox', () => {
       const bytes = await (real as (p: string) => Promise<Uint8Array>)(p);
       return new Uint8Array([...bytes, 32]);
     };
-    expect(await failure(resolvePlugins(spec({ verifier: { plugin: verifier.ref } }), tampered))).toMatch(
+    expect(await jobFailure(resolvePlugins(spec({ verifier: { plugin: verifier.ref } }), tampered))).toMatch(
       /^plugin_error: verifier\.plugin: acme\/contains@1\.0\.0: integrity: the downloaded bundle's sha256 is [0-9a-f]{64}, the registry says/,
     );
 
     expect(
-      await failure(
+      await jobFailure(
         resolvePlugins(
           spec({ verifier: { plugin: verifier.ref, config: { bonus: 2 } } }),
           host([{ role: 'verifier', plugin: verifier }]),
@@ -198,7 +189,7 @@ describe('job plugins: published, in the sandbox', () => {
       { capabilities: ['llm.chat'] },
     );
     expect(
-      await failure(
+      await jobFailure(
         resolvePlugins(spec({ critic: { plugin: asker.ref } }), host([{ role: 'critic', plugin: asker }])),
       ),
     ).toMatch(/^plugin_error: critic\.plugin: plugin acme\/asker@1\.0\.0: capability: .*'llm\.chat'.*grants/);
@@ -272,7 +263,7 @@ describe('job plugins: published, in the sandbox', () => {
 
     // the token variable must exist on the runner
     expect(
-      await failure(
+      await jobFailure(
         resolvePlugins(
           spec({ critic: use }),
           host([{ role: 'critic', plugin: asker, grants: ['llm.chat'] }], { env: {} }),
@@ -283,7 +274,7 @@ describe('job plugins: published, in the sandbox', () => {
     );
     // granted, but neither the job nor the runner names an endpoint
     expect(
-      await failure(
+      await jobFailure(
         resolvePlugins(
           spec({ critic: { plugin: asker.ref, grants: ['llm.chat'] } }),
           host([{ role: 'critic', plugin: asker, grants: ['llm.chat'] }]),
@@ -329,7 +320,7 @@ describe('job plugins: published, in the sandbox', () => {
     });
     plugins.dispose();
     expect(
-      await failure(
+      await jobFailure(
         resolvePlugins(
           spec({ shaping: { plugin: sharp.ref, config: { expresion: 'p' } } }),
           host([{ role: 'shaping', plugin: sharp }]),
