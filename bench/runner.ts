@@ -88,7 +88,7 @@ for (const c of configs) {
     spec.datasets.train,
     'train',
   );
-  const loop = new TrainingLoop(spec, algo, model, trainer, resolvePlugins(spec), train);
+  const loop = new TrainingLoop(spec, algo, model, trainer, await resolvePlugins(spec), train);
   for (let s = 1; s <= warmup; s++) await loop.step(s);
   engineMs = 0;
   const phase: Record<string, number> = {};
