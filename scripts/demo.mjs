@@ -88,6 +88,7 @@ export async function startRunner({
   const child = spawn(
     process.execPath,
     [
+      '--no-node-snapshot',
       runnerBin,
       '--api',
       url,

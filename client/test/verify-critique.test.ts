@@ -26,7 +26,7 @@ function cgrpo(
   return new Promise((resolve) => {
     execFile(
       node,
-      [bin, ...args],
+      ['--no-node-snapshot', bin, ...args],
       { env: { ...process.env, ...env }, cwd: root },
       (error, stdout, stderr) => {
         resolve({

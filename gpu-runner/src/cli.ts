@@ -5,6 +5,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { RUNNER_TOKEN_PREFIX } from '@cgrpo/contract';
+import type { SandboxEngine } from '@cgrpo/plugins/sandbox';
 import { RunnerApi } from './api-client';
 import type { PluginHostOptions } from './job/plugins';
 import { type LogFormat, Logger } from './log';
@@ -37,7 +38,9 @@ published plugins (run in the plugin sandbox):
   --llm-model NAME      model name sent to that server (or env CGRPO_LLM_MODEL)
   --no-llm              take no job that grants llm.chat to a plugin
   --plugin-timeout-ms N upper bound on a plugin's per-call time limit (default 60000)
-  --plugin-memory-mb N  upper bound on a plugin's memory limit (default 512)`;
+  --plugin-memory-mb N  upper bound on a plugin's memory limit (default 512)
+  --sandbox-engine E    auto | isolated-vm | quickjs (default auto: isolated-vm where it loads and
+                        node runs with --no-node-snapshot, as bin/cgrpo-runner.mjs starts it)`;
 
 function splitList(v: string | undefined): string[] {
   return (v ?? '')
@@ -134,6 +137,7 @@ async function run(argv: string[]): Promise<number> {
       'no-llm': { type: 'boolean' },
       'plugin-timeout-ms': { type: 'string' },
       'plugin-memory-mb': { type: 'string' },
+      'sandbox-engine': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -160,7 +164,25 @@ async function run(argv: string[]): Promise<number> {
   }
   const llmModel = values['llm-model'] ?? process.env.CGRPO_LLM_MODEL;
   const llmToken = process.env.CGRPO_LLM_TOKEN;
+  const engineFlag = values['sandbox-engine'] ?? 'auto';
+  if (!['auto', 'isolated-vm', 'quickjs'].includes(engineFlag)) {
+    throw new UsageError(`--sandbox-engine: must be auto, isolated-vm or quickjs, got ${engineFlag}`);
+  }
+  const { resolveEngine } = await import('@cgrpo/plugins/sandbox');
+  let sandboxEngine: SandboxEngine;
+  try {
+    sandboxEngine = resolveEngine(engineFlag as 'auto' | SandboxEngine);
+  } catch (e) {
+    throw new UsageError(`--sandbox-engine: ${(e as Error).message}`);
+  }
+  if (sandboxEngine === 'quickjs' && engineFlag === 'auto') {
+    const { ivmUnavailableReason } = await import('@cgrpo/plugins/sandbox');
+    log.info('plugin sandbox: QuickJS (slower than isolated-vm for published plugins)', {
+      why: ivmUnavailableReason(),
+    });
+  } else log.debug('plugin sandbox', { engine: sandboxEngine });
   const host: PluginHostOptions = {
+    sandboxEngine,
     llm: llmEndpoint
       ? {
           endpointUrl: llmEndpoint,

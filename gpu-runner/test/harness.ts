@@ -223,6 +223,7 @@ export function startRunner(
   const proc = spawn(
     process.execPath,
     [
+      '--no-node-snapshot',
       RUNNER_BIN,
       '--api',
       api.url,

@@ -48,7 +48,7 @@ afterAll(async () => {
 
 /** `cgrpo plugins ...` as a user runs it, against the local API. */
 function cgrpo(...args: string[]): { code: number | null; out: string } {
-  const r = spawnSync(process.execPath, [CGRPO, 'plugins', ...args], {
+  const r = spawnSync(process.execPath, ['--no-node-snapshot', CGRPO, 'plugins', ...args], {
     cwd: work,
     encoding: 'utf8',
     env: { ...process.env, CGRPO_API_URL: api.url, CGRPO_API_KEY: api.apiKey },
@@ -177,6 +177,8 @@ describe('published plugins in a job', () => {
     expect(failed.runner_id).toBe(runnerId);
     expect(done.runner_id).toBe(runnerId);
     expect(await runner.exited).toBe(0);
+    // bin/cgrpo-runner.mjs runs with --no-node-snapshot, so the sandbox is the V8-isolate engine
+    expect(runner.log()).toMatch(/"msg":"plugin loaded in the sandbox".*"engine":"isolated-vm"/);
 
     // the sandboxed plugins really ran: verifier calls, critiques from the judge, its token sent
     const points = (

@@ -14,6 +14,13 @@ export const HARNESS_SOURCE = String.raw`(function (host) {
   const NONFINITE = '\u0000nonfinite:';
   let plugin = null;
   let config = undefined;
+  // calls begun and not finished, and how many llm.chat answers they await: probe() reports them
+  // so a host that cannot see the VM's job queue can tell a call waiting on the host from a call
+  // waiting on a promise nothing will ever settle
+  const inflight = new Set();
+  let chatsPending = 0;
+  // every call's outcome, also returned by run() for hosts whose callbacks are asynchronous
+  let results = [];
 
   function replacer(key, value) {
     return typeof value === 'number' && !isFiniteNumber(value) ? NONFINITE + toStr(value) : value;
@@ -52,8 +59,12 @@ export const HARNESS_SOURCE = String.raw`(function (host) {
       config,
       log: logger(i),
       llm: {
-        chat: (messages, options) =>
-          host.chat(i, stringify({ messages, options: options === undefined ? {} : options })).then(parse),
+        chat: (messages, options) => {
+          chatsPending++;
+          const done = () => { chatsPending--; };
+          return host.chat(i, stringify({ messages, options: options === undefined ? {} : options }))
+            .then((answer) => { done(); return parse(answer); }, (e) => { done(); throw e; });
+        },
       },
     };
   }
@@ -67,10 +78,19 @@ export const HARNESS_SOURCE = String.raw`(function (host) {
         value = { critique: value.critique.slice(0, maxCritique) + '\n[cgrpo: critique truncated from ' + length + ' to ' + maxCritique + ' characters]', truncated_from: length };
       }
       const json = stringify(value, replacer);
-      host.end(i, json === undefined ? 'null' : json);
+      inflight.delete(i);
+      const text = json === undefined ? 'null' : json;
+      results[i] = [1, text];
+      host.end(i, text);
     } catch (e) {
-      host.fail(i, describeThrown(e));
+      failed(i, e);
     }
+  }
+  function failed(i, e) {
+    inflight.delete(i);
+    const text = describeThrown(e);
+    results[i] = [0, text];
+    host.fail(i, text);
   }
 
   return {
@@ -94,22 +114,29 @@ export const HARNESS_SOURCE = String.raw`(function (host) {
       }
       return stringify({ ok: false, issues: result && result.issues });
     },
+    probe() {
+      return stringify({ inflight: Array.from(inflight), chats: chatsPending });
+    },
     run(batchJson, concurrency, maxCritique) {
+      inflight.clear();
+      chatsPending = 0;
+      results = [];
       const items = parse(batchJson);
       let next = 0;
       const worker = () => {
         for (;;) {
           if (next >= items.length) return undefined;
           const i = next++;
+          inflight.add(i);
           host.begin(i);
           let out;
           try {
             out = plugin.run(items[i], context(i));
             if (isThenable(out)) {
-              return resolved(out).then((v) => finish(i, v, maxCritique), (e) => host.fail(i, describeThrown(e))).then(worker);
+              return resolved(out).then((v) => finish(i, v, maxCritique), (e) => failed(i, e)).then(worker);
             }
           } catch (e) {
-            host.fail(i, describeThrown(e));
+            failed(i, e);
             continue;
           }
           finish(i, out, maxCritique);
@@ -117,7 +144,7 @@ export const HARNESS_SOURCE = String.raw`(function (host) {
       };
       const workers = [];
       for (let k = 0; k < concurrency; k++) workers.push(resolved(undefined).then(worker));
-      return all(workers);
+      return all(workers).then(() => stringify(results));
     },
   };
 })`;

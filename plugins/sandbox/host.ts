@@ -30,8 +30,16 @@ import {
 } from 'quickjs-emscripten';
 import type { z } from 'zod';
 import { checkShaping } from '../builtin/shaping/expression';
+import { createIvmInstance, ivmAvailable } from './engine-ivm';
 import { PluginError, type PluginFailureReason } from './errors';
 import { HARNESS_SOURCE, NONFINITE_MARK } from './harness';
+import {
+  type CallState,
+  type HostHooks,
+  LoadFailure,
+  type SandboxEngine,
+  type SandboxInstance,
+} from './instance';
 import { type ChatRequest, ChatRequestSchema, ChatResultSchema, type LlmChat } from './llm';
 
 /** Bounds the runner puts on every plugin, whatever its manifest asks for. */
@@ -84,6 +92,40 @@ export interface SandboxOptions {
   llm?: LlmChat;
   limits?: Partial<SandboxLimits>;
   onLog?: (entry: PluginLogEntry) => void;
+  /**
+   * Which engine runs the plugin: 'auto' (default; env CGRPO_SANDBOX_ENGINE overrides) picks
+   * isolated-vm where it loads and Node runs with --no-node-snapshot, QuickJS otherwise.
+   */
+  engine?: 'auto' | SandboxEngine;
+}
+
+/** Why `auto` would not pick isolated-vm here (null when it would). */
+export function ivmUnavailableReason(): string | null {
+  const ivm = ivmAvailable();
+  return ivm.ok ? null : ivm.reason;
+}
+
+/** The engine `requested` resolves to in this process (throws when isolated-vm is forced but unusable). */
+export function resolveEngine(requested?: 'auto' | SandboxEngine): SandboxEngine {
+  const wanted =
+    requested ?? (process.env.CGRPO_SANDBOX_ENGINE as 'auto' | SandboxEngine | undefined) ?? 'auto';
+  if (wanted === 'quickjs') return 'quickjs';
+  const ivm = ivmAvailable();
+  if (wanted === 'isolated-vm') {
+    if (!ivm.ok) throw new Error(`the isolated-vm sandbox engine is not usable here: ${ivm.reason}`);
+    return 'isolated-vm';
+  }
+  if (wanted !== 'auto')
+    throw new Error(`unknown sandbox engine '${String(wanted)}': use auto, isolated-vm or quickjs`);
+  return ivm.ok ? 'isolated-vm' : 'quickjs';
+}
+
+function createInstance(
+  engine: SandboxEngine,
+  bundle: string,
+  hooks: HostHooks,
+): Promise<{ instance: SandboxInstance; description: string }> {
+  return engine === 'isolated-vm' ? createIvmInstance(bundle, hooks) : Instance.create(bundle, hooks);
 }
 
 export type PluginOutcome<T> = { ok: true; value: T } | { ok: false; error: PluginError };
@@ -115,21 +157,8 @@ const WASM_PAGE = 64 * 1024;
 const WASM_INITIAL_PAGES = 256;
 const WASM_OVERHEAD_BYTES = 16 * 1024 * 1024;
 
-type CallState =
-  | { state: 'waiting' }
-  | { state: 'running'; startedAt: number }
-  | { state: 'done'; json: string }
-  | { state: 'failed'; json: string };
-
-interface HostHooks {
-  timeoutMs: number;
-  memoryBytes: number;
-  stackBytes: number;
-  log(call: number, level: string, message: string): void;
-  chat(call: number, request: string, signal: AbortSignal): Promise<string>;
-}
-
-class Instance {
+class Instance implements SandboxInstance {
+  readonly engine = 'quickjs' as const;
   deadline = Number.POSITIVE_INFINITY;
   interrupted = false;
   /** Set when a call ran out of memory: the instance stops and is replaced. */
@@ -430,8 +459,6 @@ class Instance {
   }
 }
 
-class LoadFailure extends Error {}
-
 // ---- the plugin as the runner sees it ------------------------------------------------------------
 
 function parseDescription(text: string): PluginDescription {
@@ -460,9 +487,9 @@ export async function describeBundle(
     log: () => {},
     chat: () => Promise.reject(new Error('no llm.chat while describing a bundle')),
   };
-  let created: { instance: Instance; description: string };
+  let created: { instance: SandboxInstance; description: string };
   try {
-    created = await Instance.create(bundle, hooks);
+    created = await createInstance(resolveEngine(), bundle, hooks);
   } catch (error) {
     throw new Error(`the bundle did not load in the sandbox: ${(error as Error).message}`);
   }
@@ -476,7 +503,7 @@ export async function describeBundle(
  * misbehaving call) or read `shaping()`. `dispose()` frees its memory.
  */
 export class SandboxedPlugin {
-  private instance: Instance | null = null;
+  private instance: SandboxInstance | null = null;
   private configJson = '{}';
   private configured = false;
   private logLines = 0;
@@ -493,7 +520,9 @@ export class SandboxedPlugin {
     private readonly limits: SandboxLimits,
     private readonly effective: { timeoutMs: number; memoryMb: number },
     private readonly options: SandboxOptions,
-    instance: Instance,
+    instance: SandboxInstance,
+    /** The engine this plugin runs in. */
+    readonly engine: SandboxEngine,
   ) {
     this.instance = instance;
     this.instancesCreated = 1;
@@ -559,12 +588,19 @@ export class SandboxedPlugin {
       memoryMb: Math.min(manifest.limits.memory_mb, limits.maxMemoryMb),
     };
     const holder: { plugin?: SandboxedPlugin } = {};
+    let engine: SandboxEngine;
+    try {
+      engine = resolveEngine(options.engine);
+    } catch (error) {
+      throw fail('load', (error as Error).message);
+    }
     const { instance, description } = await SandboxedPlugin.spawn(
       bundle,
       manifest,
       limits,
       effective,
       holder,
+      engine,
     );
     let parsedDescription: PluginDescription;
     try {
@@ -588,6 +624,7 @@ export class SandboxedPlugin {
       effective,
       options,
       instance,
+      engine,
     );
     holder.plugin = plugin;
     return plugin;
@@ -599,9 +636,10 @@ export class SandboxedPlugin {
     limits: SandboxLimits,
     effective: { timeoutMs: number; memoryMb: number },
     holder: { plugin?: SandboxedPlugin },
-  ): Promise<{ instance: Instance; description: string }> {
+    engine: SandboxEngine,
+  ): Promise<{ instance: SandboxInstance; description: string }> {
     try {
-      return await Instance.create(bundle, {
+      return await createInstance(engine, bundle, {
         timeoutMs: effective.timeoutMs,
         memoryBytes: effective.memoryMb * 1024 * 1024,
         stackBytes: limits.stackKb * 1024,
@@ -681,7 +719,7 @@ export class SandboxedPlugin {
     }
   }
 
-  private async ensureInstance(): Promise<Instance> {
+  private async ensureInstance(): Promise<SandboxInstance> {
     if (this.instance?.alive) return this.instance;
     const holder = { plugin: this as SandboxedPlugin };
     const { instance } = await SandboxedPlugin.spawn(
@@ -690,6 +728,7 @@ export class SandboxedPlugin {
       this.limits,
       this.effective,
       holder,
+      this.engine,
     );
     this.instancesCreated += 1;
     this.instance = instance;
@@ -697,7 +736,7 @@ export class SandboxedPlugin {
     return instance;
   }
 
-  private applyConfig(instance: Instance): void {
+  private applyConfig(instance: SandboxInstance): void {
     let text: string;
     try {
       text = instance.configure(this.configJson);
@@ -910,7 +949,9 @@ export class SandboxedPlugin {
               ok: false,
               error: this.error(
                 reason,
-                `call ${index} crashed its sandbox (${instance.crashed}); the instance was replaced`,
+                reason === 'memory'
+                  ? `call ${index} ran past the ${this.effective.memoryMb} MB memory limit (${instance.crashed}); the instance was replaced`
+                  : `call ${index} crashed its sandbox (${instance.crashed}); the instance was replaced`,
               ),
             };
             progressed = true;
@@ -984,7 +1025,9 @@ export class SandboxedPlugin {
     if (this.capabilityDenied.has(local)) return this.error('capability', `call ${call}: ${shown}`);
     if (this.llmFailures.has(local)) return this.error('llm', `call ${call}: ${shown}`);
     if (
-      /out of memory|invalid array buffer length|invalid array length|invalid string length/i.test(message)
+      /out of memory|invalid array buffer length|invalid array length|invalid string length|array buffer allocation failed/i.test(
+        message,
+      )
     ) {
       return this.error(
         'memory',

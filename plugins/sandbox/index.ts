@@ -3,14 +3,17 @@ export { PluginError, type PluginFailureReason } from './errors';
 export {
   DEFAULT_SANDBOX_LIMITS,
   describeBundle,
+  ivmUnavailableReason,
   type PluginDescription,
   type PluginLogEntry,
   type PluginOutcome,
+  resolveEngine,
   SandboxedPlugin,
   type SandboxLimits,
   type SandboxOptions,
   sha256Hex,
 } from './host';
+export type { SandboxEngine } from './instance';
 export {
   type ChatRequest,
   ChatRequestSchema,

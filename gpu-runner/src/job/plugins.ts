@@ -24,6 +24,7 @@ import {
   inferenceChat,
   PluginError,
   type PluginOutcome,
+  type SandboxEngine,
   SandboxedPlugin,
   type SandboxLimits,
   sha256Hex,
@@ -59,6 +60,8 @@ export interface PluginHostOptions {
   llm?: InferenceEndpoint | null;
   /** Bounds on every sandboxed plugin, whatever its manifest asks for. */
   sandbox?: Partial<SandboxLimits>;
+  /** The sandbox engine (default auto: isolated-vm where usable, else QuickJS). */
+  sandboxEngine?: 'auto' | SandboxEngine;
 }
 
 export interface ResolveOptions extends PluginHostOptions {
@@ -221,6 +224,7 @@ async function loadSandboxed(
       grants: use.grants,
       ...(llm.endpoint ? { llm: inferenceChat(llm.endpoint) } : {}),
       ...(options.sandbox ? { limits: options.sandbox } : {}),
+      ...(options.sandboxEngine ? { engine: options.sandboxEngine } : {}),
       onLog: (entry) => {
         const fields = { call: entry.call };
         if (entry.level === 'error') log?.error(entry.message, fields);
@@ -260,6 +264,7 @@ export async function resolvePlugins(spec: JobSpec, options: ResolveOptions = {}
     options.log?.info('plugin loaded in the sandbox', {
       role,
       plugin: plugin.id,
+      engine: plugin.engine,
       ...plugin.effectiveLimits,
     });
     return plugin;

@@ -1,0 +1,45 @@
+// What the sandbox host needs from one engine instance (QuickJS in WASM, or a V8 isolate through
+// isolated-vm): load a bundle behind the harness, configure it, run a batch and say what happened
+// to every call, and die cleanly.
+
+export type SandboxEngine = 'quickjs' | 'isolated-vm';
+
+export type CallState =
+  | { state: 'waiting' }
+  | { state: 'running'; startedAt: number }
+  | { state: 'done'; json: string }
+  | { state: 'failed'; json: string };
+
+export interface HostHooks {
+  timeoutMs: number;
+  memoryBytes: number;
+  stackBytes: number;
+  log(call: number, level: string, message: string): void;
+  chat(call: number, request: string, signal: AbortSignal): Promise<string>;
+}
+
+export interface SandboxInstance {
+  readonly engine: SandboxEngine;
+  /** False once disposed (or killed by a limit): a fresh instance takes the next calls. */
+  readonly alive: boolean;
+  /** Set when the engine itself failed under a call (trap, memory limit); the message says why. */
+  crashed: string | null;
+  /** What happened to each call of the last batch. */
+  calls: CallState[];
+  /** Calls of the last batch that failed because the instance ran out of memory. */
+  memoryFailures: Set<number>;
+  /** Runs the harness's config check; returns its JSON answer. Throws a LoadFailure. */
+  configure(configJson: string): string;
+  run(
+    batchJson: string,
+    size: number,
+    concurrency: number,
+    maxCritique: number,
+  ): Promise<{ dead: boolean; stuck: boolean; error?: string }>;
+  /** Bytes the instance holds (WASM linear memory, or the isolate's heap). */
+  memoryBytes(): number;
+  dispose(): void;
+}
+
+/** A bundle or config check that failed inside the sandbox (message: `Name: message`, or `interrupted`). */
+export class LoadFailure extends Error {}
