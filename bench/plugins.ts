@@ -1,18 +1,15 @@
-// npm run bench:plugins — a typical verifier (examples/plugins/json-answer-verifier) run natively,
-// in the QuickJS sandbox the runner uses, and (when installed outside the repo) in isolated-vm,
-// interleaved round by round so the shared CI box's noise hits all of them alike.
-//   calls/s over batches of 512, single-call latency p50/p99, cold start, memory per sandbox.
-// isolated-vm is looked up at $CGRPO_IVM_PATH or /tmp/ivm/node_modules/isolated-vm (see
-// docs/plugins.md, "The sandbox"); without it that column is skipped and says so.
-import { cpSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { createRequire } from 'node:module';
+// npm run bench:plugins — a typical verifier (examples/plugins/json-answer-verifier) run natively
+// and in the plugin sandbox on both of its engines (V8 isolates through isolated-vm, the default
+// where it loads; QuickJS in WASM, the fallback), interleaved round by round so the shared box's
+// noise hits all of them alike: calls/s over batches of 512, single-call latency p50/p99, cold
+// start, memory per sandbox. Runs with --no-node-snapshot (isolated-vm's requirement).
+import { cpSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { PluginManifest, VerifierInput } from '@cgrpo/contract';
-import { SandboxedPlugin } from '@cgrpo/plugins/sandbox';
+import { resolveEngine, type SandboxEngine, SandboxedPlugin } from '@cgrpo/plugins/sandbox';
 import type { PluginContext, VerifierDefinition } from '@cgrpo/plugins/sdk';
-import { build } from 'esbuild';
 import { buildPlugin } from '../client/src/plugins/build';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 8);
@@ -41,81 +38,12 @@ const quantile = (xs: number[], q: number) => {
 const median = (xs: number[]) => quantile(xs, 0.5);
 const mb = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MB`;
 
-interface IvmModule {
-  Isolate: new (o: {
-    memoryLimit: number;
-  }) => {
-    createContext(): Promise<{ global: { set(k: string, v: unknown): Promise<void> } }>;
-    compileScript(code: string): Promise<{ run(ctx: unknown, o?: { timeout: number }): Promise<unknown> }>;
-    getHeapStatistics(): Promise<{ total_heap_size: number; used_heap_size: number }>;
-    dispose(): void;
-  };
-}
-
-function loadIvm(): IvmModule | null {
-  const candidates = [process.env.CGRPO_IVM_PATH, '/tmp/ivm/node_modules/isolated-vm'].filter(
-    Boolean,
-  ) as string[];
-  for (const candidate of candidates) {
-    if (!existsSync(candidate)) continue;
-    try {
-      return createRequire(import.meta.url)(candidate) as IvmModule;
-    } catch (error) {
-      console.log(`isolated-vm at ${candidate} did not load: ${(error as Error).message}`);
-    }
-  }
-  return null;
-}
-
-/**
- * isolated-vm with a minimal harness: the same entry bundled as a script (isolated-vm has no
- * module loader for us to bridge), the batch goes in as JSON and the results come out as JSON.
- */
-async function ivmSandbox(ivm: IvmModule, script: string) {
-  const isolate = new ivm.Isolate({ memoryLimit: 64 });
-  const context = await isolate.createContext();
-  await (await isolate.compileScript(script)).run(context);
-  await (
-    await isolate.compileScript(`globalThis.__run = (() => {
-      const def = __plugin.default;
-      const ctx = { config: def.parseConfig({}).value, log: () => {}, llm: {} };
-      return (json) => JSON.stringify(JSON.parse(json).map((input) => def.run(input, ctx)));
-    })();`)
-  ).run(context);
-  const runner = await isolate.compileScript('__run(__batch)');
-  return {
-    async batch(json: string) {
-      await context.global.set('__batch', json);
-      return runner.run(context, { timeout: 10_000 });
-    },
-    heap: () => isolate.getHeapStatistics(),
-    dispose: () => isolate.dispose(),
-  };
-}
-
-async function scriptBundle(dir: string): Promise<string> {
-  const result = await build({
-    entryPoints: [path.join(dir, 'src/index.ts')],
-    bundle: true,
-    format: 'iife',
-    globalName: '__plugin',
-    platform: 'neutral',
-    mainFields: ['module', 'main'],
-    target: 'es2020',
-    minify: true,
-    write: false,
-    alias: { '@cgrpo/plugins/sdk': createRequire(import.meta.url).resolve('@cgrpo/plugins/sdk') },
-  });
-  return result.outputFiles[0].text;
-}
-
 async function main() {
   const work = mkdtempSync(path.join(os.tmpdir(), 'cgrpo-bench-plugins-'));
   const dir = path.join(work, 'verifier');
   cpSync(exampleDir, dir, { recursive: true, filter: (src) => !src.includes(`${path.sep}dist`) });
   const { bundle, manifest } = await buildPlugin(dir);
   const batch = inputs();
-  const batchJson = JSON.stringify(batch);
 
   // Native: the same definition object, imported as TypeScript and called directly.
   const native = (await import(pathToFileURL(path.join(exampleDir, 'src/index.ts')).href))
@@ -130,36 +58,52 @@ async function main() {
     typeof parsed.value
   >;
 
-  // Cold start: a fresh SandboxedPlugin (own WASM module, bundle evaluated, config checked).
-  const coldStarts: number[] = [];
-  for (let i = 0; i < 6; i++) {
-    const t = performance.now();
-    const p = await SandboxedPlugin.load(bundle, manifest as PluginManifest);
-    await p.configure({});
-    coldStarts.push(performance.now() - t);
-    p.dispose();
+  const engines: SandboxEngine[] = ['quickjs'];
+  let ivmNote = '';
+  try {
+    resolveEngine('isolated-vm');
+    engines.unshift('isolated-vm');
+  } catch (error) {
+    ivmNote = `isolated-vm: not usable here (${(error as Error).message})`;
   }
-  const sandbox = await SandboxedPlugin.load(bundle, manifest);
-  await sandbox.configure({});
+  const load = async (engine: SandboxEngine) => {
+    const p = await SandboxedPlugin.load(bundle, manifest as PluginManifest, { engine });
+    await p.configure({});
+    return p;
+  };
 
-  const ivm = loadIvm();
-  const ivmColdStarts: number[] = [];
-  let ivmBox: Awaited<ReturnType<typeof ivmSandbox>> | null = null;
-  if (ivm) {
-    const script = await scriptBundle(dir);
+  // Cold start: a fresh SandboxedPlugin (new isolate or WASM module, bundle evaluated, config checked).
+  const cold = new Map<SandboxEngine, number[]>();
+  for (const engine of engines) {
+    const times: number[] = [];
     for (let i = 0; i < 6; i++) {
       const t = performance.now();
-      const box = await ivmSandbox(ivm, script);
-      ivmColdStarts.push(performance.now() - t);
-      box.dispose();
+      (await load(engine)).dispose();
+      times.push(performance.now() - t);
     }
-    ivmBox = await ivmSandbox(ivm, script);
+    cold.set(engine, times);
+  }
+  const boxes = new Map<SandboxEngine, SandboxedPlugin>();
+  for (const engine of engines) boxes.set(engine, await load(engine));
+
+  // Warm-up: a runner serves a verifier for a whole job, so both sides are measured at steady
+  // state, after V8 has optimized the plugin code (natively and in the isolate alike).
+  const WARMUP = Number(process.env.BENCH_WARMUP ?? 40);
+  for (let round = 0; round < WARMUP; round++) {
+    for (const input of batch) await native.run(input, ctx);
+    for (const box of boxes.values()) await box.verifyBatch(batch);
   }
 
-  const rate = { native: [] as number[], sandbox: [] as number[], ivm: [] as number[] };
-  const single = { native: [] as number[], sandbox: [] as number[] };
-  let correctSandbox = 0;
+  const rate = new Map<string, number[]>([
+    ['native', []],
+    ...engines.map((e) => [e, []] as [string, number[]]),
+  ]);
+  const single = new Map<string, number[]>([
+    ['native', []],
+    ...engines.map((e) => [e, []] as [string, number[]]),
+  ]);
   let correctNative = 0;
+  const correct = new Map<SandboxEngine, number>();
   for (let round = 0; round < ROUNDS; round++) {
     let t = performance.now();
     correctNative = 0;
@@ -167,66 +111,68 @@ async function main() {
       const r = await native.run(input, ctx);
       if (r.correct) correctNative += 1;
     }
-    rate.native.push(BATCH / ((performance.now() - t) / 1000));
-
-    t = performance.now();
-    const outcomes = await sandbox.verifyBatch(batch);
-    rate.sandbox.push(BATCH / ((performance.now() - t) / 1000));
-    correctSandbox = outcomes.filter((o) => o.ok && o.value.correct).length;
-
-    if (ivmBox) {
+    rate.get('native')?.push(BATCH / ((performance.now() - t) / 1000));
+    for (const [engine, box] of boxes) {
       t = performance.now();
-      await ivmBox.batch(batchJson);
-      rate.ivm.push(BATCH / ((performance.now() - t) / 1000));
+      const outcomes = await box.verifyBatch(batch);
+      rate.get(engine)?.push(BATCH / ((performance.now() - t) / 1000));
+      correct.set(engine, outcomes.filter((o) => o.ok && o.value.correct).length);
     }
-
     // Single-call latency: one VM entry per call (the worst case; batches amortise it).
     for (let i = 0; i < 32; i++) {
       const input = batch[(round * 32 + i) % BATCH];
       let s = performance.now();
       await native.run(input, ctx);
-      single.native.push(performance.now() - s);
-      s = performance.now();
-      await sandbox.verify(input);
-      single.sandbox.push(performance.now() - s);
+      single.get('native')?.push(performance.now() - s);
+      for (const [engine, box] of boxes) {
+        s = performance.now();
+        await box.verify(input);
+        single.get(engine)?.push(performance.now() - s);
+      }
     }
   }
-  if (correctSandbox !== correctNative)
-    throw new Error(`sandbox ${correctSandbox} != native ${correctNative} correct`);
+  for (const [engine, n] of correct)
+    if (n !== correctNative) throw new Error(`${engine}: ${n} correct, native ${correctNative}`);
 
-  // Memory: WASM linear memory per instance, and the process RSS for 16 live sandboxes.
-  const perInstance = sandbox.memoryBytes();
-  const rssBefore = process.memoryUsage().rss;
-  const many: SandboxedPlugin[] = [];
-  for (let i = 0; i < 16; i++) {
-    const p = await SandboxedPlugin.load(bundle, manifest);
-    await p.verifyBatch(batch.slice(0, 64));
-    many.push(p);
+  // Memory: what one instance holds, and the process RSS per live sandbox (16 of them).
+  const memory = new Map<SandboxEngine, { instance: number; rss: number }>();
+  for (const [engine, box] of boxes) {
+    const rssBefore = process.memoryUsage().rss;
+    const many: SandboxedPlugin[] = [];
+    for (let i = 0; i < 16; i++) {
+      const p = await load(engine);
+      await p.verifyBatch(batch.slice(0, 64));
+      many.push(p);
+    }
+    memory.set(engine, { instance: box.memoryBytes(), rss: (process.memoryUsage().rss - rssBefore) / 16 });
+    for (const p of many) p.dispose();
   }
-  const rssPer = (process.memoryUsage().rss - rssBefore) / 16;
-  for (const p of many) p.dispose();
 
-  const ratio = median(rate.sandbox) / median(rate.native);
+  const nativeRate = median(rate.get('native') ?? []);
+  const row = (name: string) => {
+    const r = median(rate.get(name) ?? []);
+    const sl = single.get(name) ?? [];
+    const share = name === 'native' ? '' : ` (${((r / nativeRate) * 100).toFixed(1)} % of native)`;
+    return `${name.padEnd(12)} ${r.toFixed(0).padStart(7)} calls/s${share}   single call p50 ${median(sl).toFixed(3)} ms  p99 ${quantile(sl, 0.99).toFixed(3)} ms`;
+  };
   const lines = [
     `machine: ${os.cpus().length}-core ${os.arch()} (${os.cpus()[0]?.model ?? 'cpu'}), Node ${process.version}, load avg ${os
       .loadavg()
       .map((x) => x.toFixed(1))
       .join(' ')}`,
-    `typical verifier: examples/plugins/json-answer-verifier, bundle ${(bundle.length / 1024).toFixed(0)} KB (SDK + zod), batches of ${BATCH}, ${ROUNDS} interleaved rounds (medians)`,
-    `native            ${median(rate.native).toFixed(0)} calls/s   single call p50 ${median(single.native).toFixed(3)} ms  p99 ${quantile(single.native, 0.99).toFixed(3)} ms`,
-    `quickjs sandbox   ${median(rate.sandbox).toFixed(0)} calls/s   single call p50 ${median(single.sandbox).toFixed(3)} ms  p99 ${quantile(single.sandbox, 0.99).toFixed(3)} ms`,
-    `sandbox / native  ${(ratio * 100).toFixed(1)} % (target >= 25 %)`,
-    ivmBox
-      ? `isolated-vm 6.2.0 ${median(rate.ivm).toFixed(0)} calls/s (${((median(rate.ivm) / median(rate.native)) * 100).toFixed(1)} % of native; minimal harness, one JSON batch per entry)`
-      : 'isolated-vm: not installed here (set CGRPO_IVM_PATH to compare)',
-    `cold start        quickjs first ${coldStarts[0].toFixed(0)} ms (compiles the WASM module), then median ${median(coldStarts.slice(1)).toFixed(0)} ms` +
-      (ivmBox ? `; isolated-vm median ${median(ivmColdStarts).toFixed(0)} ms` : ''),
-    `memory            quickjs WASM linear memory per sandbox ${mb(perInstance)}; RSS per live sandbox ${mb(rssPer)}` +
-      (ivmBox ? `; isolated-vm heap ${mb((await ivmBox.heap()).total_heap_size)}` : ''),
+    `typical verifier: examples/plugins/json-answer-verifier, bundle ${(bundle.length / 1024).toFixed(0)} KB (SDK + zod), batches of ${BATCH}, ${WARMUP} warm-up then ${ROUNDS} interleaved rounds (medians)`,
+    row('native'),
+    ...engines.map(row),
+    ...engines.map((e) => {
+      const c = cold.get(e) ?? [];
+      const m = memory.get(e);
+      return `${e.padEnd(12)} cold start first ${c[0].toFixed(0)} ms, then median ${median(c.slice(1)).toFixed(0)} ms; memory per instance ${mb(m?.instance ?? 0)}, RSS per live sandbox ${mb(m?.rss ?? 0)}`;
+    }),
+    `sandboxed throughput: ${((median(rate.get(engines[0]) ?? []) / nativeRate) * 100).toFixed(1)}% of native (${engines[0]}, the default here; target >= 25%)`,
+    ...(ivmNote ? [ivmNote] : []),
   ];
   console.log(lines.join('\n'));
-  sandbox.dispose();
-  ivmBox?.dispose();
+  for (const box of boxes.values()) box.dispose();
   rmSync(work, { recursive: true, force: true });
 }
 

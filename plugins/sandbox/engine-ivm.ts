@@ -56,6 +56,8 @@ function describe(error: unknown): string {
   return `threw a non-Error value: ${String(error)}`.slice(0, 2000);
 }
 
+/** Calls per batch whose progress the host can see (SandboxLimits.batchSize is far below). */
+const PROGRESS_SLOTS = 65_536;
 /** How often the watchdog looks at the running calls (ms). */
 const WATCH_MS = 10;
 /** How long a batch may sit with no call moving before the harness is asked whether it is stuck (ms). */
@@ -81,6 +83,7 @@ class IvmInstance implements SandboxInstance {
     private readonly harness: IvmModule.Reference<Record<string, unknown>>,
     private readonly settle: IvmModule.Reference<unknown>,
     private readonly hooks: HostHooks,
+    private readonly progress: Int32Array,
   ) {
     const get = (name: string) => harness.getSync(name, { reference: true }) as IvmModule.Reference<unknown>;
     this.fns = {
@@ -112,18 +115,10 @@ class IvmInstance implements SandboxInstance {
         new ivm.Callback((i: number, ...rest: string[]) => holder.instance?.hostEvent(() => fn(i, ...rest)), {
           ignored: true,
         });
-      global.setSync(
-        '__cgrpo_begin',
-        on((i) => holder.instance?.begin(i)),
-      );
-      global.setSync(
-        '__cgrpo_end',
-        on((i, json) => holder.instance?.settleCall(i, { state: 'done', json })),
-      );
-      global.setSync(
-        '__cgrpo_fail',
-        on((i, json) => holder.instance?.failCall(i, json)),
-      );
+      // calls report progress through shared memory (no VM exit per call) and their results
+      // through run()'s answer; only logs and llm.chat cross into the host while a batch runs
+      const progress = new SharedArrayBuffer(PROGRESS_SLOTS * 4);
+      global.setSync('__cgrpo_progress', new ivm.ExternalCopy(progress).copyInto({ release: true }));
       global.setSync(
         '__cgrpo_log',
         on((i, level, message) => hooks.log(i, level, message)),
@@ -145,14 +140,15 @@ class IvmInstance implements SandboxInstance {
           else { const e = new Error(text); e.name = 'LlmChatError'; p.reject(e); }
         };
         globalThis.__cgrpo_harness = (${HARNESS_SOURCE})({
-          begin: __cgrpo_begin, end: __cgrpo_end, fail: __cgrpo_fail, log: __cgrpo_log,
+          begin: () => {}, end: () => {}, fail: () => {}, log: __cgrpo_log,
+          progress: new Int32Array(__cgrpo_progress),
           chat: ((ask) => (i, request) => new Promise((resolve, reject) => {
             const id = __cgrpo_next++;
             __cgrpo_pending.set(id, { resolve, reject });
             ask(i, id, request);
           }))(__cgrpo_chat),
         });
-        for (const k of ['__cgrpo_begin', '__cgrpo_end', '__cgrpo_fail', '__cgrpo_log', '__cgrpo_chat']) delete globalThis[k];`,
+        for (const k of ['__cgrpo_progress', '__cgrpo_log', '__cgrpo_chat']) delete globalThis[k];`,
         { filename: 'cgrpo-harness.js' },
       );
       const harness = global.getSync('__cgrpo_harness', { reference: true }) as IvmModule.Reference<
@@ -160,7 +156,7 @@ class IvmInstance implements SandboxInstance {
       >;
       const settle = global.getSync('__cgrpo_settle', { reference: true }) as IvmModule.Reference<unknown>;
       context.evalSync('delete globalThis.__cgrpo_harness; delete globalThis.__cgrpo_settle');
-      const instance = new IvmInstance(isolate, context, harness, settle, hooks);
+      const instance = new IvmInstance(isolate, context, harness, settle, hooks, new Int32Array(progress));
       holder.instance = instance;
       const description = await instance.loadBundle(bundle);
       return { instance, description };
@@ -208,17 +204,20 @@ class IvmInstance implements SandboxInstance {
     fn();
   }
 
-  private begin(i: number): void {
-    this.calls[i] = { state: 'running', startedAt: Date.now() };
-  }
-
-  private settleCall(i: number, state: CallState): void {
-    if (this.calls[i]?.state === 'running') this.calls[i] = state;
-  }
-
-  private failCall(i: number, json: string): void {
-    if (/out of memory|memory limit/i.test(json)) this.memoryFailures.add(i);
-    this.settleCall(i, { state: 'failed', json });
+  /** Folds the shared progress marks into `calls` (a call seen started gets its start time now). */
+  private readProgress(now: number): void {
+    for (let i = 0; i < this.calls.length && i < PROGRESS_SLOTS; i++) {
+      const mark = Atomics.load(this.progress, i);
+      const call = this.calls[i];
+      if (mark === 1 && call.state === 'waiting') {
+        this.calls[i] = { state: 'running', startedAt: now };
+        this.lastActivity = now;
+      } else if (mark === 2 && call.state === 'running') {
+        // finished; its result comes back with the batch (or, if the isolate dies, it runs again)
+        this.calls[i] = { state: 'waiting' };
+        this.lastActivity = now;
+      }
+    }
   }
 
   private chat(i: number, id: number, request: string): void {
@@ -273,6 +272,7 @@ class IvmInstance implements SandboxInstance {
   ): Promise<{ dead: boolean; stuck: boolean; error?: string }> {
     this.calls = Array.from({ length: size }, () => ({ state: 'waiting' }) as CallState);
     this.memoryFailures.clear();
+    this.progress.fill(0, 0, Math.min(size, PROGRESS_SLOTS));
     this.lastActivity = Date.now();
     const run = this.fns.run;
     let finished = false;
@@ -293,6 +293,7 @@ class IvmInstance implements SandboxInstance {
       const tick = () => {
         if (finished || !this.alive) return resolve();
         const now = Date.now();
+        this.readProgress(now);
         let oldest = Number.POSITIVE_INFINITY;
         for (const call of this.calls)
           if (call.state === 'running' && call.startedAt < oldest) oldest = call.startedAt;
@@ -324,13 +325,14 @@ class IvmInstance implements SandboxInstance {
     finished = true;
     if (outcome?.from === 'run' && !outcome.error) {
       // the batch's own answer is authoritative: the end/fail callbacks may still be on their way
-      const results = JSON.parse(outcome.text ?? '[]') as ([0 | 1, string] | null)[];
+      const results = (outcome.text ?? '').split('\u0001');
       results.forEach((r, i) => {
-        if (!r) return;
-        if (r[0] === 1) this.calls[i] = { state: 'done', json: r[1] };
+        if (i >= size || r.length === 0) return;
+        const json = r.slice(1);
+        if (r[0] === '1') this.calls[i] = { state: 'done', json };
         else {
-          if (/out of memory|memory limit/i.test(r[1])) this.memoryFailures.add(i);
-          this.calls[i] = { state: 'failed', json: r[1] };
+          if (/out of memory|memory limit/i.test(json)) this.memoryFailures.add(i);
+          this.calls[i] = { state: 'failed', json };
         }
       });
       return { dead: false, stuck: false };

@@ -7,6 +7,8 @@ export const HARNESS_SOURCE = String.raw`(function (host) {
   const parse = JSON.parse;
   const stringify = JSON.stringify;
   const isFiniteNumber = Number.isFinite;
+  const isArray = Array.isArray;
+  const hasOwn = Object.prototype.hasOwnProperty.call.bind(Object.prototype.hasOwnProperty);
   const toStr = String;
   const resolved = Promise.resolve.bind(Promise);
   const all = Promise.all.bind(Promise);
@@ -19,11 +21,28 @@ export const HARNESS_SOURCE = String.raw`(function (host) {
   // waiting on a promise nothing will ever settle
   const inflight = new Set();
   let chatsPending = 0;
-  // every call's outcome, also returned by run() for hosts whose callbacks are asynchronous
+  // every call's outcome ('1' + result JSON or '0' + thrown JSON), also returned by run() joined
+  // with \u0001 (never bare inside JSON text) for hosts whose callbacks are asynchronous
   let results = [];
+  // optional shared memory the host polls without entering the VM: 1 = call i began, 2 = it ended
+  const progress = host.progress || null;
+  const mark = (i, v) => {
+    if (progress !== null && i < progress.length) progress[i] = v;
+  };
 
   function replacer(key, value) {
     return typeof value === 'number' && !isFiniteNumber(value) ? NONFINITE + toStr(value) : value;
+  }
+  function hasNonFinite(v, depth) {
+    if (typeof v === 'number') return !isFiniteNumber(v);
+    if (v === null || typeof v !== 'object') return false;
+    if (depth > 64) return true;
+    if (isArray(v)) {
+      for (let k = 0; k < v.length; k++) if (hasNonFinite(v[k], depth + 1)) return true;
+      return false;
+    }
+    for (const k in v) if (hasOwn(v, k) && hasNonFinite(v[k], depth + 1)) return true;
+    return false;
   }
   function describeThrown(e) {
     try {
@@ -54,19 +73,16 @@ export const HARNESS_SOURCE = String.raw`(function (host) {
     log.error = emit('error');
     return log;
   }
-  function context(i) {
-    return {
-      config,
-      log: logger(i),
-      llm: {
-        chat: (messages, options) => {
-          chatsPending++;
-          const done = () => { chatsPending--; };
-          return host.chat(i, stringify({ messages, options: options === undefined ? {} : options }))
-            .then((answer) => { done(); return parse(answer); }, (e) => { done(); throw e; });
-        },
-      },
+  function chatFor(i) {
+    return (messages, options) => {
+      chatsPending++;
+      const done = () => { chatsPending--; };
+      return host.chat(i, stringify({ messages, options: options === undefined ? {} : options }))
+        .then((answer) => { done(); return parse(answer); }, (e) => { done(); throw e; });
     };
+  }
+  function context(i) {
+    return { config, log: logger(i), llm: { chat: chatFor(i) } };
   }
   function isThenable(value) {
     return value !== null && (typeof value === 'object' || typeof value === 'function') && typeof value.then === 'function';
@@ -77,10 +93,14 @@ export const HARNESS_SOURCE = String.raw`(function (host) {
         const length = value.critique.length;
         value = { critique: value.critique.slice(0, maxCritique) + '\n[cgrpo: critique truncated from ' + length + ' to ' + maxCritique + ' characters]', truncated_from: length };
       }
-      const json = stringify(value, replacer);
+      // the replacer (which keeps NaN/Infinity visible) turns off V8's fast JSON path: only use it
+      // when the result may hold a non-finite number (stringify writes those as null)
+      let json = stringify(value);
+      if (json !== undefined && json.indexOf('null') !== -1 && hasNonFinite(value, 0)) json = stringify(value, replacer);
       inflight.delete(i);
       const text = json === undefined ? 'null' : json;
-      results[i] = [1, text];
+      results[i] = '1' + text;
+      mark(i, 2);
       host.end(i, text);
     } catch (e) {
       failed(i, e);
@@ -89,7 +109,8 @@ export const HARNESS_SOURCE = String.raw`(function (host) {
   function failed(i, e) {
     inflight.delete(i);
     const text = describeThrown(e);
-    results[i] = [0, text];
+    results[i] = '0' + text;
+    mark(i, 2);
     host.fail(i, text);
   }
 
@@ -128,6 +149,7 @@ export const HARNESS_SOURCE = String.raw`(function (host) {
           if (next >= items.length) return undefined;
           const i = next++;
           inflight.add(i);
+          mark(i, 1);
           host.begin(i);
           let out;
           try {
@@ -144,7 +166,7 @@ export const HARNESS_SOURCE = String.raw`(function (host) {
       };
       const workers = [];
       for (let k = 0; k < concurrency; k++) workers.push(resolved(undefined).then(worker));
-      return all(workers).then(() => stringify(results));
+      return all(workers).then(() => results.join('\u0001'));
     },
   };
 })`;

@@ -73,7 +73,7 @@ export const DEFAULT_SANDBOX_LIMITS: SandboxLimits = {
   maxLogLinesPerBatch: 200,
   maxLlmCallsPerCall: 8,
   concurrency: 8,
-  batchSize: 256,
+  batchSize: 1024,
 };
 
 export interface PluginLogEntry {
