@@ -14,6 +14,28 @@ interface Case {
   expected: boolean;
 }
 
+// What a runner sees: building the verifier (which now pays mathjs's one-time warm-up), its first
+// call, and answer-less responses like a random policy's token soup. Measured before anything else
+// in this process touches mathjs.
+const coldStart = await (async () => {
+  const { getBuiltinVerifier } = await import('../plugins/builtin/index');
+  let t = performance.now();
+  const v = getBuiltinVerifier('builtin:math', {});
+  const construct = performance.now() - t;
+  const soup = (i: number) =>
+    Array.from(
+      { length: 4 + (i % 60) },
+      (_, k) => ['zq', 'x', '7', 'the', '+', 'ab', '=', 'y'][(i * 7 + k * 3) % 8],
+    ).join(' ');
+  t = performance.now();
+  await v.verify({ question: '3 + 4', response: soup(1), reference: '7', metadata: {} });
+  const first = performance.now() - t;
+  t = performance.now();
+  for (let i = 0; i < 2000; i++)
+    await v.verify({ question: '3 + 4', response: soup(i), reference: '7', metadata: {} });
+  return { construct, first, noAnswer: (performance.now() - t) / 2000 };
+})();
+
 const CASES: Case[] = readFileSync(new URL('../plugins/builtin/math/cases.jsonl', import.meta.url), 'utf8')
   .split('\n')
   .filter((l) => l.trim() !== '')
@@ -108,3 +130,6 @@ console.log(
 );
 console.log('| --- | --- | --- | --- | --- | --- |');
 console.log(rows.join('\n'));
+console.log(
+  `\nbuilding builtin:math ${coldStart.construct.toFixed(1)} ms (mathjs warm-up included), first call after it ${coldStart.first.toFixed(2)} ms, no-answer responses (4-64 random tokens) ${(coldStart.noAnswer * 1000).toFixed(0)} µs each`,
+);

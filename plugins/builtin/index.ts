@@ -200,12 +200,24 @@ export function validateBuiltinConfig(name: string, kind: PluginKind, config: un
   }
 }
 
+let mathWarmed = false;
+/**
+ * The math verifier's first symbolic comparison costs ~60 ms (mathjs builds and optimizes its
+ * functions lazily); pay it once per process when a verifier is built, not in a training step.
+ */
+function warmMath(config: z.output<typeof MathVerifierConfigSchema>): void {
+  if (mathWarmed) return;
+  mathWarmed = true;
+  verifyMath({ response: 'The answer is x + 1.', reference: '2' }, config);
+}
+
 export function getBuiltinVerifier(name: string, config: unknown = {}): BuiltinVerifier {
   const full = qualified(name);
   const entry = entryOf(full, 'verifier');
   switch (full) {
     case 'builtin:math': {
       const c = parseConfig(full, entry.schema as typeof MathVerifierConfigSchema, config);
+      warmMath(c);
       return {
         name: full,
         verify: async (input) => {
