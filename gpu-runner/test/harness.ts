@@ -214,6 +214,14 @@ export interface RunnerProcess {
 /** Every runner started in this process, so a failing test can show their logs. */
 export const runners: RunnerProcess[] = [];
 
+/** Stops every runner a test started (afterEach); a failed test first prints what they logged. */
+export function stopRunners(showLogs: boolean): void {
+  for (const r of runners.splice(0)) {
+    if (showLogs) console.error(r.log().split('\n').slice(-40).join('\n'));
+    if (r.proc.exitCode === null) r.proc.kill('SIGKILL');
+  }
+}
+
 export function startRunner(
   api: LocalApi,
   token: string,

@@ -5,6 +5,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { rng as seededRng } from '../src/engine/testing';
 import { unpackTo } from '../src/job/checkpoint';
 import { readTar } from '../src/job/tar';
 import { CausalLM } from '../src/model/model';
@@ -14,9 +15,9 @@ import {
   type LocalApi,
   ROOT,
   registerRunner,
-  runners,
   startApi,
   startRunner,
+  stopRunners,
   tinyJob,
   waitFor,
 } from './harness';
@@ -40,18 +41,6 @@ interface Checkpoint {
   status: string;
 }
 
-/** A small seeded PRNG for the crash plans (the test's own, independent of the runner's). */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 // Short leases so a killed runner's job is requeued within seconds (heartbeat every 2 s).
 const LEASE_SECONDS = 6;
 const TERMINAL = ['succeeded', 'failed', 'cancelled'];
@@ -64,13 +53,7 @@ beforeAll(async () => {
   api = await startApi({ leaseSeconds: LEASE_SECONDS });
 }, 120_000);
 
-afterEach((ctx) => {
-  // a failed test shows what its runners logged; every runner of the test is stopped
-  for (const r of runners.splice(0)) {
-    if (ctx.task.result?.state === 'fail') console.error(r.log().split('\n').slice(-40).join('\n'));
-    if (r.proc.exitCode === null) r.proc.kill('SIGKILL');
-  }
-});
+afterEach((ctx) => stopRunners(ctx.task.result?.state === 'fail'));
 
 afterAll(async () => {
   await api?.stop();
@@ -232,7 +215,7 @@ describe('cgrpo-runner against the local API', () => {
     // CGRPO_CRASH_SEEDS=… runs others or replays a failure
     const seeds = (process.env.CGRPO_CRASH_SEEDS ?? '8,10,5,17').split(',').map(Number);
     const plans = seeds.map((seed) => {
-      const rng = mulberry32(seed);
+      const rng = seededRng(seed);
       return { seed, after: Math.floor(rng() * 3), delayMs: Math.floor(rng() * 150) };
     });
     console.log(

@@ -15,9 +15,9 @@ import {
   type LocalApi,
   ROOT,
   registerRunner,
-  runners,
   startApi,
   startRunner,
+  stopRunners,
   tinyJob,
   waitFor,
 } from './harness';
@@ -35,12 +35,7 @@ beforeAll(async () => {
   ]);
 }, 120_000);
 
-afterEach((ctx) => {
-  for (const r of runners.splice(0)) {
-    if (ctx.task.result?.state === 'fail') console.error(r.log().split('\n').slice(-40).join('\n'));
-    if (r.proc.exitCode === null) r.proc.kill('SIGKILL');
-  }
-});
+afterEach((ctx) => stopRunners(ctx.task.result?.state === 'fail'));
 
 afterAll(async () => {
   await Promise.all([api?.stop(), chat?.close()]);

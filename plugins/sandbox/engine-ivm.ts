@@ -7,7 +7,7 @@
 import { createRequire } from 'node:module';
 import type IvmModule from 'isolated-vm';
 import { HARNESS_SOURCE } from './harness';
-import { type CallState, type HostHooks, LoadFailure, type SandboxInstance } from './instance';
+import { type CallState, chatSignal, type HostHooks, LoadFailure, type SandboxInstance } from './instance';
 
 type Ivm = typeof IvmModule;
 
@@ -221,12 +221,7 @@ class IvmInstance implements SandboxInstance {
   }
 
   private chat(i: number, id: number, request: string): void {
-    const started = this.calls[i];
-    const remaining =
-      started?.state === 'running'
-        ? started.startedAt + this.hooks.timeoutMs - Date.now()
-        : this.hooks.timeoutMs;
-    const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(Math.max(1, remaining))]);
+    const signal = chatSignal(this.calls, i, this.hooks, this.abort.signal);
     this.chatsInFlight += 1;
     this.hooks
       .chat(i, request, signal)

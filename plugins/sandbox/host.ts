@@ -35,6 +35,7 @@ import { PluginError, type PluginFailureReason } from './errors';
 import { HARNESS_SOURCE, NONFINITE_MARK } from './harness';
 import {
   type CallState,
+  chatSignal,
   type HostHooks,
   LoadFailure,
   type SandboxEngine,
@@ -266,12 +267,7 @@ class Instance implements SandboxInstance {
     define('chat', (i, request) => {
       const call = vm.getNumber(i);
       const deferred = vm.newPromise();
-      const started = this.calls[call];
-      const remaining =
-        started?.state === 'running'
-          ? started.startedAt + this.hooks.timeoutMs - Date.now()
-          : this.hooks.timeoutMs;
-      const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(Math.max(1, remaining))]);
+      const signal = chatSignal(this.calls, call, this.hooks, this.abort.signal);
       this.pendingOps += 1;
       this.hooks
         .chat(call, vm.getString(request), signal)

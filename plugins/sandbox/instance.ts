@@ -41,5 +41,21 @@ export interface SandboxInstance {
   dispose(): void;
 }
 
+/**
+ * The signal a call's llm.chat request runs under: aborted when the instance is disposed or when the
+ * call's own time limit runs out.
+ */
+export function chatSignal(
+  calls: readonly CallState[],
+  call: number,
+  hooks: HostHooks,
+  dispose: AbortSignal,
+): AbortSignal {
+  const started = calls[call];
+  const remaining =
+    started?.state === 'running' ? started.startedAt + hooks.timeoutMs - Date.now() : hooks.timeoutMs;
+  return AbortSignal.any([dispose, AbortSignal.timeout(Math.max(1, remaining))]);
+}
+
 /** A bundle or config check that failed inside the sandbox (message: `Name: message`, or `interrupted`). */
 export class LoadFailure extends Error {}
