@@ -7,8 +7,7 @@ import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { join } from 'node:path';
 import type { Checkpoint } from '@cgrpo/contract';
 import { DEFAULT_RETRY, RUNNER_ROUTES, type RunnerApi, TERMINAL_RETRY } from '../api-client';
-import type { CompiledModel, Feed } from '../engine';
-import type { CausalLM, ModelTrainer } from '../model/model';
+import { type CausalLM, ModelError, type ModelTrainer } from '../model/model';
 import { openCheckpointTensors, writeSafetensors } from '../model/safetensors';
 import { createTar, readTar } from './tar';
 import { JobError } from './types';
@@ -28,16 +27,6 @@ export interface TrainerState {
   rng: { kind: 'counter'; seed: number };
 }
 
-/** The runtime-side state of the optimizer is only reachable through the train graph's session. */
-function trainSession(trainer: ModelTrainer): CompiledModel {
-  return (trainer as unknown as { compiled: CompiledModel }).compiled;
-}
-
-function optimizerNames(trainer: ModelTrainer): string[] {
-  const inputs = trainSession(trainer).model.inputs.map((s) => s.name);
-  return inputs.filter((n) => n.endsWith('.m') || n.endsWith('.v') || n === 'optimizer.step');
-}
-
 /** Writes the checkpoint files into `dir` (emptied first). */
 export async function saveCheckpointFolder(
   dir: string,
@@ -49,33 +38,32 @@ export async function saveCheckpointFolder(
   mkdirSync(dir, { recursive: true });
   if (state.adapter === 'lora') await model.saveAdapter(dir, state.base_model);
   else await model.saveCheckpoint(dir);
-  const values = await trainSession(trainer).getState(model.stateKey, optimizerNames(trainer));
-  const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
-  for (const [name, v] of Object.entries(values)) {
-    tensors[name] = { shape: [...v.dims], data: Float32Array.from(v.data as ArrayLike<number>) };
-  }
-  writeSafetensors(join(dir, 'optimizer.safetensors'), tensors, { format: 'cgrpo-optimizer' });
+  writeSafetensors(join(dir, 'optimizer.safetensors'), await trainer.optimizerTensors(), {
+    format: 'cgrpo-optimizer',
+  });
   writeFileSync(join(dir, 'trainer_state.json'), `${JSON.stringify(state, null, 2)}\n`);
 }
 
-/** Puts the saved AdamW moments and step counter back into the trainer's runtime state. */
-export async function restoreOptimizer(dir: string, model: CausalLM, trainer: ModelTrainer): Promise<void> {
+/**
+ * Puts the saved AdamW moments and step counter back into the trainer (which also resumes its
+ * step count, and with it the dropout seeds, where the interrupted run left off).
+ */
+export async function restoreOptimizer(dir: string, trainer: ModelTrainer): Promise<void> {
   const tensors = openCheckpointTensors(dir, 'optimizer');
-  const feeds: Record<string, Feed> = {};
-  const wanted = new Set(optimizerNames(trainer));
-  for (const name of tensors.names()) {
-    if (!wanted.has(name)) continue;
-    const t = tensors.read(name);
-    feeds[name] = name === 'optimizer.step' ? t.data[0] : { dims: t.shape, data: t.data };
+  const state: Record<string, Float32Array> = {};
+  for (const name of tensors.names())
+    state[name] = Float32Array.from(tensors.read(name).data as ArrayLike<number>);
+  try {
+    await trainer.restoreOptimizerState(state);
+  } catch (e) {
+    if (e instanceof ModelError) {
+      throw new JobError(
+        'checkpoint_incompatible',
+        `the checkpoint's optimizer state does not fit this job: ${e.message}`,
+      );
+    }
+    throw e;
   }
-  const missing = [...wanted].filter((n) => !(n in feeds));
-  if (missing.length > 0) {
-    throw new JobError(
-      'checkpoint_incompatible',
-      `the checkpoint has no optimizer state for ${missing.slice(0, 3).join(', ')}`,
-    );
-  }
-  await trainSession(trainer).setState(model.stateKey, feeds);
 }
 
 export function packFolder(dir: string): Uint8Array {

@@ -186,7 +186,7 @@ async function run(ctx: JobContext, host: PluginHostOptions, own: Owned): Promis
       ...(hp.max_grad_norm > 0 ? { maxGradNorm: hp.max_grad_norm } : {}),
     },
   });
-  if (resumeDir) await restoreOptimizer(resumeDir, model, trainer);
+  if (resumeDir) await restoreOptimizer(resumeDir, trainer);
 
   // the KL term's reference policy: the base model as loaded, frozen (never trained, never resumed)
   let reference: CausalLM | null = null;

@@ -508,9 +508,17 @@ export class ModelTrainer {
 
   /** AdamW moments and step counter, for checkpoints (the weights themselves: saveAdapter / saveCheckpoint). */
   async optimizerState(): Promise<Record<string, Float32Array>> {
+    const tensors = await this.optimizerTensors();
+    return Object.fromEntries(Object.entries(tensors).map(([k, v]) => [k, v.data]));
+  }
+
+  /** optimizerState() with each tensor's shape, as a checkpoint file stores it. */
+  async optimizerTensors(): Promise<Record<string, { shape: number[]; data: Float32Array }>> {
     const st = await this.compiled.getState(this.model.stateKey, [...this.moments, 'optimizer.step']);
-    const out: Record<string, Float32Array> = {};
-    for (const [k, v] of Object.entries(st)) out[k] = v.data as Float32Array;
+    const out: Record<string, { shape: number[]; data: Float32Array }> = {};
+    for (const [k, v] of Object.entries(st)) {
+      out[k] = { shape: [...v.dims], data: Float32Array.from(v.data as ArrayLike<number>) };
+    }
     return out;
   }
 
