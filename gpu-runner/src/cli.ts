@@ -168,7 +168,7 @@ async function run(argv: string[]): Promise<number> {
   if (!['auto', 'isolated-vm', 'quickjs'].includes(engineFlag)) {
     throw new UsageError(`--sandbox-engine: must be auto, isolated-vm or quickjs, got ${engineFlag}`);
   }
-  const { resolveEngine } = await import('@cgrpo/plugins/sandbox');
+  const { resolveEngine, ivmUnavailableReason } = await import('@cgrpo/plugins/sandbox');
   let sandboxEngine: SandboxEngine;
   try {
     sandboxEngine = resolveEngine(engineFlag as 'auto' | SandboxEngine);
@@ -176,7 +176,6 @@ async function run(argv: string[]): Promise<number> {
     throw new UsageError(`--sandbox-engine: ${(e as Error).message}`);
   }
   if (sandboxEngine === 'quickjs' && engineFlag === 'auto') {
-    const { ivmUnavailableReason } = await import('@cgrpo/plugins/sandbox');
     log.info('plugin sandbox: QuickJS (slower than isolated-vm for published plugins)', {
       why: ivmUnavailableReason(),
     });

@@ -1,13 +1,21 @@
 // The V8-isolate engine (isolated-vm): each instance is its own isolate with its own heap, capped
 // at the plugin's memory limit; nothing of Node exists in there, only the ECMAScript built-ins, the
-// harness and five host callbacks. A batch runs on isolated-vm's thread pool, so the runner's event
-// loop stays free: a watchdog on it disposes the isolate (which terminates the running script)
-// once the oldest running call is past its time limit. Used when `isolated-vm` loads and Node was
-// started with --no-node-snapshot (isolated-vm's requirement on Node >= 20); QuickJS otherwise.
+// harness and two host callbacks (ctx.log and ctx.llm.chat). A batch runs on isolated-vm's thread
+// pool, so the runner's event loop stays free: a watchdog on it disposes the isolate (which
+// terminates the running script) once the oldest running call is past its time limit. Used when
+// `isolated-vm` loads and Node was started with --no-node-snapshot (isolated-vm's requirement on
+// Node >= 20); QuickJS otherwise.
 import { createRequire } from 'node:module';
 import type IvmModule from 'isolated-vm';
 import { HARNESS_SOURCE } from './harness';
-import { type CallState, chatSignal, type HostHooks, LoadFailure, type SandboxInstance } from './instance';
+import {
+  type CallState,
+  chatSignal,
+  type HostHooks,
+  LoadFailure,
+  oldestRunningStart,
+  type SandboxInstance,
+} from './instance';
 
 type Ivm = typeof IvmModule;
 
@@ -289,10 +297,7 @@ class IvmInstance implements SandboxInstance {
         if (finished || !this.alive) return resolve();
         const now = Date.now();
         this.readProgress(now);
-        let oldest = Number.POSITIVE_INFINITY;
-        for (const call of this.calls)
-          if (call.state === 'running' && call.startedAt < oldest) oldest = call.startedAt;
-        if (now - oldest > this.hooks.timeoutMs) {
+        if (now - oldestRunningStart(this.calls) > this.hooks.timeoutMs) {
           this.interrupted = true;
           this.isolate.dispose();
           return resolve();
@@ -319,7 +324,7 @@ class IvmInstance implements SandboxInstance {
     ]);
     finished = true;
     if (outcome?.from === 'run' && !outcome.error) {
-      // the batch's own answer is authoritative: the end/fail callbacks may still be on their way
+      // each call's result comes back in the batch's answer (no host callback per call)
       const results = (outcome.text ?? '').split('\u0001');
       results.forEach((r, i) => {
         if (i >= size || r.length === 0) return;

@@ -38,6 +38,7 @@ import {
   chatSignal,
   type HostHooks,
   LoadFailure,
+  oldestRunningStart,
   type SandboxEngine,
   type SandboxInstance,
 } from './instance';
@@ -228,9 +229,7 @@ class Instance implements SandboxInstance {
 
   /** Deadline of the oldest running call, or `timeoutMs` from now when none runs. */
   private refreshDeadline(): void {
-    let oldest = Number.POSITIVE_INFINITY;
-    for (const call of this.calls)
-      if (call.state === 'running' && call.startedAt < oldest) oldest = call.startedAt;
+    const oldest = oldestRunningStart(this.calls);
     this.deadline = (Number.isFinite(oldest) ? oldest : Date.now()) + this.hooks.timeoutMs;
   }
 

@@ -41,6 +41,13 @@ export interface SandboxInstance {
   dispose(): void;
 }
 
+/** When the oldest still-running call started (+Infinity when none runs): time limits count from it. */
+export function oldestRunningStart(calls: readonly CallState[]): number {
+  let oldest = Number.POSITIVE_INFINITY;
+  for (const call of calls) if (call.state === 'running' && call.startedAt < oldest) oldest = call.startedAt;
+  return oldest;
+}
+
 /**
  * The signal a call's llm.chat request runs under: aborted when the instance is disposed or when the
  * call's own time limit runs out.

@@ -28,24 +28,9 @@ import { type JobContext, JobError, type JobOutcome, type StopReason } from './t
  * sandbox flags).
  */
 export async function executeJob(ctx: JobContext, host: PluginHostOptions = {}): Promise<JobOutcome> {
-  let engine: Engine | null = null;
-  let model: CausalLM | null = null;
-  let plugins: JobPlugins | null = null;
-  let reference: CausalLM | null = null;
+  const own: Owned = { engine: null, model: null, reference: null, plugins: null };
   try {
-    const result = await run(ctx, host, {
-      engine: (e, m) => {
-        engine = e;
-        model = m;
-      },
-      plugins: (p) => {
-        plugins = p;
-      },
-      reference: (m) => {
-        reference = m;
-      },
-    });
-    return result;
+    return await run(ctx, host, own);
   } catch (e) {
     if (ctx.control.signal.aborted)
       return { status: 'failed', code: 'lease_lost', message: 'lease lost', retryable: true };
@@ -58,17 +43,19 @@ export async function executeJob(ctx: JobContext, host: PluginHostOptions = {}):
     ctx.log.error('job error', { error: err.message, stack: err.stack });
     return { status: 'failed', code, message: err.message ?? String(e), retryable: false };
   } finally {
-    (plugins as JobPlugins | null)?.dispose();
-    await (model as CausalLM | null)?.close().catch(() => {});
-    await (reference as CausalLM | null)?.close().catch(() => {});
-    await (engine as Engine | null)?.close().catch(() => {});
+    own.plugins?.dispose();
+    await own.model?.close().catch(() => {});
+    await own.reference?.close().catch(() => {});
+    await own.engine?.close().catch(() => {});
   }
 }
 
+/** What a job holds and the executor frees when it ends, however it ends. */
 interface Owned {
-  engine(e: Engine, m: CausalLM): void;
-  plugins(p: JobPlugins): void;
-  reference(m: CausalLM): void;
+  engine: Engine | null;
+  model: CausalLM | null;
+  reference: CausalLM | null;
+  plugins: JobPlugins | null;
 }
 
 async function run(ctx: JobContext, host: PluginHostOptions, own: Owned): Promise<JobOutcome> {
@@ -120,7 +107,7 @@ async function run(ctx: JobContext, host: PluginHostOptions, own: Owned): Promis
     generate: policyGenerate,
     log,
   });
-  own.plugins(plugins);
+  own.plugins = plugins;
   if (plugins.sandboxed.length)
     reporter.event('job.progress', { phase: 'plugins', sandboxed: plugins.sandboxed });
   // a published shaping plugin's expression replaces the spec's (it is compiled into the loss graph)
@@ -147,6 +134,7 @@ async function run(ctx: JobContext, host: PluginHostOptions, own: Owned): Promis
   }
 
   const engine = await createEngine({ device: ctx.device === 'auto' ? 'auto' : ctx.device });
+  own.engine = engine; // closed even when loading the model fails
   const adapter = spec.model.adapter;
   const lora =
     adapter.type === 'lora'
@@ -162,7 +150,7 @@ async function run(ctx: JobContext, host: PluginHostOptions, own: Owned): Promis
     engine,
     ...(resumeDir && adapter.type === 'lora' ? { adapterPath: resumeDir } : lora ? { lora } : {}),
   });
-  own.engine(engine, model);
+  own.model = model;
   policy = model;
   const schedule =
     hp.lr_schedule === 'constant'
@@ -192,7 +180,7 @@ async function run(ctx: JobContext, host: PluginHostOptions, own: Owned): Promis
   let reference: CausalLM | null = null;
   if (algo.klCoef > 0) {
     reference = await CausalLM.load(modelDir, { engine });
-    own.reference(reference);
+    own.reference = reference;
   }
   const loop = new TrainingLoop(spec, algo, model, trainer, plugins, train, reference);
   loopRef = loop;

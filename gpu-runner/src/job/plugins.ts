@@ -101,13 +101,18 @@ function guarded<I, O>(
   };
 }
 
+/** A plugin's field errors as `role.path: message; …`, the way a job failure names them. */
+function fieldList(role: string, fields: readonly { path: string; message: string }[] | undefined): string {
+  return (fields ?? []).map((f) => `${role}.${f.path}: ${f.message}`).join('; ');
+}
+
 /** Builds a built-in, turning its config errors into a job error that names the field. */
 function build<T>(role: string, make: () => T): T {
   try {
     return make();
   } catch (e) {
     const err = e as Error & { code?: string; fields?: { path: string; message: string }[] };
-    const fields = err.fields?.map((f) => `${role}.${f.path}: ${f.message}`).join('; ');
+    const fields = fieldList(role, err.fields);
     throw new JobError(
       err.code === 'unknown_plugin' ? 'plugin_unknown' : 'plugin_config_invalid',
       fields || `${role}: ${err.message}`,
@@ -202,12 +207,11 @@ async function loadSandboxed(
   try {
     bytes = await options.download(resolved.bundle_url);
   } catch (e) {
-    const err = new JobError(
+    throw new JobError(
       'plugin_download_failed',
       `${role}.plugin: ${use.plugin}: downloading the bundle failed: ${e instanceof Error ? e.message : String(e)}`,
       true,
     );
-    throw err;
   }
   const digest = sha256Hex(bytes);
   if (digest !== resolved.sha256) {
@@ -238,7 +242,7 @@ async function loadSandboxed(
       } catch (e) {
         plugin.dispose();
         if (e instanceof PluginError && e.reason === 'config') {
-          const fields = e.fields.map((f) => `${role}.${f.path}: ${f.message}`).join('; ');
+          const fields = fieldList(role, e.fields);
           throw new JobError('plugin_config_invalid', `${use.plugin}: ${fields || e.detail}`);
         }
         throw e;

@@ -6,7 +6,7 @@
 import type { JobSpec, VerifierResult } from '@cgrpo/contract';
 import { aggregationWeights, type SequenceKind } from '../algo/aggregate';
 import type { AlgoConfig } from '../algo/config';
-import { dynamicSamplingDecision, hasMixedRewards } from '../algo/dapo';
+import { dynamicSamplingDecision, dynamicSamplingFilter } from '../algo/dapo';
 import { type AssembledGroup, assembleGroup } from '../algo/group';
 import { buildPromptMessages, buildRefinementMessages } from '../algo/prompt';
 import { type MaybeReward, needsRefinement } from '../algo/rewards';
@@ -278,6 +278,9 @@ export class TrainingLoop {
       return p;
     };
 
+    const rewardOf = (r: Outcome<{ score: number }>): MaybeReward =>
+      r.ok ? r.value.score : { missing: true, reason: `verifier: ${r.reason}` };
+
     // 1–3. initial rollouts and their verification. π_old log-probs need only the initial
     // responses: they are scored in the engine's worker while this thread verifies, critiques and
     // builds refinement prompts (awaited before training, step 10).
@@ -308,12 +311,16 @@ export class TrainingLoop {
           streamSeed(seed, 'rollout', step, ...(round ? ['dynamic', round] : [])),
         );
         const results = await verifyRound(roundRows, r.completions);
+        const groups = roundRows.map((_, q) => results.slice(q * n, (q + 1) * n));
+        const mixed = new Set(dynamicSamplingFilter(groups.map((rs) => rs.map(rewardOf))));
         roundRows.forEach((row, q) => {
-          const rs = results.slice(q * n, (q + 1) * n);
-          if (
-            hasMixedRewards(rs.map((o) => (o.ok ? o.value.score : { missing: true as const, reason: '' })))
-          ) {
-            kept.push({ row, prompt: r.prompts[q], cs: r.completions.slice(q * n, (q + 1) * n), rs });
+          if (mixed.has(q)) {
+            kept.push({
+              row,
+              prompt: r.prompts[q],
+              cs: r.completions.slice(q * n, (q + 1) * n),
+              rs: groups[q],
+            });
           } else dynamic.dropped++;
         });
         const decision = dynamicSamplingDecision(
@@ -342,8 +349,6 @@ export class TrainingLoop {
     const byQuestion = (q: number) => initial.slice(q * n, (q + 1) * n);
     let t = performance.now();
 
-    const rewardOf = (r: Outcome<{ score: number }>): MaybeReward =>
-      r.ok ? r.value.score : { missing: true, reason: `verifier: ${r.reason}` };
     const initialRewards = rows.map((_, q) => initialResults.slice(q * n, (q + 1) * n).map(rewardOf));
 
     // 4–7. critique, refine, verify refinements (critique-grpo only)
