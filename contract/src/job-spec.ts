@@ -9,7 +9,13 @@ import { bool, int, num, oneOf, str } from './zod-helpers';
 // the immutable `JobSpec` the API stores and the runner executes. Defaults and knob names follow
 // shared/design/critique-grpo.md §2–§4 and the choices of §8.
 
-export const ALGORITHMS = ['critique-grpo', 'grpo'] as const;
+/**
+ * `critique-grpo` and `grpo` train online with RL; `sft` trains on prompt/completion rows
+ * (supervised fine-tuning, loss on completion tokens only); `evaluate` trains nothing and measures
+ * a model or checkpoint on a dataset with the job's verifier.
+ */
+export const ALGORITHMS = ['critique-grpo', 'grpo', 'sft', 'evaluate'] as const;
+export const RL_ALGORITHMS = ['critique-grpo', 'grpo'] as const;
 export const AlgorithmSchema = oneOf(ALGORITHMS);
 export type Algorithm = z.infer<typeof AlgorithmSchema>;
 
@@ -69,7 +75,12 @@ export const HyperparametersSchema = z
     /** Which questions get critiques and refinements (§8.1). */
     refine_trigger: oneOf(['all_incorrect', 'always']),
     /** §1.2.8: prefer a correct refinement (default) or take a random one (the paper's ablation). */
-    refinement_selection: oneOf(['prefer_correct', 'random']),
+    refinement_selection: oneOf(['prefer_correct', 'random', 'first_correct']),
+    /**
+     * When the critic fails on a response: `ground-truth` writes the ground-truth critique instead
+     * (what the released code does), `drop` skips that refinement. Counted once as a critic failure.
+     */
+    critic_fallback: oneOf(['ground-truth', 'drop']),
     system_prompt: str(0, 20_000),
     /** The user message built from a dataset row; `{question}` is replaced by the prompt field. */
     prompt_template: str(1, 20_000),
@@ -108,6 +119,14 @@ export const HyperparametersSchema = z
     /** Sequences per forward/backward pass (gradient accumulation); null lets the runner choose. */
     micro_batch_size: int(1, 65_536).nullable(),
     max_prompt_tokens: int(1, 131_072),
+    /**
+     * Budget of the refinement prompt (system, question, previous solution, critique, template):
+     * when over, the previous solution is shortened in its middle with a marker; null = large
+     * enough for max_prompt_tokens + max_response_tokens + the critique (max_critique_tokens).
+     */
+    max_refinement_prompt_tokens: int(1, 262_144).nullable(),
+    /** Longest critique kept in a refinement prompt, in tokens (longer ones are cut in the middle). */
+    max_critique_tokens: int(1, 131_072),
     /** L_max (§2.5). */
     max_response_tokens: int(1, 131_072),
     temperature: num(0, 10, { exclusiveMin: true }),
@@ -145,6 +164,7 @@ export const CRITIQUE_GRPO_DEFAULTS: Hyperparameters = {
   refinements_per_group: 1,
   refine_trigger: 'all_incorrect',
   refinement_selection: 'prefer_correct',
+  critic_fallback: 'ground-truth',
   system_prompt: DEFAULT_SYSTEM_PROMPT,
   prompt_template: DEFAULT_PROMPT_TEMPLATE,
   refinement_prompt_template: DEFAULT_REFINEMENT_PROMPT_TEMPLATE,
@@ -170,6 +190,8 @@ export const CRITIQUE_GRPO_DEFAULTS: Hyperparameters = {
   epochs_per_step: 1,
   micro_batch_size: null,
   max_prompt_tokens: 1024,
+  max_refinement_prompt_tokens: null,
+  max_critique_tokens: 2048,
   max_response_tokens: 8192,
   temperature: 1.0,
   top_p: 1.0,
@@ -194,6 +216,7 @@ export const GRPO_PRESET_VALUES: Record<GrpoPreset, Partial<Hyperparameters>> = 
     clip_eps_high: 0.2,
     loss_aggregation: 'seq_mean_token_mean',
     kl_coef: 0.04,
+    entropy_coef: 0,
   },
   'verl-r1': {
     group_size: 8,
@@ -205,6 +228,7 @@ export const GRPO_PRESET_VALUES: Record<GrpoPreset, Partial<Hyperparameters>> = 
     kl_coef: 0.001,
     kl_clamp: 10,
     temperature: 1.0,
+    entropy_coef: 0,
   },
   'dr-grpo': {
     advantage_norm: 'mean',
@@ -213,6 +237,7 @@ export const GRPO_PRESET_VALUES: Record<GrpoPreset, Partial<Hyperparameters>> = 
     clip_eps_high: 0.2,
     loss_aggregation: 'sum_over_max_len',
     kl_coef: 0,
+    entropy_coef: 0,
   },
   dapo: {
     group_size: 16,
@@ -227,8 +252,25 @@ export const GRPO_PRESET_VALUES: Record<GrpoPreset, Partial<Hyperparameters>> = 
     kl_coef: 0,
     dynamic_sampling: { enabled: true, max_extra_rounds: 3 },
     overlong_buffer: { enabled: true, length: 4096, penalty_factor: 1.0 },
+    entropy_coef: 0,
   },
 };
+
+/**
+ * SFT jobs start from these instead of the RL defaults: a learning rate for supervised updates,
+ * batches of 16 rows, 100 steps. Every other knob keeps its default (RL-only knobs are unused).
+ */
+export const SFT_DEFAULTS: Partial<Hyperparameters> = {
+  learning_rate: 1e-4,
+  prompts_per_step: 16,
+  total_steps: 100,
+  mini_batches_per_step: 1,
+  entropy_coef: 0,
+  max_response_tokens: 1024,
+};
+
+/** Model ids of the form `checkpoint:<ckpt_id>` start from another job's checkpoint. */
+export const CHECKPOINT_MODEL_PREFIX = 'checkpoint:';
 
 /** Hyperparameters that only mean something for critique-grpo. */
 const CRITIQUE_ONLY_KNOBS = [
@@ -236,6 +278,9 @@ const CRITIQUE_ONLY_KNOBS = [
   'refine_trigger',
   'refinement_selection',
   'refinement_prompt_template',
+  'critic_fallback',
+  'max_refinement_prompt_tokens',
+  'max_critique_tokens',
 ] as const satisfies readonly (keyof Hyperparameters)[];
 
 // ---- the rest of the spec ---------------------------------------------------------------------
@@ -289,6 +334,8 @@ export const DatasetFieldsSchema = z.strictObject({
   reference: str(1, 200).default('answer'),
   /** Optional field with a worked reference solution (for critics that use one, §8.7). */
   solution: str(1, 200).optional(),
+  /** SFT jobs: the field holding the target completion (default 'completion'). */
+  completion: str(1, 200).optional(),
 });
 export type DatasetFields = z.infer<typeof DatasetFieldsSchema>;
 
@@ -458,9 +505,9 @@ export const JobSpecSchema = z
     runner_labels: z.array(LabelSchema),
     metadata: z.record(z.string(), z.string()),
     verifier: JobPluginUseSchema,
-    /** null for grpo. */
+    /** null unless critique-grpo. */
     critic: JobPluginUseSchema.nullable(),
-    /** null for grpo. */
+    /** null unless critique-grpo. */
     shaping: JobPluginUseSchema.nullable(),
     hyperparameters: HyperparametersSchema,
   })
@@ -481,11 +528,15 @@ export function resolveJobSpec(input: ParsedJobSpecInput): JobSpecResult {
   const fields: FieldError[] = [];
   const hp = input.hyperparameters;
   const isGrpo = input.algorithm === 'grpo';
+  const isSft = input.algorithm === 'sft';
+  const isEvaluate = input.algorithm === 'evaluate';
+  // critic, shaping and the refinement knobs belong to critique-grpo alone
+  const noCritique = isGrpo || isSft || isEvaluate;
 
   if (!isGrpo && hp.preset != null) {
     fields.push({ path: 'hyperparameters.preset', message: "presets apply only to algorithm 'grpo'" });
   }
-  if (isGrpo) {
+  if (noCritique) {
     for (const knob of CRITIQUE_ONLY_KNOBS) {
       if (hp[knob] !== undefined) {
         fields.push({
@@ -499,11 +550,22 @@ export function resolveJobSpec(input: ParsedJobSpecInput): JobSpecResult {
     if (input.shaping)
       fields.push({ path: 'shaping', message: "only used by algorithm 'critique-grpo'; remove it" });
   }
+  if (isSft && input.datasets.train.fields.completion === undefined) {
+    // SFT reads a completion per row; name the default so the stored spec says which field
+    input.datasets.train.fields.completion = 'completion';
+  }
+  if (!isSft && input.datasets.train.fields.completion !== undefined) {
+    fields.push({
+      path: 'datasets.train.fields.completion',
+      message: "only used by algorithm 'sft'; remove it",
+    });
+  }
 
   const preset = isGrpo ? (hp.preset ?? DEFAULT_GRPO_PRESET) : null;
   const base: Hyperparameters = {
     ...CRITIQUE_GRPO_DEFAULTS,
     ...(preset ? GRPO_PRESET_VALUES[preset] : {}),
+    ...(isSft ? SFT_DEFAULTS : {}),
   };
   const { dynamic_sampling, overlong_buffer, ...flat } = hp;
   const setFlat = Object.fromEntries(Object.entries(flat).filter(([, v]) => v !== undefined));
@@ -552,7 +614,17 @@ export function resolveJobSpec(input: ParsedJobSpecInput): JobSpecResult {
   if (!h.prompt_template.includes('{question}')) {
     fields.push({ path: at('prompt_template'), message: 'must contain the placeholder {question}' });
   }
-  if (!isGrpo) {
+  if (!noCritique) {
+    const budget = h.max_refinement_prompt_tokens;
+    const fixed = fixedRefinementChars(h.system_prompt, h.refinement_prompt_template);
+    // a lower bound on the fixed parts' tokens (no tokenizer here): 16 characters per token is
+    // more than any common tokenizer packs; the runner checks exactly before the first step
+    if (budget !== null && Math.ceil(fixed / 16) >= budget) {
+      fields.push({
+        path: at('max_refinement_prompt_tokens'),
+        message: `${budget} tokens cannot hold the system prompt and refinement template alone (${fixed} characters); raise it or set null`,
+      });
+    }
     for (const placeholder of ['{question}', '{previous_solution}', '{critique}']) {
       if (!h.refinement_prompt_template.includes(placeholder)) {
         fields.push({
@@ -576,11 +648,16 @@ export function resolveJobSpec(input: ParsedJobSpecInput): JobSpecResult {
     runner_labels: input.runner_labels,
     metadata: input.metadata,
     verifier: input.verifier ?? DEFAULT_VERIFIER,
-    critic: isGrpo ? null : (input.critic ?? DEFAULT_CRITIC),
-    shaping: isGrpo ? null : (input.shaping ?? DEFAULT_SHAPING),
+    critic: noCritique ? null : (input.critic ?? DEFAULT_CRITIC),
+    shaping: noCritique ? null : (input.shaping ?? DEFAULT_SHAPING),
     hyperparameters,
   };
   return { ok: true, spec };
+}
+
+/** Characters of the refinement prompt that do not depend on the row: the system prompt and the template without its placeholders. */
+export function fixedRefinementChars(systemPrompt: string, template: string): number {
+  return systemPrompt.length + template.replace(/\{(question|previous_solution|critique)\}/g, '').length;
 }
 
 function definedOnly<T extends object>(value: T | undefined): Partial<T> {

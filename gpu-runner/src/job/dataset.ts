@@ -11,6 +11,8 @@ export interface Example {
   question: string;
   reference: string;
   solution?: string;
+  /** The target completion of an SFT row (fields.completion). */
+  completion?: string;
 }
 
 async function fetchBytes(ref: DatasetRef, api: RunnerApi, field: string): Promise<Uint8Array> {
@@ -45,7 +47,12 @@ async function fetchBytes(ref: DatasetRef, api: RunnerApi, field: string): Promi
 }
 
 /** Parses JSONL and applies the field mapping; names the first bad line. */
-export function parseDataset(text: string, ref: DatasetRef, field: string): Example[] {
+export function parseDataset(
+  text: string,
+  ref: DatasetRef,
+  field: string,
+  completionRequired = false,
+): Example[] {
   const out: Example[] = [];
   const lines = text.split('\n');
   for (let i = 0; i < lines.length; i++) {
@@ -76,8 +83,9 @@ export function parseDataset(text: string, ref: DatasetRef, field: string): Exam
     out.push({
       line: i + 1,
       question: get(ref.fields.prompt, true) as string,
-      reference: get(ref.fields.reference, true) as string,
+      reference: get(ref.fields.reference, !completionRequired) ?? '',
       ...(ref.fields.solution ? { solution: get(ref.fields.solution, false) } : {}),
+      ...(ref.fields.completion ? { completion: get(ref.fields.completion, completionRequired) } : {}),
     });
     if (ref.limit !== undefined && out.length >= ref.limit) break;
   }
@@ -85,7 +93,12 @@ export function parseDataset(text: string, ref: DatasetRef, field: string): Exam
   return out;
 }
 
-export async function loadDataset(ref: DatasetRef, api: RunnerApi, field: string): Promise<Example[]> {
+export async function loadDataset(
+  ref: DatasetRef,
+  api: RunnerApi,
+  field: string,
+  completionRequired = false,
+): Promise<Example[]> {
   const bytes = await fetchBytes(ref, api, field);
-  return parseDataset(new TextDecoder().decode(bytes), ref, field);
+  return parseDataset(new TextDecoder().decode(bytes), ref, field, completionRequired);
 }

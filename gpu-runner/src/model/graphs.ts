@@ -58,12 +58,12 @@ export function tokenLogpEntropy(
   logits: Tensor,
   targets: Tensor,
   invTemperature: Tensor,
-): { logp: Tensor; entropy: Tensor } {
+): { logp: Tensor; entropy: Tensor; logProbs: Tensor } {
   const z = op.mul(logits, invTemperature);
   const ls = op.logSoftmax(z, -1);
   const logp = op.squeeze(op.gatherElements(ls, op.unsqueeze(targets, [-1]), -1), [-1]);
   const entropy = op.neg(op.reduceSum(op.mul(op.exp(ls), ls), [-1], false));
-  return { logp, entropy };
+  return { logp, entropy, logProbs: ls };
 }
 
 export interface ScoreTensors {
@@ -75,6 +75,8 @@ export interface ScoreTensors {
   invTemperature: Tensor;
   logp: Tensor;
   entropy: Tensor;
+  /** log-softmax over the vocabulary [batch, seq, vocab] (only computed where a loss reads it) */
+  logProbs: Tensor;
 }
 
 /** The forward part shared by score and train graphs. */
@@ -87,8 +89,8 @@ export function scoreTensors(cfg: DecoderConfig, opts: FamilyOptions, name: stri
   const targets = g.input('targets', 'int64', ['batch', 'seq']);
   const invTemperature = g.input('inv_temperature', 'float32', []);
   const { hidden } = decoderHidden(b, { ids, positions, bias, past: null });
-  const { logp, entropy } = tokenLogpEntropy(lmHead(b, hidden), targets, invTemperature);
-  return { build: b, ids, positions, bias, targets, invTemperature, logp, entropy };
+  const { logp, entropy, logProbs } = tokenLogpEntropy(lmHead(b, hidden), targets, invTemperature);
+  return { build: b, ids, positions, bias, targets, invTemperature, logp, entropy, logProbs };
 }
 
 export function buildScoreGraph(cfg: DecoderConfig, opts: FamilyOptions): BuiltModel {
