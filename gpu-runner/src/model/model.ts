@@ -32,7 +32,7 @@ import {
 } from './graphs';
 import { initLora, type LoraConfig, loadAdapter, mergeLora, saveAdapter } from './lora';
 import { openCheckpointTensors, writeSafetensors } from './safetensors';
-import { loadTokenizer, type ModelTokenizer } from './tokenizer';
+import { loadTokenizer, type ModelTokenizer, TokenizerError } from './tokenizer';
 import { loadGraphWeights, toCheckpointTensors, type WeightMap } from './weights';
 
 export type TrainMode = 'lora' | 'full';
@@ -45,6 +45,9 @@ export interface LoadOptions {
   lora?: LoraConfig & { seed?: number };
   /** ... or a saved PEFT adapter folder */
   adapterPath?: string;
+  /** false: load the weights without tokenizer files, for token-id work (score, train, generate on
+   *  ids); text methods then fail with `tokenizer_missing` */
+  tokenizer?: boolean;
 }
 
 /** A sequence to score: logp/entropy are returned for tokens[start..] (start >= 1). */
@@ -64,6 +67,8 @@ export interface LossContext {
   logp: Tensor;
   entropy: Tensor;
   mask: Tensor;
+  /** log-softmax over the vocabulary [batch, seq, vocab], e.g. for token accuracy (argmax = target) */
+  logProbs: Tensor;
   /** declares an extra per-step input (advantages, old log-probs, ...); dims may use 'batch' and 'seq' */
   input(name: string, dtype: DType, shape: Dim[]): Tensor;
 }
@@ -100,6 +105,28 @@ let modelCount = 0;
 
 function readJson(path: string): Record<string, unknown> | undefined {
   return existsSync(path) ? (JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>) : undefined;
+}
+
+/** Token ids only: vocabulary size, pad/eos/bos from config.json; any text method names the option. */
+function idsOnlyTokenizer(dir: string, raw: Record<string, unknown>, config: DecoderConfig): ModelTokenizer {
+  const noText = (): never => {
+    throw new TokenizerError(
+      'tokenizer_missing',
+      join(dir, 'tokenizer.json'),
+      'the model was loaded with tokenizer: false (token ids only); load it with its tokenizer for text',
+    );
+  };
+  const pad = typeof raw.pad_token_id === 'number' ? raw.pad_token_id : null;
+  return {
+    vocabSize: config.vocabSize,
+    padTokenId: pad ?? config.eosTokenIds[0] ?? 0,
+    eosTokenIds: config.eosTokenIds,
+    bosTokenId: config.bosTokenId,
+    tokenId: () => undefined,
+    encode: noText,
+    decode: noText,
+    applyChatTemplate: noText,
+  };
 }
 
 /** Right-padded batch for score/train graphs. */
@@ -183,7 +210,8 @@ export class CausalLM {
       );
     const generation = readJson(join(dir, 'generation_config.json'));
     const config = parseDecoderConfig(raw, generation);
-    const tokenizer = loadTokenizer(dir, config.eosTokenIds);
+    const tokenizer =
+      opts.tokenizer === false ? idsOnlyTokenizer(dir, raw, config) : loadTokenizer(dir, config.eosTokenIds);
     const engine = opts.engine ?? (await createEngine({ threads: opts.threads }));
     const model = new CausalLM(dir, config, tokenizer, engine, !opts.engine);
     const weights = loadGraphWeights(openCheckpointTensors(dir), config);
@@ -405,6 +433,7 @@ export class CausalLM {
       logp: s.logp,
       entropy: s.entropy,
       mask,
+      logProbs: s.logProbs,
       input: (name, dtype, shape) => {
         extra.push(name);
         return g.input(name, dtype, shape);
