@@ -223,6 +223,12 @@ export async function ackJob(
   return row;
 }
 
+/**
+ * The runner finished the last step. A job with a pending cancel or pause cannot succeed: a
+ * `cancelling` job ends `cancelled`, a job with a pending pause ends `paused` (its final checkpoint
+ * is the resume point; the next lease resumes at the end and completes at once). Only a running
+ * job with neither request succeeds.
+ */
 export async function completeJob(
   db: Db,
   env: Env,
@@ -230,16 +236,50 @@ export async function completeJob(
   leaseId: string,
   data: Record<string, unknown>,
 ) {
-  const row = await transition(
+  const now = Date.now();
+  const succeeded = await moved(
     db,
-    jobId,
-    ['running', 'cancelling'],
-    { status: 'succeeded', finishedAt: Date.now(), ...clearLease },
-    leaseIs(leaseId),
+    env,
+    await transition(
+      db,
+      jobId,
+      ['running'],
+      { status: 'succeeded', finishedAt: now, ...clearLease },
+      sql`${jobs.leaseId} = ${leaseId} AND ${jobs.pauseRequested} = 0 AND ${jobs.cancelRequested} = 0`,
+    ),
+    'job.succeeded',
+    data,
   );
-  if (!row) throw leaseLost(jobId);
-  await recordJobEvent(db, env, jobRef(row), 'job.succeeded', data);
-  return row;
+  if (succeeded) return succeeded;
+  const cancelled = await moved(
+    db,
+    env,
+    await transition(
+      db,
+      jobId,
+      ['running', 'cancelling'],
+      { status: 'cancelled', finishedAt: now, ...clearLease },
+      sql`${jobs.leaseId} = ${leaseId} AND (${jobs.status} = 'cancelling' OR ${jobs.cancelRequested} = 1)`,
+    ),
+    'job.cancelled',
+    { reason: 'cancelled by user; the request arrived before the last step ended' },
+  );
+  if (cancelled) return cancelled;
+  const paused = await moved(
+    db,
+    env,
+    await transition(
+      db,
+      jobId,
+      ['running'],
+      { status: 'paused', pauseRequested: false, ...clearLease },
+      sql`${jobs.leaseId} = ${leaseId} AND ${jobs.pauseRequested} = 1`,
+    ),
+    'job.paused',
+    { reason: 'the pause request arrived before the last step ended; resume completes the job' },
+  );
+  if (paused) return paused;
+  throw leaseLost(jobId);
 }
 
 /** Runner failure: retryable ones are requeued while retries remain; the rest fail the job. */

@@ -332,6 +332,95 @@ describe('a leased job', () => {
     expect(final.error).toEqual({ code: 'plugin_error', message: 'verifier crashed' });
   });
 
+  it('a job with a pending cancel never completes as succeeded: complete ends it cancelled', async () => {
+    const { account, runner, leased, url, job } = await running();
+    await expectJson(`/v1/jobs/${job.id}/cancel`, 200, { key: account.apiKey, method: 'POST' });
+    // the runner finished its last step before it heard of the request
+    const done = await expectJson<{ status: string }>(`${url}/complete`, 200, {
+      key: runner.token,
+      json: { lease_id: leased.lease_id, summary: {} },
+    });
+    expect(done.status).toBe('cancelled');
+    const after = await expectJson<JobBody>(`/v1/jobs/${job.id}`, 200, { key: account.apiKey });
+    expect(after.status).toBe('cancelled');
+    const events = await expectJson<{ data: { type: string }[] }>(`/v1/jobs/${job.id}/events`, 200, {
+      key: account.apiKey,
+    });
+    expect(events.data.map((e) => e.type)).not.toContain('job.succeeded');
+  });
+
+  it('a job with a pending pause never completes as succeeded: complete ends it paused, and resume works', async () => {
+    const { account, runner, leased, url, job } = await running();
+    await expectJson(`/v1/jobs/${job.id}/pause`, 200, { key: account.apiKey, method: 'POST' });
+    const done = await expectJson<{ status: string }>(`${url}/complete`, 200, {
+      key: runner.token,
+      json: { lease_id: leased.lease_id, summary: {} },
+    });
+    expect(done.status).toBe('paused');
+    const resumed = await expectJson<JobBody>(`/v1/jobs/${job.id}/resume`, 200, {
+      key: account.apiKey,
+      method: 'POST',
+    });
+    expect(resumed.status).toBe('queued');
+    const next = (await lease(runner.token))!;
+    expect(next.attempt).toBe(2);
+    const finished = await expectJson<{ status: string }>(`/v1/runner/jobs/${job.id}/complete`, 200, {
+      key: runner.token,
+      json: { lease_id: next.lease_id, summary: {} },
+    });
+    expect(finished.status).toBe('succeeded');
+  });
+
+  it('stores step events once per (job, step, type) across attempts', async () => {
+    const { account, runner, leased, url, job } = await running();
+    const stepEvents = (attempt: number, steps: number[], from: number) =>
+      steps.flatMap((step, i) => [
+        { seq: from + 2 * i, type: 'job.progress', data: { step, loss: attempt } },
+        { seq: from + 2 * i + 1, type: 'job.evaluated', data: { step, 'eval/pass@1': attempt } },
+      ]);
+    await expectJson(`${url}/events`, 200, {
+      key: runner.token,
+      json: {
+        lease_id: leased.lease_id,
+        attempt: 1,
+        events: [
+          { seq: 0, type: 'job.progress', data: { phase: 'started', step: 0 } },
+          ...stepEvents(1, [1, 2, 3], 1),
+        ],
+      },
+    });
+    // the runner dies after the events of step 3 arrived but before its metric point did
+    await expectJson(`${url}/fail`, 200, {
+      key: runner.token,
+      json: { lease_id: leased.lease_id, error: { code: 'runner_shutdown', message: 'x' }, retryable: true },
+    });
+    const second = (await lease(runner.token))!;
+    expect(second.attempt).toBe(2);
+    const res = await expectJson<{ accepted: number; duplicates: number }>(`${url}/events`, 200, {
+      key: runner.token,
+      json: {
+        lease_id: second.lease_id,
+        attempt: 2,
+        events: [
+          { seq: 0, type: 'job.progress', data: { phase: 'started', step: 2 } },
+          ...stepEvents(2, [3, 4], 1),
+        ],
+      },
+    });
+    expect(res).toEqual({ accepted: 3, duplicates: 2 });
+    const listed = await expectJson<{
+      data: { type: string; attempt: number; data: { step?: number; phase?: string } }[];
+    }>(`/v1/jobs/${job.id}/events?limit=1000`, 200, { key: account.apiKey });
+    const steps = listed.data
+      .filter((e) => (e.type === 'job.progress' || e.type === 'job.evaluated') && !e.data.phase)
+      .map((e) => `${e.type}@${e.data.step}#${e.attempt}`);
+    expect(steps.sort()).toEqual(
+      [1, 2, 3, 4]
+        .flatMap((s) => [`job.progress@${s}#${s === 4 ? 2 : 1}`, `job.evaluated@${s}#${s === 4 ? 2 : 1}`])
+        .sort(),
+    );
+  });
+
   it('stores rollouts per step and filters them by reward', async () => {
     const { account, runner, leased, url, job } = await running();
     const records = [

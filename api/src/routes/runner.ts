@@ -350,6 +350,40 @@ function checkBatchLease(
   }
 }
 
+/** A step event: one per (job, step, type) across attempts (`data.step` set, not a `phase` marker). */
+function stepOf(e: { type: string; data?: Record<string, unknown> }): number | null {
+  const step = e.data?.step;
+  return typeof step === 'number' && e.data?.phase === undefined ? step : null;
+}
+
+/**
+ * Drops the step events an earlier attempt already stored for the same (step, type): a resumed
+ * attempt recomputes the steps after its checkpoint and reports their events again. Earlier
+ * attempts can no longer write (their lease is gone), so reading them first cannot race.
+ */
+async function withoutEarlierStepEvents<E extends { type: string; data?: Record<string, unknown> }>(
+  d1: D1Database,
+  jobId: string,
+  attempt: number,
+  events: E[],
+): Promise<E[]> {
+  const steps = events.map(stepOf).filter((s): s is number => s !== null);
+  if (attempt <= 1 || steps.length === 0) return events;
+  const { results } = await d1
+    .prepare(
+      `SELECT type, json_extract(data, '$.step') AS step FROM job_events
+       WHERE job_id = ?1 AND attempt < ?2 AND seq IS NOT NULL
+         AND json_extract(data, '$.step') BETWEEN ?3 AND ?4 AND json_extract(data, '$.phase') IS NULL`,
+    )
+    .bind(jobId, attempt, Math.min(...steps), Math.max(...steps))
+    .all<{ type: string; step: number }>();
+  const stored = new Set(results.map((r) => `${r.type}@${r.step}`));
+  return events.filter((e) => {
+    const step = stepOf(e);
+    return step === null || !stored.has(`${e.type}@${step}`);
+  });
+}
+
 runnerRouter.openapi(
   createRoute({
     method: 'post',
@@ -364,12 +398,14 @@ runnerRouter.openapi(
     const runner = runnerOf(c);
     const { id } = c.req.valid('param');
     const body = c.req.valid('json');
+    // a step recomputed after a resume reports its step events again: keep the earlier attempt's
+    const events = await withoutEarlierStepEvents(c.env.DB, id, body.attempt, body.events);
     const { inserted: accepted, after } = await insertIgnoringDuplicates(
       c.env.DB,
       'job_events',
       ['job_id', 'account_id', 'attempt', 'created_at', 'seq', 'type', 'data'],
       { job_id: id, account_id: runner.accountId, attempt: body.attempt, created_at: Date.now() },
-      body.events.map((e) => ({ seq: e.seq, type: e.type, data: JSON.stringify(e.data) })),
+      events.map((e) => ({ seq: e.seq, type: e.type, data: JSON.stringify(e.data) })),
       { guard: leaseGuard(body.lease_id), after: [jobState(c.env.DB, id)] },
     );
     checkBatchLease(after[0], runner.accountId, id, body.lease_id, body.attempt);
@@ -377,7 +413,7 @@ runnerRouter.openapi(
     await publishRunnerEventWebhooks(
       c.env,
       { id, accountId: runner.accountId, attempt: body.attempt },
-      body.events,
+      events,
     );
     return c.json({ accepted, duplicates: body.events.length - accepted }, 200);
   },
