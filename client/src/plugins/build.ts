@@ -1,18 +1,15 @@
-// `cgrpo plugins build`: esbuild bundles the entry (with the SDK and zod) into one ES module, the
+// `cgrpo plugins build`: the SDK's bundler (plugins/sdk/build.ts) bundles the entry with the SDK and
+// the zod functions it uses into one ES module, the
 // sandbox evaluates it once to read its kind and config schema, and the manifest is written with
 // the bundle's sha256. Node built-ins cannot be bundled: the sandbox has none.
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import path from 'node:path';
 import { type PluginManifest, PluginManifestSchema } from '@cgrpo/contract';
 import { describeBundle, sha256Hex } from '@cgrpo/plugins/sandbox';
 import { SDK_VERSION } from '@cgrpo/plugins/sdk';
+import { BundleError, bundlePlugin } from '@cgrpo/plugins/sdk/build';
 import { checkShaping } from '@cgrpo/plugins/shaping';
-import { build, type Message } from 'esbuild';
 import { CliError, distPaths, readProject } from './project';
-
-/** The SDK this CLI ships: plugins are built against it wherever their folder lives. */
-const sdkEntry = createRequire(import.meta.url).resolve('@cgrpo/plugins/sdk');
 
 export interface BuiltPlugin {
   bundle: string;
@@ -21,41 +18,15 @@ export interface BuiltPlugin {
   manifestPath: string;
 }
 
-function formatMessages(messages: Message[]): string {
-  return messages
-    .map((m) => {
-      const where = m.location ? `${m.location.file}:${m.location.line}:${m.location.column}: ` : '';
-      const hint = /Could not resolve "(node:)?[a-z_]+"/.test(m.text)
-        ? ' (plugins run in a sandbox without Node built-ins, files or network; use ctx.llm / ctx.log)'
-        : '';
-      return `  ${where}${m.text}${hint}`;
-    })
-    .join('\n');
-}
-
 export async function buildPlugin(dir: string): Promise<BuiltPlugin> {
   const project = readProject(dir);
   let code: string;
   try {
-    const result = await build({
-      entryPoints: [path.resolve(dir, project.entry)],
-      bundle: true,
-      format: 'esm',
-      platform: 'neutral',
-      mainFields: ['module', 'main'],
-      target: 'es2020',
-      minify: true,
-      write: false,
-      logLevel: 'silent',
-      alias: { '@cgrpo/plugins/sdk': sdkEntry },
-      legalComments: 'none',
-    });
-    code = result.outputFiles[0].text;
+    code = await bundlePlugin({ file: path.resolve(dir, project.entry) });
   } catch (error) {
-    const errors = (error as { errors?: Message[] }).errors;
     throw new CliError(
       'build_failed',
-      `esbuild could not bundle ${project.entry}:\n${errors ? formatMessages(errors) : String(error)}`,
+      `esbuild could not bundle ${project.entry}:\n${error instanceof BundleError ? error.message : String(error)}`,
     );
   }
   let description: Awaited<ReturnType<typeof describeBundle>>;

@@ -6,7 +6,8 @@ import { CliError, type PluginProject } from './project';
 
 export type ScaffoldKind = 'verifier' | 'critic';
 
-const VERIFIER_SOURCE = `import { defineVerifier, z } from '@cgrpo/plugins/sdk';
+const VERIFIER_SOURCE = `import { defineVerifier } from '@cgrpo/plugins/sdk';
+import * as z from '@cgrpo/plugins/sdk/zod';
 
 // A verifier scores one response against the reference: score in [0, 1], correct, details.
 // It runs in a sandbox: no files, network, process or timers; log with ctx.log.
@@ -24,7 +25,8 @@ export default defineVerifier({
 });
 `;
 
-const CRITIC_SOURCE = `import { defineCritic, z } from '@cgrpo/plugins/sdk';
+const CRITIC_SOURCE = `import { defineCritic } from '@cgrpo/plugins/sdk';
+import * as z from '@cgrpo/plugins/sdk/zod';
 
 // A critic writes a natural-language critique of one response; the trainer conditions a
 // refinement on it. Add "llm.chat" to plugin.json capabilities to call ctx.llm.chat.
