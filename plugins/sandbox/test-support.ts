@@ -1,25 +1,12 @@
-// Test-only: bundles a plugin source string against the real SDK (as `cgrpo plugins build` does)
+// Test-only: bundles a plugin source string with the SDK's bundler (the one `cgrpo plugins build` uses)
 // and writes the matching manifest, so sandbox tests run real bundles.
-import path from 'node:path';
 import type { PluginManifest } from '@cgrpo/contract';
-import { build } from 'esbuild';
+import { bundlePlugin } from '../sdk/build';
 import { sha256Hex } from './host';
 
-const sdkPath = path.resolve(import.meta.dirname, '../sdk/index.ts');
-
-export async function bundleSource(source: string): Promise<string> {
-  const result = await build({
-    stdin: { contents: source, loader: 'ts', resolveDir: import.meta.dirname, sourcefile: 'plugin.ts' },
-    bundle: true,
-    format: 'esm',
-    platform: 'neutral',
-    target: 'es2020',
-    minify: true,
-    write: false,
-    logLevel: 'silent',
-    alias: { '@cgrpo/plugins/sdk': sdkPath },
-  });
-  return result.outputFiles[0].text;
+/** Bundles a plugin source exactly as `cgrpo plugins build` does (the same bundlePlugin call). */
+export function bundleSource(source: string): Promise<string> {
+  return bundlePlugin({ source, resolveDir: import.meta.dirname });
 }
 
 export function manifestFor(

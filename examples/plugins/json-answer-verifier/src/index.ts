@@ -1,4 +1,5 @@
-import { defineVerifier, z } from '@cgrpo/plugins/sdk';
+import { defineVerifier } from '@cgrpo/plugins/sdk';
+import * as z from '@cgrpo/plugins/sdk/zod';
 
 // The response must end with a JSON object (optionally in a ```json fence); the reference is the
 // expected JSON object. Each expected key is one "unit test"; the score is the share that pass.

@@ -1,4 +1,5 @@
-import { defineCritic, z } from '@cgrpo/plugins/sdk';
+import { defineCritic } from '@cgrpo/plugins/sdk';
+import * as z from '@cgrpo/plugins/sdk/zod';
 
 // A rubric grader: the LLM sees the question, the response, whether the verifier accepted it and
 // the rubric, and writes a short critique that points at the first wrong step (Critique-GRPO §8.7:
