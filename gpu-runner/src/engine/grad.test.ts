@@ -189,3 +189,98 @@ describe('composite ops vs finite differences', () => {
     });
   }
 });
+
+/** Runs grad(Σ y) w.r.t. float64 params fed with `values`; returns each gradient as an array. */
+async function exactGrads(
+  shapes: number[][],
+  values: number[][],
+  build: (g: Graph, p: Tensor[]) => Tensor,
+): Promise<number[][]> {
+  const g = new Graph();
+  const ps = shapes.map((s, i) => g.param(`p${i}`, 'float64', s));
+  const grads = grad(op.reduceSum(build(g, ps), undefined, false), ps);
+  const outputs = Object.fromEntries(grads.map((t, i) => [`g${i}`, t]));
+  const feeds = Object.fromEntries(
+    shapes.map((s, i) => [`p${i}`, { dims: s, data: Float64Array.from(values[i]) }]),
+  );
+  const { outputs: o } = await (await engine.load(buildModel(g, outputs))).run(feeds);
+  return grads.map((_, i) => Array.from(o[`g${i}`].data as Float64Array));
+}
+
+describe('edges with exact expected gradients', () => {
+  it('Max: the winner gets the gradient, a tie splits it in half (torch.maximum)', async () => {
+    const [da, db] = await exactGrads(
+      [[4], [4]],
+      [
+        [1, 2, 3, -1],
+        [0, 2, 5, -1],
+      ],
+      (_g, [a, b]) => op.maximum(a, b),
+    );
+    expect(da).toEqual([1, 0.5, 0, 0.5]);
+    expect(db).toEqual([0, 0.5, 1, 0.5]);
+  });
+
+  it('Min: ties split in half, broadcast ties summed back', async () => {
+    const [da, db] = await exactGrads(
+      [[2, 3], [3]],
+      [
+        [1, 2, 3, 0, 2, 9],
+        [1, 1, 4],
+      ],
+      (_g, [a, b]) => op.minimum(a, b),
+    );
+    expect(da).toEqual([0.5, 0, 1, 1, 0, 0]);
+    expect(db).toEqual([0.5, 2, 1]);
+  });
+
+  it('PPO clip: max(−A·r, −A·clip(r)) inside the range gives ∂/∂r = −A exactly, not 2·(−A)', async () => {
+    const [dr] = await exactGrads([[3]], [[1, 1.1, 1.5]], (_g, [r]) => {
+      const A = 0.5;
+      return op.maximum(op.mul(r, -A), op.mul(op.minimum(op.maximum(r, 0.8), 1.2), -A));
+    });
+    expect(dr).toEqual([-0.5, -0.5, 0]); // r = 1.5 is clipped: no gradient
+  });
+
+  it('ReduceMax: tied maxima share the gradient evenly (torch.amax)', async () => {
+    const [dx] = await exactGrads([[2, 4]], [[1, 3, 3, 2, 5, 5, 5, 0]], (_g, [x]) =>
+      op.reduceMax(x, [1], false),
+    );
+    expect(dx).toEqual([0, 0.5, 0.5, 0, 1 / 3, 1 / 3, 1 / 3, 0]);
+  });
+
+  it('Pow at a non-positive base: finite, PyTorch values (0 for the exponent)', async () => {
+    const [dx, de] = await exactGrads(
+      [[4], [4]],
+      [
+        [-2, 0, 0, -1.5],
+        [2, 2, 0, 3],
+      ],
+      (_g, [x, e]) => op.pow(x, e),
+    );
+    expect(dx).toEqual([-4, 0, 0, 6.75]);
+    expect(de).toEqual([0, 0, 0, 0]);
+  });
+
+  it('Slice with starts outside the range pads back where ONNX clamped', async () => {
+    const [dx] = await exactGrads([[4, 6]], [Array.from({ length: 24 }, (_, i) => i)], (_g, [x]) =>
+      op.slice(x, [-10, 2], [2, 100], [0, 1]),
+    );
+    const row = [0, 0, 1, 1, 1, 1];
+    expect(dx).toEqual([...row, ...row, ...Array(12).fill(0)]);
+    const [empty] = await exactGrads([[4, 6]], [Array(24).fill(1)], (_g, [x]) =>
+      op.slice(x, [9], [Number.POSITIVE_INFINITY], [1]),
+    );
+    expect(empty).toEqual(Array(24).fill(0));
+  });
+
+  it('Slice with symbolic dims clamps a too-negative start in the graph', async () => {
+    const g = new Graph();
+    const x = g.param('x', 'float64', ['n', 3]);
+    const [dx] = grad(op.reduceSum(op.slice(x, [-9], [2], [0]), undefined, false), [x]);
+    const { outputs } = await (await engine.load(buildModel(g, { dx }))).run({
+      x: { dims: [4, 3], data: new Float64Array(12) },
+    });
+    expect(Array.from(outputs.dx.data as Float64Array)).toEqual([1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0]);
+  });
+});

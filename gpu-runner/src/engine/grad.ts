@@ -14,10 +14,11 @@ import {
   exp,
   expandLike,
   greater,
-  greaterOrEqual,
-  lessOrEqual,
+  less,
   log,
   matmul,
+  maximum,
+  minimum,
   mul,
   neg,
   pad,
@@ -114,9 +115,16 @@ function sliceGrad(g: Tensor, n: Node): Tensor {
       ends.push(zero);
       continue;
     }
+    // ONNX clamps a start to [0, dim] after adding dim to a negative one; so must the padding.
     const dim = shapeOf(x, i, i + 1);
+    const d = x.shape[i];
+    const s = starts[k];
     const begin =
-      starts[k] >= 0 ? x.graph.rootGraph.constant('int64', [1], [starts[k]]) : add(dim, starts[k]);
+      typeof d === 'number'
+        ? x.graph.rootGraph.constant('int64', [1], [Math.min(Math.max(s < 0 ? s + d : s, 0), d)])
+        : s >= 0
+          ? minimum(dim, s)
+          : maximum(add(dim, s), 0);
     begins.push(begin);
     ends.push(sub(sub(dim, begin), shapeOf(g, i, i + 1)));
   }
@@ -142,6 +150,14 @@ type Rule = (g: Tensor, n: Node) => (Tensor | null)[];
 const X = (n: Node, i = 0): Tensor => n.inputs[i]!;
 const Y = (n: Node): Tensor => n.outputs[0];
 
+/** Min/Max: the gradient goes to the input that won; on a tie each input gets half
+ *  (torch.minimum/torch.maximum), so the two halves still add up to the upstream gradient. */
+function tieSplit(g: Tensor, n: Node, firstWins: Tensor): Tensor[] {
+  const [a, b] = [X(n, 0), X(n, 1)];
+  const half = where(equal(a, b), mul(g, 0.5), 0);
+  return [unbroadcast(where(firstWins, g, half), a), unbroadcast(where(firstWins, 0, sub(g, half)), b)];
+}
+
 export const VJP: Record<string, Rule> = {
   // elementwise unary
   Neg: (g) => [neg(g)],
@@ -165,18 +181,15 @@ export const VJP: Record<string, Rule> = {
     unbroadcast(div(g, X(n, 1)), X(n, 0)),
     unbroadcast(neg(div(mul(g, Y(n)), X(n, 1))), X(n, 1)),
   ],
+  // PyTorch's pow_backward: no base gradient where the exponent is 0 (0·x^-1 would be NaN at
+  // x = 0); no exponent gradient where the base is <= 0 (PyTorch: 0 at base 0, NaN below 0, where
+  // x^y exists only for integer y and is not differentiable in y; we send 0 rather than NaN).
   Pow: (g, n) => [
-    unbroadcast(mul(g, mul(X(n, 1), pow(X(n, 0), sub(X(n, 1), 1)))), X(n, 0)),
-    unbroadcast(mul(g, mul(Y(n), log(X(n, 0)))), X(n, 1)),
+    unbroadcast(where(equal(X(n, 1), 0), 0, mul(g, mul(X(n, 1), pow(X(n, 0), sub(X(n, 1), 1))))), X(n, 0)),
+    unbroadcast(where(greater(X(n, 0), 0), mul(g, mul(Y(n), log(X(n, 0)))), 0), X(n, 1)),
   ],
-  Min: (g, n) => [
-    unbroadcast(where(lessOrEqual(X(n, 0), X(n, 1)), g, 0), X(n, 0)),
-    unbroadcast(where(lessOrEqual(X(n, 0), X(n, 1)), 0, g), X(n, 1)),
-  ],
-  Max: (g, n) => [
-    unbroadcast(where(greaterOrEqual(X(n, 0), X(n, 1)), g, 0), X(n, 0)),
-    unbroadcast(where(greaterOrEqual(X(n, 0), X(n, 1)), 0, g), X(n, 1)),
-  ],
+  Min: (g, n) => tieSplit(g, n, less(X(n, 0), X(n, 1))),
+  Max: (g, n) => tieSplit(g, n, greater(X(n, 0), X(n, 1))),
   Where: (g, n) => [
     null,
     unbroadcast(where(X(n, 0), g, 0), X(n, 1)),
