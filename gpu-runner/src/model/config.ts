@@ -51,20 +51,145 @@ const FAMILIES: Record<string, DecoderFamily> = {
   LlamaForCausalLM: 'llama',
 };
 
-function num(raw: Record<string, unknown>, key: string, fallback?: number): number {
+function num(raw: Record<string, unknown>, key: string, fallback?: number, within = ''): number {
   const v = raw[key];
   if (typeof v === 'number' && Number.isFinite(v)) return v;
   if (v === undefined || v === null) {
     if (fallback !== undefined) return fallback;
-    throw new ModelConfigError('config_missing_field', key, 'required number is missing');
+    throw new ModelConfigError('config_missing_field', `${within}${key}`, 'required number is missing');
   }
-  throw new ModelConfigError('config_bad_field', key, `expected a number, got ${JSON.stringify(v)}`);
+  throw new ModelConfigError(
+    'config_bad_field',
+    `${within}${key}`,
+    `expected a number, got ${JSON.stringify(v)}`,
+  );
 }
 
 function ids(v: unknown): number[] {
   if (typeof v === 'number') return [v];
   if (Array.isArray(v)) return v.filter((x): x is number => typeof x === 'number');
   return [];
+}
+
+/**
+ * Keys that change the decoder's math when they hold anything but their neutral value. A checkpoint
+ * that sets one is refused by name rather than run with the wrong math (a later transformers may
+ * add more; those are caught only when listed here).
+ */
+const NEUTRAL_KEYS: Record<string, (v: unknown) => boolean> = {
+  partial_rotary_factor: (v) => v === 1 || v === 1.0,
+  attn_logit_softcapping: (v) => v === null,
+  final_logit_softcapping: (v) => v === null,
+  query_pre_attn_scalar: (v) => v === null,
+  embedding_multiplier: (v) => v === 1,
+  logits_scaling: (v) => v === 1,
+  residual_multiplier: (v) => v === 1,
+  attention_multiplier: (v) => v === null,
+  num_experts: (v) => v === null || v === 0,
+  num_local_experts: (v) => v === null || v === 0,
+  no_rope_layers: (v) => v === null || (Array.isArray(v) && v.every((x) => x === 1)),
+  layer_types: (v) => Array.isArray(v) && v.every((x) => x === 'full_attention'),
+  attention_dropout: (v) => v === 0 || v === null,
+  mrope_section: (v) => v === null,
+};
+
+function rejectMathKeys(raw: Record<string, unknown>): void {
+  for (const [key, neutral] of Object.entries(NEUTRAL_KEYS)) {
+    if (!(key in raw) || raw[key] === undefined) continue;
+    if (!neutral(raw[key])) {
+      throw new ModelConfigError(
+        'config_unsupported',
+        key,
+        `${JSON.stringify(raw[key])} changes the decoder's math and is not supported by this runner`,
+      );
+    }
+  }
+}
+
+const ROPE_TYPES = ['default', 'linear', 'llama3'] as const;
+/** keys each rope type may carry; anything else in the rope dict is refused by name */
+const ROPE_KEYS: Record<(typeof ROPE_TYPES)[number], readonly string[]> = {
+  default: [],
+  linear: ['factor'],
+  llama3: ['factor', 'low_freq_factor', 'high_freq_factor', 'original_max_position_embeddings'],
+};
+
+/**
+ * RoPE from either layout: transformers v4 (`rope_theta` + `rope_scaling`) or v5 (`rope_parameters`
+ * holding `rope_type`, `rope_theta` and the scaling fields). Types whose math this decoder does not
+ * implement (yarn, dynamic, longrope, ...) and per-layer-type dicts are load errors naming the key.
+ */
+function parseRope(raw: Record<string, unknown>): { ropeTheta: number; ropeScaling: RopeScaling | null } {
+  const v5 = raw.rope_parameters;
+  let field: string;
+  let rope: Record<string, unknown>;
+  let ropeTheta: number;
+  if (v5 !== undefined && v5 !== null) {
+    field = 'rope_parameters';
+    if (typeof v5 !== 'object' || Array.isArray(v5)) {
+      throw new ModelConfigError('config_bad_field', field, `expected an object, got ${JSON.stringify(v5)}`);
+    }
+    rope = v5 as Record<string, unknown>;
+    if (!('rope_type' in rope) && !('type' in rope) && !('rope_theta' in rope)) {
+      // {"full_attention": {...}, "sliding_attention": {...}}: one rope per layer type
+      throw new ModelConfigError(
+        'config_unsupported',
+        field,
+        `per-layer-type RoPE (${Object.keys(rope).join(', ')}) is not supported`,
+      );
+    }
+    ropeTheta = num(rope, 'rope_theta', num(raw, 'rope_theta', 10000), 'rope_parameters.');
+    if ('rope_theta' in raw && raw.rope_theta !== ropeTheta) {
+      throw new ModelConfigError(
+        'config_bad_field',
+        'rope_theta',
+        `${raw.rope_theta} disagrees with rope_parameters.rope_theta ${ropeTheta}; keep one`,
+      );
+    }
+    if (raw.rope_scaling !== undefined && raw.rope_scaling !== null) {
+      throw new ModelConfigError(
+        'config_bad_field',
+        'rope_scaling',
+        'set alongside rope_parameters (transformers v5); keep rope_parameters only',
+      );
+    }
+  } else {
+    field = 'rope_scaling';
+    rope = (raw.rope_scaling ?? {}) as Record<string, unknown>;
+    ropeTheta = num(raw, 'rope_theta', 10000);
+  }
+  const type = String(rope.rope_type ?? rope.type ?? 'default');
+  if (!(ROPE_TYPES as readonly string[]).includes(type)) {
+    throw new ModelConfigError(
+      'config_unsupported',
+      `${field}.rope_type`,
+      `${type} is not supported (${ROPE_TYPES.join(', ')} are); its frequencies differ from these, so the checkpoint cannot be run with another`,
+    );
+  }
+  const t = type as (typeof ROPE_TYPES)[number];
+  const known = new Set(['rope_type', 'type', 'rope_theta', ...ROPE_KEYS[t]]);
+  for (const [k, v] of Object.entries(rope)) {
+    if (known.has(k)) continue;
+    if (k === 'partial_rotary_factor' && v === 1) continue;
+    // transformers fills these for every type; they only matter for types refused above
+    if (k === 'original_max_position_embeddings' && t !== 'llama3') continue;
+    throw new ModelConfigError(
+      'config_unsupported',
+      `${field}.${k}`,
+      `${JSON.stringify(v)} is not a ${t} RoPE setting this runner implements`,
+    );
+  }
+  if (t === 'default') return { ropeTheta, ropeScaling: null };
+  return {
+    ropeTheta,
+    ropeScaling: {
+      type: t,
+      factor: num(rope, 'factor', undefined, `${field}.`),
+      lowFreqFactor: num(rope, 'low_freq_factor', 1, `${field}.`),
+      highFreqFactor: num(rope, 'high_freq_factor', 4, `${field}.`),
+      originalMaxPositionEmbeddings: num(rope, 'original_max_position_embeddings', 8192, `${field}.`),
+    },
+  };
 }
 
 /** Parses config.json (and optionally generation_config.json, whose eos ids win). */
@@ -110,26 +235,8 @@ export function parseDecoderConfig(
       `${numKvHeads} does not divide num_attention_heads ${numHeads}`,
     );
   }
-  let ropeScaling: RopeScaling | null = null;
-  const rs = raw.rope_scaling as Record<string, unknown> | null | undefined;
-  if (rs) {
-    const type = (rs.rope_type ?? rs.type) as string;
-    if (type === 'llama3' || type === 'linear') {
-      ropeScaling = {
-        type,
-        factor: num(rs, 'factor'),
-        lowFreqFactor: num(rs, 'low_freq_factor', 1),
-        highFreqFactor: num(rs, 'high_freq_factor', 4),
-        originalMaxPositionEmbeddings: num(rs, 'original_max_position_embeddings', 8192),
-      };
-    } else if (type !== 'default') {
-      throw new ModelConfigError(
-        'config_unsupported',
-        'rope_scaling.rope_type',
-        `${type} is not supported (llama3, linear, default are)`,
-      );
-    }
-  }
+  rejectMathKeys(raw);
+  const { ropeTheta, ropeScaling } = parseRope(raw);
   const attentionBias = raw.attention_bias === true;
   const eos = ids(generation?.eos_token_id);
   return {
@@ -143,7 +250,7 @@ export function parseDecoderConfig(
     numKvHeads,
     headDim: num(raw, 'head_dim', hiddenSize / numHeads),
     rmsNormEps: num(raw, 'rms_norm_eps', 1e-6),
-    ropeTheta: num(raw, 'rope_theta', 10000),
+    ropeTheta,
     ropeScaling,
     maxPositionEmbeddings: num(raw, 'max_position_embeddings', 32768),
     qkvBias: family === 'qwen2' ? true : attentionBias,

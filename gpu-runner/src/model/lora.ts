@@ -113,6 +113,32 @@ export function saveAdapter(
   writeFileSync(join(dir, 'adapter_config.json'), `${JSON.stringify(config, null, 2)}\n`);
 }
 
+/** PEFT's target_modules as decoder targets; a module this decoder has no LoRA site for is an error
+ *  (dropping it would silently train or load a different adapter than the one on disk). */
+function adapterTargets(tm: unknown): LoraTarget[] {
+  if (tm === 'all-linear') return [...LORA_TARGETS];
+  if (typeof tm === 'string') {
+    throw new AdapterError(
+      'adapter_unsupported',
+      'target_modules',
+      `the regular expression ${JSON.stringify(tm)} is not supported; list module names (${LORA_TARGETS.join(', ')})`,
+    );
+  }
+  if (!Array.isArray(tm)) {
+    throw new AdapterError('adapter_bad_config', 'target_modules', 'expected a list of module names');
+  }
+  const names = tm.map(String);
+  const unknown = names.filter((t) => !(LORA_TARGETS as readonly string[]).includes(t));
+  if (unknown.length > 0) {
+    throw new AdapterError(
+      'adapter_unsupported',
+      'target_modules',
+      `${unknown.join(', ')} ${unknown.length === 1 ? 'is' : 'are'} not LoRA sites of this decoder (${LORA_TARGETS.join(', ')} are)`,
+    );
+  }
+  return names as LoraTarget[];
+}
+
 export function loadAdapter(
   dir: string,
   cfg: DecoderConfig,
@@ -138,13 +164,11 @@ export function loadAdapter(
       'per-module rank/alpha patterns are not supported',
     );
   }
-  const tm = raw.target_modules;
-  const targets = (Array.isArray(tm) ? tm : typeof tm === 'string' ? [tm] : []) as LoraTarget[];
   const config: LoraConfig = {
     rank: raw.r as number,
     alpha: raw.lora_alpha as number,
     dropout: (raw.lora_dropout as number) ?? 0,
-    targets: targets.filter((t) => LORA_TARGETS.includes(t)),
+    targets: adapterTargets(raw.target_modules),
     useRslora: raw.use_rslora === true,
   };
   validateLoraConfig(config);
