@@ -22,10 +22,20 @@ export const conflict = (code: string, message: string) => new ApiError(409, cod
 export const invalid = (message: string, fields: FieldError[] = []) =>
   new ApiError(400, 'invalid_request', message, fields);
 
+/** An error body stays small whatever the request held: at most this many fields, each clipped. */
+export const ERROR_BODY_LIMITS = { maxFields: 20, maxMessageChars: 1000, maxFieldChars: 300 } as const;
+
+const clip = (text: string, max: number) => (text.length > max ? `${text.slice(0, max)}… (clipped)` : text);
+
 export function errorBody(c: Context<AppEnv>, error: ApiError): ErrorBody {
-  return {
-    error: { code: error.code, message: error.message, fields: error.fields, request_id: c.get('requestId') },
-  };
+  const { maxFields, maxMessageChars, maxFieldChars } = ERROR_BODY_LIMITS;
+  const fields = error.fields
+    .slice(0, maxFields)
+    .map((f) => ({ path: clip(f.path, maxFieldChars), message: clip(f.message, maxFieldChars) }));
+  const hidden = error.fields.length - fields.length;
+  const message =
+    clip(error.message, maxMessageChars) + (hidden > 0 ? ` (${hidden} more field errors not shown)` : '');
+  return { error: { code: error.code, message, fields, request_id: c.get('requestId') } };
 }
 
 /** app.onError: ApiErrors become their body; anything else is a 500 with no internals (logged with the request id). */

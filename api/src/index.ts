@@ -7,6 +7,7 @@ import { DOCS_PAGE } from './docs-page';
 import type { AppEnv, Env } from './env';
 import { ApiError, errorBody, handleError, validationHook } from './errors';
 import { newId } from './ids';
+import { jsonBodyLimits } from './json-limits';
 import { handleQueueBatch } from './queue';
 import { account } from './routes/account';
 import { artifactsRouter } from './routes/artifacts';
@@ -37,6 +38,8 @@ app.use('/v1/*', async (c, next) => {
   if (OPEN_PATHS.has(c.req.path) || c.req.path.startsWith('/v1/runner/')) return next();
   return requireUser(c, next);
 });
+// JSON bodies: size (413), depth, lengths and forbidden keys checked before any route runs.
+app.use('/v1/*', jsonBodyLimits);
 
 app.get('/v1/health', (c) => c.json({ ok: true }));
 app.route('/v1', bootstrap);
@@ -64,6 +67,11 @@ app.doc31('/v1/openapi.json', {
   servers: [{ url: '/' }],
 });
 app.get('/docs', (c) => c.html(DOCS_PAGE));
+// Everything outside /v1 is the dashboard (api/public, served by the ASSETS binding).
+app.get('*', async (c, next) => {
+  if (c.req.path.startsWith('/v1/') || !c.env.ASSETS) return next();
+  return c.env.ASSETS.fetch(c.req.raw);
+});
 
 app.notFound((c) =>
   c.json(errorBody(c, new ApiError(404, 'not_found', `no route ${c.req.method} ${c.req.path}`)), 404),
