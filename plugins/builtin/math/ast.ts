@@ -125,7 +125,7 @@ export function show(node: Node): string {
     case 'pct':
       return `${wrap(node.arg, isCompound(node.arg))}%`;
     case 'fn':
-      return `${node.name}(${node.args.map(show).join(', ')})`;
+      return `${node.name.replace(/^call:/, '')}(${node.args.map(show).join(', ')})`;
     case 'pm':
       return node.left ? `${show(node.left)} ± ${show(node.right)}` : `±${show(node.right)}`;
     case 'group':

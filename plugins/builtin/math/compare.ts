@@ -3,7 +3,7 @@
 // symbols and text, numbers (exact, or rounded when a float is involved), and finally the CAS.
 // Deliberately asymmetric where Math-Verify is (gold decides how equations are read).
 
-import { children, countNodes, freeSymbols, type Node, type RelOp, ratEq, show } from './ast';
+import { children, countNodes, freeSymbols, type Node, type RelOp, rat, ratEq, show } from './ast';
 import type { Cas } from './cas';
 import { evalFloat, exactValue, roundedKey } from './evaluate';
 
@@ -30,8 +30,8 @@ const INVERSE: Record<RelOp, RelOp> = { '=': '=', '!=': '!=', '<': '>', '>': '<'
 
 export function compareNodes(goldIn: Node, predIn: Node, o: CompareOptions): Verdict {
   if (performance.now() > o.deadline) throw new DeadlineExceeded();
-  let gold = expandPm(goldIn);
-  let pred = expandPm(predIn);
+  let gold = assignmentGroups(expandPm(goldIn));
+  let pred = assignmentGroups(expandPm(predIn));
   if (!o.strictVariables) pred = renameVariables(gold, pred);
 
   if (show(gold) === show(pred)) return YES('string');
@@ -45,6 +45,9 @@ export function compareNodes(goldIn: Node, predIn: Node, o: CompareOptions): Ver
     pred = { k: 'rel', ops: ['='], sides: [pred.sides[0]!, pred.sides.at(-1)!] };
   if (isEquation(pred) && !isEquation(gold) && pred.k === 'rel') pred = pred.sides.at(-1)!;
   else if (gAssign && !isEquation(pred) && gold.k === 'rel') gold = gold.sides.at(-1)!;
+  // g(t) = 3 vs g(s) = 3: the same function named on both sides; its argument is a dummy
+  if (gold.k === 'rel' && pred.k === 'rel' && gAssign && pAssign && sameCall(gold.sides[0]!, pred.sides[0]!))
+    pred = { ...pred, sides: [gold.sides[0]!, ...pred.sides.slice(1)] };
   if (show(gold) === show(pred)) return YES('string_after_unwrap');
 
   // Inequalities vs the solution set: only when the gold is the relation (anti reward hacking).
@@ -59,7 +62,7 @@ export function compareNodes(goldIn: Node, predIn: Node, o: CompareOptions): Ver
   if (gold.k === 'rel' && pred.k === 'rel') return compareRelations(gold, pred, o);
   if (gold.k === 'rel' || pred.k === 'rel') return NO('relation_vs_value');
 
-  if (gold.k === 'matrix' || pred.k === 'matrix') return compareMatrices(gold, pred, o);
+  if (hasMatrix(gold) || hasMatrix(pred)) return compareMatrices(evalMatrix(gold), evalMatrix(pred), o);
   if (isSetLike(gold) || isSetLike(pred)) return compareCollections(gold, pred, o);
 
   const gText = letters(gold);
@@ -74,7 +77,13 @@ export function compareNodes(goldIn: Node, predIn: Node, o: CompareOptions): Ver
     if (gold.k === 'text' || pred.k === 'text') return NO('text_vs_expression');
   }
 
-  return compareScalars(gold, pred, o);
+  const scalar = compareScalars(gold, pred, o);
+  // A percent sign on one side only: 15% answers 15 and 0.15 (the question asked "what percent")
+  if (!scalar.equal && (gold.k === 'pct') !== (pred.k === 'pct')) {
+    const bare = compareScalars(gold.k === 'pct' ? gold.arg : gold, pred.k === 'pct' ? pred.arg : pred, o);
+    if (bare.equal) return YES(`${bare.rule}_percent_sign`);
+  }
+  return scalar;
 }
 
 function compareScalars(gold: Node, pred: Node, o: CompareOptions): Verdict {
@@ -190,17 +199,25 @@ export function relationToSet(n: Node): Node | null {
     return { k: 'union', parts: parts as Node[] };
   }
   if (n.k !== 'rel') return null;
-  // the variable side: x, or f(x) (Math-Verify unwraps function calls into symbols)
-  const isVar = (s: Node) => isOnlySymbols(s);
-  const isConst = (s: Node) => freeSymbols(s).size === 0;
   if (n.ops.length === 1) {
     let [l, r] = n.sides as [Node, Node];
     let op = n.ops[0]!;
-    if (isVar(r) && !isVar(l)) {
+    if (isConst(l) && !isConst(r)) {
       [l, r] = [r, l];
       op = INVERSE[op];
     }
-    if (!isVar(l) || !isConst(r)) return null;
+    if (!isConst(r)) return null;
+    if (isAbsOfVar(l)) return absToSet(op, r);
+    if (!isVar(l)) {
+      const lin = linearForm(l);
+      if (lin === null) return null;
+      // c*x + d op r  ->  x op' (r - d) / c, the relation flipped when c < 0
+      return relationToSet({
+        k: 'rel',
+        ops: [lin.sign > 0 ? op : INVERSE[op]],
+        sides: [lin.x, solveFor(lin, r)],
+      });
+    }
     switch (op) {
       case '<':
         return interval(NEG_INF, r, true, true);
@@ -216,15 +233,107 @@ export function relationToSet(n: Node): Node | null {
         return { k: 'union', parts: [interval(NEG_INF, r, true, true), interval(r, POS_INF, true, true)] };
     }
   }
-  if (n.ops.length === 2 && isVar(n.sides[1]!) && isConst(n.sides[0]!) && isConst(n.sides[2]!)) {
-    const [a, , b] = n.sides as [Node, Node, Node];
-    const [o1, o2] = n.ops as [RelOp, RelOp];
+  if (n.ops.length === 2 && isConst(n.sides[0]!) && isConst(n.sides[2]!)) {
+    let [a, mid, b] = n.sides as [Node, Node, Node];
+    let [o1, o2] = n.ops as [RelOp, RelOp];
     const up = (op: RelOp) => op === '<' || op === '<=';
     const down = (op: RelOp) => op === '>' || op === '>=';
-    if (up(o1) && up(o2)) return interval(a, b, o1 === '<', o2 === '<');
-    if (down(o1) && down(o2)) return interval(b, a, o2 === '>', o1 === '>');
+    if (down(o1) && down(o2)) {
+      [a, b] = [b, a];
+      [o1, o2] = [INVERSE[o2], INVERSE[o1]];
+    }
+    if (!(up(o1) && up(o2))) return null;
+    if (isAbsOfVar(mid)) return absChainToSet(a, o1, o2, b);
+    if (!isVar(mid)) {
+      const lin = linearForm(mid);
+      if (lin === null) return null;
+      const [lo, hi] = [solveFor(lin, a), solveFor(lin, b)];
+      return lin.sign > 0
+        ? relationToSet({ k: 'rel', ops: [o1, o2], sides: [lo, lin.x, hi] })
+        : relationToSet({ k: 'rel', ops: [o2, o1], sides: [hi, lin.x, lo] });
+    }
+    return interval(a, b, o1 === '<', o2 === '<');
   }
   return null;
+}
+
+// the variable side: x, or f(x) (Math-Verify unwraps function calls into symbols)
+const isVar = (s: Node): boolean => isOnlySymbols(s) && !isAbsOfVar(s);
+const isConst = (s: Node): boolean => freeSymbols(s).size === 0;
+const isAbsOfVar = (s: Node): boolean =>
+  s.k === 'fn' && s.name === 'abs' && s.args.length === 1 && isVar(s.args[0]!);
+const neg = (x: Node): Node => ({ k: 'neg', arg: x });
+
+/** |x| op c as a set of x; null where it is empty or all reals (left undecided). */
+function absToSet(op: RelOp, c: Node): Node | null {
+  const v = evalFloat(c, new Map());
+  if (!Number.isFinite(v)) return null;
+  switch (op) {
+    case '<':
+      return v > 0 ? interval(neg(c), c, true, true) : null;
+    case '<=':
+      return v >= 0 ? interval(neg(c), c, false, false) : null;
+    case '>':
+      return v >= 0
+        ? { k: 'union', parts: [interval(NEG_INF, neg(c), true, true), interval(c, POS_INF, true, true)] }
+        : null;
+    case '>=':
+      return v > 0
+        ? { k: 'union', parts: [interval(NEG_INF, neg(c), true, false), interval(c, POS_INF, false, true)] }
+        : null;
+    default:
+      return null;
+  }
+}
+
+/** a o1 |x| o2 b (o1, o2 among < and <=): two mirrored intervals, or one when a is not positive. */
+function absChainToSet(a: Node, o1: RelOp, o2: RelOp, b: Node): Node | null {
+  const av = evalFloat(a, new Map());
+  if (Number.isNaN(av)) return null;
+  if (av > 0)
+    return {
+      k: 'union',
+      parts: [interval(neg(b), neg(a), o2 === '<', o1 === '<'), interval(a, b, o1 === '<', o2 === '<')],
+    };
+  if (av < 0 || o1 === '<=') return absToSet(o2, b);
+  return null;
+}
+
+interface LinearForm {
+  x: Node;
+  c: Node;
+  d: Node;
+  sign: number;
+}
+
+const LINEARITY_POINTS = [2, -1.7, 3.3];
+
+/** side = c*x + d in its one variable x (checked at sample points); null otherwise. */
+function linearForm(side: Node): LinearForm | null {
+  const vars = [...freeSymbols(side)];
+  if (vars.length !== 1) return null;
+  const name = vars[0]!;
+  const at = (v: number): Node => mapSymbols(side, (sym) => (sym === name ? number(v) : null));
+  const d = at(0);
+  const c: Node = { k: 'add', terms: [at(1), neg(d)] };
+  const dv = evalFloat(d, new Map());
+  const cv = evalFloat(c, new Map());
+  if (!Number.isFinite(dv) || !Number.isFinite(cv) || Math.abs(cv) < 1e-12) return null;
+  for (const t of LINEARITY_POINTS) {
+    const v = evalFloat(side, new Map([[name, t]]));
+    if (!(Math.abs(v - (cv * t + dv)) <= 1e-9 * Math.max(1, Math.abs(v)))) return null;
+  }
+  return { x: { k: 'sym', name }, c, d, sign: Math.sign(cv) };
+}
+
+/** The x with c*x + d = bound. */
+function solveFor(lin: LinearForm, bound: Node): Node {
+  return { k: 'div', num: { k: 'add', terms: [bound, neg(lin.d)] }, den: lin.c };
+}
+
+function number(v: number): Node {
+  const r = rat(BigInt(v));
+  return { k: 'num', value: r!, text: String(v), isFloat: false };
 }
 
 function difference(n: Extract<Node, { k: 'rel' }>, i = 0): Node {
@@ -328,7 +437,19 @@ function compareCollections(gold: Node, pred: Node, o: CompareOptions): Verdict 
   return compareColl(toColl(gold), toColl(pred), o) ? YES('collection') : NO('collections_differ');
 }
 
-function compareColl(g: Coll, p: Coll, o: CompareOptions): boolean {
+/** {1, 3} ∪ {2} is the set {1, 2, 3}: a union of finite sets only, flattened. */
+function flattenFiniteUnion(c: Coll): Coll {
+  if (c.kind !== 'union' || !c.parts.every((x) => x.kind === 'set')) return c;
+  const seen = new Set<string>();
+  const items: Node[] = [];
+  for (const part of c.parts as { items: Node[] }[])
+    for (const x of part.items) if (!seen.has(show(x)) && seen.add(show(x))) items.push(x);
+  return { kind: 'set', items };
+}
+
+function compareColl(gIn: Coll, pIn: Coll, o: CompareOptions): boolean {
+  const g = flattenFiniteUnion(gIn);
+  const p = flattenFiniteUnion(pIn);
   if (g.kind === 'union' || p.kind === 'union') {
     const gp = g.kind === 'union' ? g.parts : [g];
     const pp = p.kind === 'union' ? p.parts : [p];
@@ -374,6 +495,90 @@ function matchUnordered<T>(gold: T[], pred: T[], eq: (a: T, b: T) => boolean): b
   return true;
 }
 
+type MatrixNode = Extract<Node, { k: 'matrix' }>;
+
+function hasMatrix(n: Node): boolean {
+  if (n.k === 'matrix') return true;
+  if (n.k === 'add') return n.terms.some(hasMatrix);
+  if (n.k === 'mul') return n.factors.some(hasMatrix);
+  if (n.k === 'neg') return hasMatrix(n.arg);
+  if (n.k === 'div') return hasMatrix(n.num);
+  return false;
+}
+
+const entryAdd = (a: Node, b: Node): Node => ({ k: 'add', terms: [a, b] });
+const entryMul = (a: Node, b: Node): Node => ({ k: 'mul', factors: [a, b] });
+const scaleMatrix = (m: MatrixNode, s: Node): MatrixNode => ({
+  k: 'matrix',
+  rows: m.rows.map((r) => r.map((e) => entryMul(s, e))),
+});
+
+/**
+ * Matrix arithmetic written out in an answer (sums, differences, scalar multiples, products) is
+ * evaluated entry by entry into one matrix; entries stay nodes, so they compare exactly. Anything
+ * else (shape mismatch, a matrix in a denominator) is returned unchanged and compares unequal.
+ */
+function evalMatrix(n: Node): Node {
+  const fail = n;
+  switch (n.k) {
+    case 'neg': {
+      const m = evalMatrix(n.arg);
+      return m.k === 'matrix' ? scaleMatrix(m, number(-1)) : fail;
+    }
+    case 'div': {
+      const m = evalMatrix(n.num);
+      return m.k === 'matrix' && !hasMatrix(n.den)
+        ? scaleMatrix(m, { k: 'div', num: number(1), den: n.den })
+        : fail;
+    }
+    case 'add': {
+      const terms = n.terms.map(evalMatrix);
+      if (!terms.every((t): t is MatrixNode => t.k === 'matrix')) return fail;
+      const [first, ...rest] = terms as [MatrixNode, ...MatrixNode[]];
+      const shape = (m: MatrixNode) => m.rows.map((r) => r.length).join(',');
+      if (rest.some((m) => shape(m) !== shape(first))) return fail;
+      return {
+        k: 'matrix',
+        rows: first.rows.map((r, i) =>
+          r.map((e, j) => rest.reduce((acc, m) => entryAdd(acc, m.rows[i]![j]!), e)),
+        ),
+      };
+    }
+    case 'mul': {
+      let acc: Node | null = null;
+      for (const f of n.factors.map(evalMatrix)) {
+        if (acc === null) acc = f;
+        else if (acc.k !== 'matrix' && f.k !== 'matrix') acc = entryMul(acc, f);
+        else if (acc.k !== 'matrix') acc = scaleMatrix(f as MatrixNode, acc);
+        else if (f.k !== 'matrix') acc = scaleMatrix(acc, f);
+        else {
+          const prod = matrixProduct(acc, f);
+          if (prod === null) return fail;
+          acc = prod;
+        }
+      }
+      return acc ?? fail;
+    }
+    default:
+      return n;
+  }
+}
+
+function matrixProduct(a: MatrixNode, b: MatrixNode): MatrixNode | null {
+  const inner = b.rows.length;
+  if (a.rows.some((r) => r.length !== inner) || inner === 0) return null;
+  const cols = b.rows[0]!.length;
+  if (b.rows.some((r) => r.length !== cols)) return null;
+  return {
+    k: 'matrix',
+    rows: a.rows.map((r) =>
+      Array.from({ length: cols }, (_, j) =>
+        r.map((e, k) => entryMul(e, b.rows[k]![j]!)).reduce((x, y) => entryAdd(x, y)),
+      ),
+    ),
+  };
+}
+
 function compareMatrices(gold: Node, pred: Node, o: CompareOptions): Verdict {
   if (gold.k !== 'matrix' || pred.k !== 'matrix') return NO('matrix_vs_other');
   if (gold.rows.length !== pred.rows.length) return NO('matrix_shape_differs');
@@ -405,6 +610,81 @@ function expandPm(n: Node): Node {
   return n;
 }
 
+/**
+ * p=5,q=2; p=7,q=2 is the set of tuples (5,2), (7,2): a list of assignments whose names repeat
+ * in the same order is read as one tuple per group. Anything else is returned unchanged.
+ */
+function assignmentGroups(n: Node): Node {
+  if (n.k !== 'list' || n.items.length < 4) return n;
+  const names: string[] = [];
+  for (const item of n.items) {
+    const lhs = item.k === 'rel' && item.ops.length === 1 && item.ops[0] === '=' ? item.sides[0]! : null;
+    if (lhs?.k !== 'sym') return n;
+    names.push(lhs.name);
+  }
+  const period = names.indexOf(names[0]!, 1);
+  if (period < 2 || names.length % period !== 0) return n;
+  if (new Set(names.slice(0, period)).size !== period) return n;
+  if (!names.every((name, i) => name === names[i % period])) return n;
+  const groups: Node[] = [];
+  for (let i = 0; i < names.length; i += period) {
+    const items = n.items.slice(i, i + period).map((x) => (x as Extract<Node, { k: 'rel' }>).sides[1]!);
+    groups.push({ k: 'group', items, open: '(', close: ')' });
+  }
+  return { k: 'list', items: groups };
+}
+
+/** Both sides are calls of the same one-letter function with as many arguments: g(t), g(s). */
+function sameCall(a: Node, b: Node): boolean {
+  return (
+    a.k === 'fn' &&
+    b.k === 'fn' &&
+    a.name.startsWith('call:') &&
+    a.name === b.name &&
+    a.args.length === b.args.length
+  );
+}
+
+/** A copy of `n` with symbols replaced where `f` returns a node. */
+function mapSymbols(n: Node, f: (name: string) => Node | null): Node {
+  const walk = (x: Node): Node => {
+    switch (x.k) {
+      case 'sym':
+        return f(x.name) ?? x;
+      case 'add':
+        return { k: 'add', terms: x.terms.map(walk) };
+      case 'mul':
+        return { k: 'mul', factors: x.factors.map(walk) };
+      case 'neg':
+        return { k: 'neg', arg: walk(x.arg) };
+      case 'pct':
+        return { k: 'pct', arg: walk(x.arg) };
+      case 'div':
+        return { k: 'div', num: walk(x.num), den: walk(x.den) };
+      case 'pow':
+        return { k: 'pow', base: walk(x.base), exp: walk(x.exp) };
+      case 'fn':
+        return { k: 'fn', name: x.name, args: x.args.map(walk) };
+      case 'pm':
+        return { k: 'pm', left: x.left && walk(x.left), right: walk(x.right) };
+      case 'group':
+        return { ...x, items: x.items.map(walk) };
+      case 'set':
+      case 'list':
+        return { k: x.k, items: x.items.map(walk) };
+      case 'union':
+        return { k: 'union', parts: x.parts.map(walk) };
+      case 'rel':
+        return { k: 'rel', ops: x.ops, sides: x.sides.map(walk) };
+      case 'matrix':
+        return { k: 'matrix', rows: x.rows.map((r) => r.map(walk)) };
+      default:
+        return x;
+    }
+  };
+  return walk(n);
+}
+
 function letters(n: Node): string | null {
   if (n.k === 'text') return n.value.replace(/\s+/g, '');
   if (n.k === 'sym') return n.name;
@@ -422,40 +702,5 @@ function renameVariables(gold: Node, pred: Node): Node {
   const pv = [...freeSymbols(pred)].sort();
   if (gv.length !== pv.length || gv.every((v, i) => v === pv[i])) return pred;
   const map = new Map(pv.map((v, i) => [v, gv[i]!]));
-  const walk = (n: Node): Node => {
-    switch (n.k) {
-      case 'sym':
-        return { k: 'sym', name: map.get(n.name) ?? n.name };
-      case 'add':
-        return { k: 'add', terms: n.terms.map(walk) };
-      case 'mul':
-        return { k: 'mul', factors: n.factors.map(walk) };
-      case 'neg':
-        return { k: 'neg', arg: walk(n.arg) };
-      case 'pct':
-        return { k: 'pct', arg: walk(n.arg) };
-      case 'div':
-        return { k: 'div', num: walk(n.num), den: walk(n.den) };
-      case 'pow':
-        return { k: 'pow', base: walk(n.base), exp: walk(n.exp) };
-      case 'fn':
-        return { k: 'fn', name: n.name, args: n.args.map(walk) };
-      case 'pm':
-        return { k: 'pm', left: n.left && walk(n.left), right: walk(n.right) };
-      case 'group':
-        return { ...n, items: n.items.map(walk) };
-      case 'set':
-      case 'list':
-        return { k: n.k, items: n.items.map(walk) };
-      case 'union':
-        return { k: 'union', parts: n.parts.map(walk) };
-      case 'rel':
-        return { k: 'rel', ops: n.ops, sides: n.sides.map(walk) };
-      case 'matrix':
-        return { k: 'matrix', rows: n.rows.map((r) => r.map(walk)) };
-      default:
-        return n;
-    }
-  };
-  return walk(pred);
+  return mapSymbols(pred, (name) => ({ k: 'sym', name: map.get(name) ?? name }));
 }

@@ -151,11 +151,29 @@ function latexCandidates(s: string, envs: Env[]): Candidate[] {
 const NUMBER_RE =
   /(?:^|(?<=[\s=$€£¥*]))(-?(?:[1-9]\d{0,2}(?:[ ,]\d{3})+(?:\.\d+)?|\d+[.,]\d+|\d+)(?:\s*\/\s*\d+)?|-?\.\d+)(\s*(?:%|percent\b|percentage\b|pct\b))?(?!\d)/g;
 
+/**
+ * Inline `$` delimiters whose opening `$` ends its line and whose closing `$` starts its line
+ * ("$\n9\n$") are not math in Math-Verify and not an answer here: numbers inside are skipped.
+ */
+const BROKEN_INLINE = /(?<![\\$])\$[ \t]*\n[^$]*?\n[ \t]*\$(?!\$)/g;
+
+function brokenInlineSpans(s: string): [number, number][] {
+  if (!s.includes('$\n') && !/\$[ \t]+\n/.test(s)) return [];
+  const spans: [number, number][] = [];
+  BROKEN_INLINE.lastIndex = 0;
+  for (let m = BROKEN_INLINE.exec(s); m !== null; m = BROKEN_INLINE.exec(s))
+    spans.push([m.index, m.index + m[0].length]);
+  return spans;
+}
+
 function numberCandidates(s: string, from = 0, to = s.length): Candidate[] {
   const out: Candidate[] = [];
   const slice = s.slice(from, to);
+  const broken = brokenInlineSpans(s);
   NUMBER_RE.lastIndex = 0;
   for (let m = NUMBER_RE.exec(slice); m !== null; m = NUMBER_RE.exec(slice)) {
+    const at = from + m.index;
+    if (broken.some(([a, b]) => at >= a && at < b)) continue;
     // "1 000" and "1,234" are thousands; "2,74" and "0,111" are decimal commas (as Math-Verify reads them)
     const raw = m[1]!;
     const text = /^-?[1-9]\d{0,2}(?:[ ,]\d{3})+(?:\.\d+)?$/.test(raw)
@@ -241,8 +259,14 @@ export function findCandidates(response: string, strategy: Strategy, envs: Env[]
       return anchoredCandidates(response, ANSWER_RE, 'answer', envs, 50);
     case 'latex':
       return latexCandidates(response, envs);
-    case 'number':
-      return numberCandidates(response);
+    case 'number': {
+      const numbers = numberCandidates(response);
+      // a one-line answer written as equations ("W(x)=1 or W(x)=-1") is read whole, not as its last number
+      const t = response.trim();
+      if (t.length <= 120 && !t.includes('\n') && !t.includes('$') && /=/.test(t) && !looksLikeProse(t))
+        numbers.push({ strategy: 'number', start: 0, end: response.length, text: t, percent: false });
+      return numbers;
+    }
     case 'whole': {
       const t = response.trim();
       return t.length > 0 && t.length <= 300 && !looksLikeProse(t)

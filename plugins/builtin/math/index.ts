@@ -75,6 +75,8 @@ const parsedConfigs = new WeakMap<object, ResolvedConfig>();
 
 interface ParsedAnswer {
   node: Node;
+  /** A second reading of an ambiguous reference ("1,5": the list 1, 5 or the decimal 1.5). */
+  alternative?: Node;
   candidate: Candidate | null;
   units: string[];
 }
@@ -114,8 +116,15 @@ function parseReference(reference: string, order: ResolvedConfig['extraction_ord
   const wrapped = /^\$\$([\s\S]*)\$\$$|^\$([\s\S]*)\$$|^\\\(([\s\S]*)\\\)$|^\\\[([\s\S]*)\\\]$/.exec(t);
   if (wrapped) t = wrapped[1] ?? wrapped[2] ?? wrapped[3] ?? wrapped[4] ?? t;
   const whole = looksLikeProse(t) ? null : parseCandidate(t, false);
-  if (whole) result = { node: whole.node, candidate: null, units: whole.units };
-  else {
+  if (whole) {
+    result = { node: whole.node, candidate: null, units: whole.units };
+    // A bare reference "1,22" or "0,5" may use a decimal comma (Math-Verify reads 1.22) or be a
+    // list of two answers (roots "1,3"): both readings are accepted. "1,234" is only thousands,
+    // and "$1,22$" only a list.
+    const decimal = wrapped || boxed ? null : decimalComma(t);
+    const alt = decimal === null ? null : parseCandidate(decimal, false);
+    if (alt) result.alternative = alt.node;
+  } else {
     for (const c of candidates(reference, order)) {
       const p = parseCandidate(c.text, c.percent);
       if (p) {
@@ -127,6 +136,11 @@ function parseReference(reference: string, order: ResolvedConfig['extraction_ord
   if (referenceCache.size >= REFERENCE_CACHE_SIZE) referenceCache.delete(referenceCache.keys().next().value!);
   referenceCache.set(key, result);
   return result;
+}
+
+function decimalComma(t: string): string | null {
+  if (!/^-?\d+,\d+$/.test(t) || /^-?[1-9]\d{0,2}(?:,\d{3})+$/.test(t)) return null;
+  return t.replace(',', '.');
 }
 
 function result(correct: boolean, details: MathVerifierDetails): MathVerifierResult {
@@ -225,7 +239,11 @@ function verifyUnsafe(input: MathVerifierInput, cfg: ResolvedConfig, cas: Cas): 
       deadline,
       maxCasNodes: cfg.max_cas_nodes,
     };
-    const verdict = compareNodes(gold.node, pred.node, options);
+    let verdict = compareNodes(gold.node, pred.node, options);
+    if (!verdict.equal && gold.alternative) {
+      const second = compareNodes(gold.alternative, pred.node, options);
+      if (second.equal) verdict = { equal: true, rule: `${second.rule}_decimal_comma` };
+    }
     if (verdict.equal) return result(true, { ...details, rule: verdict.rule });
     // Math-Verify also compares the first matched string verbatim (its "first_match" fallback).
     if (first.text.trim() === reference.trim()) return result(true, { ...details, rule: 'raw_string' });

@@ -13,7 +13,10 @@ interface Case {
   response: string;
   reference: string;
   expected: boolean;
+  /** "parity/<kind>: ..." for the Math-Verify parity cases, one kind per answer form. */
   note: string;
+  /** Verifier config for this case (e.g. float_rounding 3 for an answer shown to 3 places). */
+  config?: MathVerifierConfig;
 }
 
 const CASES: Case[] = readFileSync(new URL('./cases.jsonl', import.meta.url), 'utf8')
@@ -27,7 +30,7 @@ const AGREEMENT_THRESHOLD = 0.97;
 function agreement(cas: Cas) {
   const disagreements: string[] = [];
   for (const [i, c] of CASES.entries()) {
-    const r = verifyMathWithCas(cas, { response: c.response, reference: c.reference });
+    const r = verifyMathWithCas(cas, { response: c.response, reference: c.reference }, c.config);
     expect(r.score === 0 || r.score === 1).toBe(true);
     expect(r.correct).toBe(r.score === 1);
     if (r.correct !== c.expected) {
@@ -77,6 +80,61 @@ describe('builtin:math case set', () => {
     expect(inputs.some((p) => p.includes('node_modules/mathjs/'))).toBe(true);
     expect(inputs.filter((p) => /compute-engine/.test(p))).toEqual([]);
   }, 30_000);
+});
+
+describe('Math-Verify parity kinds (issue 18)', () => {
+  const KINDS = [
+    'decimal-comma',
+    'matrix',
+    'interval',
+    'inequality',
+    'set',
+    'precision',
+    'text',
+    'latex',
+    'strict',
+  ];
+  const byKind = (kind: string) => CASES.filter((c) => c.note.startsWith(`parity/${kind}:`));
+
+  it.each(KINDS)('%s: every case of the kind agrees, both outcomes covered', (kind) => {
+    const cases = byKind(kind);
+    expect(cases.length).toBeGreaterThanOrEqual(4);
+    if (kind !== 'strict') expect(cases.some((c) => c.expected)).toBe(true);
+    expect(cases.some((c) => !c.expected)).toBe(true);
+    const wrong = cases
+      .map((c) => ({ c, r: verifyMath({ response: c.response, reference: c.reference }, c.config) }))
+      .filter(({ c, r }) => r.correct !== c.expected)
+      .map(({ c, r }) => `${c.note}: ${JSON.stringify(r.details)}`);
+    expect(wrong).toEqual([]);
+  });
+
+  it('reads an ambiguous bare reference "1,5" both ways, "1,500" only as thousands', () => {
+    expect(verifyMath({ response: String.raw`\boxed{1.5}`, reference: '1,5' }).correct).toBe(true);
+    expect(verifyMath({ response: String.raw`\boxed{1, 5}`, reference: '1,5' }).correct).toBe(true);
+    expect(verifyMath({ response: String.raw`\boxed{1.5}`, reference: '1,500' }).correct).toBe(false);
+    expect(verifyMath({ response: String.raw`\boxed{1.5}`, reference: '$1,5$' }).correct).toBe(false);
+  });
+
+  it('evaluates matrix arithmetic exactly, entry by entry', () => {
+    const m = (rows: string) => String.raw`\begin{pmatrix}${rows}\end{pmatrix}`;
+    const ok = (response: string, reference: string) => verifyMath({ response, reference }).correct;
+    expect(ok(`\\boxed{${m('1 & 2 \\\\ 3 & 4')}${m('0 & 1 \\\\ 1 & 0')}}`, m('2 & 1 \\\\ 4 & 3'))).toBe(true);
+    expect(ok(`\\boxed{${m('0 & 1 \\\\ 1 & 0')}${m('1 & 2 \\\\ 3 & 4')}}`, m('2 & 1 \\\\ 4 & 3'))).toBe(
+      false,
+    );
+    expect(ok(`\\boxed{${m('4 \\\\ 6')} - ${m('1 \\\\ 1')}}`, m('3 \\\\ 5'))).toBe(true);
+    expect(ok(`\\boxed{\\frac{1}{2}${m('4 \\\\ 6')}}`, m('2 \\\\ 3'))).toBe(true);
+    expect(ok(`\\boxed{${m('1 & 2')}${m('1 & 2')}}`, m('5'))).toBe(false); // 1x2 times 1x2 is undefined
+  });
+
+  it('solves |x| and linear chains into the same intervals', () => {
+    const ok = (response: string, reference: string) => verifyMath({ response, reference }).correct;
+    expect(ok(String.raw`\boxed{(-\infty,-2)\cup(2,\infty)}`, String.raw`|y| > 2`)).toBe(true);
+    expect(ok(String.raw`\boxed{[-2,2]}`, String.raw`|y| \le 2`)).toBe(true);
+    expect(ok(String.raw`\boxed{(-2,2)}`, String.raw`|y| \le 2`)).toBe(false);
+    expect(ok(String.raw`\boxed{(-1, 3]}`, String.raw`6 > 4 - 2x \ge -2`)).toBe(true);
+    expect(ok(String.raw`\boxed{[-1, 3)}`, String.raw`6 > 4 - 2x \ge -2`)).toBe(false);
+  });
 });
 
 describe('extraction', () => {

@@ -178,6 +178,12 @@ export function normalizeAnswer(raw: string): Normalized {
     .replace(/(?<!\\)\\[!,;:>](?![a-zA-Z])/g, '')
     .replace(/\{,\}/g, ',')
     .replace(/\\q?quad(?![a-zA-Z])/g, ' ')
+    // other spacing macros: \thinspace, \enspace, \hspace{1em}, \phantom{0}, ...
+    .replace(/\\(?:[hv]space\*?|phantom|hphantom|vphantom)\s*\{[^{}]*\}/g, ' ')
+    .replace(
+      /\\(?:thinspace|negthinspace|medspace|negmedspace|thickspace|negthickspace|enspace|enskip|quad)(?![a-zA-Z])/g,
+      ' ',
+    )
     .replace(/(?<!\\)\\ /g, ' ')
     .replace(/~/g, ' ')
     .replace(/\\\$/g, '')
@@ -190,8 +196,11 @@ export function normalizeAnswer(raw: string): Normalized {
     .replace(/\\text\s*\{\s*(?:percent|percentage|pct)\s*\}/g, '%')
     .replace(/\s*\b(?:percent|percentage|pct)\b/g, '%')
     .replace(/\\text\s*\{\s*\}/g, '')
-    .replace(/\\(?:text|mbox|mathrm)\s*\{\s*(?:and|or)\s*\}/g, ',')
+    .replace(/,?\s*\\(?:text|mbox|mathrm)\s*\{\s*(?:and|or)\s*\}/g, ',')
+    // "W(x)=1orW(x)=-1": a join glued to its neighbours
+    .replace(/(?<=[\d)}])(?:or|and)(?=[a-zA-Z(\\])/g, ', ')
     .replace(/,?\s*\b(?:and|or)\b\s*/g, ', ')
+    .replace(/,(?:\s*,)+/g, ',')
     .replace(/,?\s*\\[lc]?dots(?![a-zA-Z])/g, '')
     .replace(/\\(?:hline|newline)(?![a-zA-Z])/g, ' ')
     .replace(/\s+/g, ' ')
@@ -202,7 +211,7 @@ export function normalizeAnswer(raw: string): Normalized {
   // units: a trailing \text{...} after a number, then trailing unit words (twice: "5 \text{cm}^2" etc.)
   for (let i = 0; i < 2; i++) {
     const t = TEXT_TAIL.exec(s);
-    if (t && !/^\s*(?:and|or)\s*$/.test(t[2] ?? '')) {
+    if (t && isUnitText(t[2] ?? '')) {
       const rest = s.slice(0, t.index + (t[1] ?? '').length).trim();
       if (rest !== '') {
         strippedUnits.push((t[2] ?? '').trim());
@@ -219,6 +228,19 @@ export function normalizeAnswer(raw: string): Normalized {
     }
   }
   return { text: s, strippedUnits };
+}
+
+/**
+ * A trailing \text{...} is dropped only when it reads as a unit ("cm", "m/s", "square feet"): a
+ * condition or a qualifier ("if n is odd", "or more") changes the answer, so it stays and the
+ * answer no longer equals a bare number. "e" and "i" are constants, not units.
+ */
+const NOT_UNIT_WORDS =
+  /\b(?:if|or|and|more|less|than|least|most|when|where|for|otherwise|unless|except|not|only|all|any|each|every|is|are|none|no|never|always)\b/i;
+
+function isUnitText(text: string): boolean {
+  const t = text.trim();
+  return t !== '' && t !== 'e' && t !== 'i' && !/[,;]/.test(t) && !NOT_UNIT_WORDS.test(t);
 }
 
 function stripTrailingPunctuation(s: string): string {

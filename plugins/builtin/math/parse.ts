@@ -130,6 +130,25 @@ export function tokenize(s: string): Tok[] {
       i++;
       continue;
     }
+    if (/[0-9]/.test(c)) {
+      // times of day and ratios (12:00, 7:32) are labels, not products: 12:00 must not equal 1:00
+      const clock = /^\d+:\d+(?::\d+)?/.exec(s.slice(i));
+      if (clock) {
+        out.push({ t: 'text', v: clock[0] });
+        i += clock[0].length;
+        continue;
+      }
+      // a numeral in another base: 204_5, 1011_{2} (the digits must be valid in that base)
+      const based = /^([0-9A-Za-z]+)_\{?\s*(\d{1,2})\s*\}?/.exec(s.slice(i));
+      if (based && /^\d/.test(based[1]!)) {
+        const value = numeralValue(based[1]!, Number(based[2]));
+        if (value !== null) {
+          out.push({ t: 'num', v: value });
+          i += based[0].length;
+          continue;
+        }
+      }
+    }
     if (/[0-9.]/.test(c)) {
       // thousands separators (1,234,567) only when every group has exactly 3 digits
       const m =
@@ -187,7 +206,10 @@ export function tokenize(s: string): Tok[] {
         const [content, after] = readBraced(s, j);
         i = after;
         const inner = content.trim();
-        if (name === 'operatorname' || /^[a-zA-Z]+$/.test(inner)) {
+        if (/^[a-zA-Z]$/.test(inner) && name !== 'operatorname') {
+          // \mathrm{e}, \text{i}, \mathrm{d}: one letter is the letter itself (Euler's e, the unit i)
+          out.push({ t: 'id', v: inner });
+        } else if (name === 'operatorname' || /^[a-zA-Z]+$/.test(inner)) {
           if (FUNCS.has(inner) || WORDS.has(inner)) out.push({ t: 'cmd', v: inner });
           else out.push({ t: 'text', v: inner });
         } else if (inner !== '') {
@@ -230,6 +252,18 @@ export function tokenize(s: string): Tok[] {
     throw new ParseError(`unexpected character '${c}'`);
   }
   return out;
+}
+
+/** Decimal value of `digits` written in `base` (2-36), or null when a digit is out of range. */
+function numeralValue(digits: string, base: number): string | null {
+  if (base < 2 || base > 36 || digits.length > 40) return null;
+  let value = 0n;
+  for (const ch of digits.toLowerCase()) {
+    const d = Number.parseInt(ch, 36);
+    if (Number.isNaN(d) || d >= base) return null;
+    value = value * BigInt(base) + BigInt(d);
+  }
+  return value.toString();
 }
 
 function skipSpaces(s: string, i: number): number {
@@ -399,7 +433,16 @@ class Parser {
   }
 
   private parseRel(): Node {
+    const start = this.i;
     const sides = [this.parseExpr()];
+    // g(t) = 3: a one-letter name applied to symbols, on the left of an equation, is a function call
+    if (this.isOp('=') && this.isCall(start, this.i)) {
+      const name = (this.toks[start] as { v: string }).v;
+      const args: Node[] = [];
+      for (let j = start + 2; j < this.i - 1; j += 2)
+        args.push({ k: 'sym', name: (this.toks[j] as { v: string }).v });
+      sides[0] = { k: 'fn', name: `call:${name}`, args };
+    }
     const ops: RelOp[] = [];
     for (;;) {
       const t = this.peek();
@@ -414,6 +457,20 @@ class Parser {
     const approx = ops.indexOf('~=' as RelOp);
     if (approx > 0) return { k: 'rel', ops: ops.slice(0, approx), sides: sides.slice(0, approx + 1) };
     return { k: 'rel', ops: ops.map((op) => (op === ('~=' as RelOp) ? '=' : op)), sides };
+  }
+
+  /** Tokens [from, to) read `f(x)` or `f(x, y)`: one letter, then symbols in parentheses. */
+  private isCall(from: number, to: number): boolean {
+    const t = this.toks;
+    if (to - from < 4 || t[from]?.t !== 'id' || !/^[a-zA-Z]$/.test((t[from] as { v: string }).v))
+      return false;
+    if (!this.isOp('(', from + 1) || !this.isOp(')', to - 1)) return false;
+    for (let j = from + 2; j < to - 1; j++) {
+      const x = t[j]!;
+      const ok = (j - from) % 2 === 0 ? x.t === 'id' && /^[a-zA-Z]$/.test(x.v) : x.t === 'op' && x.v === ',';
+      if (!ok) return false;
+    }
+    return true;
   }
 
   private parseExpr(): Node {
