@@ -8,5 +8,4 @@ export * from './prompt';
 export * from './rewards';
 export * from './rng';
 export * from './shaping';
-export * from './shaping-graph';
 export * from './token-loss';

@@ -1,6 +1,6 @@
 // The shaping function of a job as a CPU function: parsed and checked by the plugin's expression
 // module (no code execution), evaluated with forward-mode derivatives. The training graph compiles
-// the same AST into engine ops (shaping-graph.ts).
+// the same AST into engine ops (compileShaping in job/loss-graph.ts).
 import { checkShaping, type ShapingAst, shapingWithLogpGradient } from '@cgrpo/plugins/shaping';
 import type { ShapingSpec } from './config';
 import type { ShapingFunction } from './token-loss';

@@ -1,6 +1,6 @@
 // Shaping functions are declarative expressions over the token probability `p` and named numeric
 // params (`p / (p + gamma)` by default). They are parsed here, never executed as code: the runner
-// compiles the AST into engine ops (gpu-runner/src/algo/shaping-graph.ts) so the engine
+// compiles the AST into engine ops (compileShaping, gpu-runner/src/job/loss-graph.ts) so the engine
 // differentiates them, and the evaluator below is the CPU reference its gradients are tested against.
 //
 // Grammar (precedence low → high; `^` is right-associative and binds tighter than unary minus,
