@@ -26,6 +26,7 @@ import {
   type LeaseRequest,
   LeaseRequestSchema,
   LeaseSchema,
+  LeaseStateSchema,
   type MetricsBatch,
   MetricsBatchSchema,
   PartUploadResponseSchema,
@@ -177,8 +178,9 @@ export class RunnerApi {
     });
   }
 
-  async complete(job: string, request: CompleteJob): Promise<void> {
-    await this.send('POST', RUNNER_ROUTES.complete(job), {
+  /** The job's status afterwards: `succeeded`, or `cancelled`/`paused` when such a request was pending. */
+  complete(job: string, request: CompleteJob) {
+    return this.call('POST', RUNNER_ROUTES.complete(job), LeaseStateSchema, {
       retry: TERMINAL_RETRY,
       body: CompleteJobSchema.parse(request),
     });
@@ -223,10 +225,17 @@ export class RunnerApi {
   }
 
   /** Uploads a gzipped JSONL body (a step's rollouts). */
-  async rollouts(job: string, leaseId: string, step: number, gz: Uint8Array): Promise<void> {
+  async rollouts(
+    job: string,
+    leaseId: string,
+    step: number,
+    gz: Uint8Array,
+    retry?: RetryPolicy,
+  ): Promise<void> {
     await this.send('PUT', RUNNER_ROUTES.rollouts(job, step), {
       raw: gz,
       headers: { 'x-lease-id': leaseId },
+      retry,
     });
   }
 

@@ -29,6 +29,10 @@ options:
   --models-dir DIR      extra folder of model checkpoints, repeatable
   --exit-after N        exit after N jobs (default: run until stopped)
   --lease-wait S        long-poll seconds per lease request (default 20)
+  --threads N           onnxruntime intra-op threads per job (default: onnxruntime's choice, the
+                        physical cores); same seed + same machine + same N = bit-identical results
+  --outbox-mb N         disk a job's outbox may fill with rollouts and checkpoints while the API is
+                        unreachable before training waits for it (default 4096)
   --log-format F        pretty | json (default pretty)
   --log-level L         debug | info | warn | error (default info)
 
@@ -130,6 +134,8 @@ async function run(argv: string[]): Promise<number> {
       'models-dir': { type: 'string', multiple: true },
       'exit-after': { type: 'string' },
       'lease-wait': { type: 'string' },
+      threads: { type: 'string' },
+      'outbox-mb': { type: 'string' },
       'log-format': { type: 'string' },
       'log-level': { type: 'string' },
       'llm-endpoint': { type: 'string' },
@@ -207,6 +213,8 @@ async function run(argv: string[]): Promise<number> {
     device,
     workDir: resolve(values['work-dir'] ?? '.cgrpo-runner'),
     maxJobs: positiveInt('max-jobs', values['max-jobs'], 1),
+    ...(values.threads !== undefined ? { threads: positiveInt('threads', values.threads, 1) } : {}),
+    outboxBudgetBytes: positiveInt('outbox-mb', values['outbox-mb'], 4096) * 1024 * 1024,
     modelDirs: [...(values['models-dir'] ?? []).map((d) => resolve(d)), BUNDLED_MODELS_DIR],
     exitAfterJobs:
       values['exit-after'] === undefined ? undefined : positiveInt('exit-after', values['exit-after'], 1),

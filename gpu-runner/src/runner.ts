@@ -1,7 +1,8 @@
 // The runner loop: long-poll for a lease, keep it alive with heartbeats from a main-thread timer
 // (the engine runs in a worker thread, so a long onnxruntime call never delays a heartbeat), run
-// the job, report its outcome. Cancel and pause requests arrive with heartbeat answers and stop
-// the job at its next safe point.
+// the job, report its outcome. Cancel and pause requests arrive with heartbeat answers: the timer's
+// and the one the job sends after every step (`control.poll`), so they take effect after the step
+// that is running when they arrive, however long the heartbeat period.
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Lease } from '@cgrpo/contract';
@@ -27,7 +28,14 @@ export interface RunnerOptions {
   exitAfterJobs?: number;
   /** How long finished jobs wait for buffered reports to reach the API. */
   drainTimeoutMs?: number;
+  /** onnxruntime intra-op threads per job (`--threads`); undefined: onnxruntime's default. */
+  threads?: number;
+  /** Disk the outbox of a job may fill with rollouts and checkpoints before training waits. */
+  outboxBudgetBytes?: number;
 }
+
+/** How long the after-step poll waits for the API's answer (only while the API answers at all). */
+const POLL_WAIT_MS = 1000;
 
 export class Runner {
   private readonly api: RunnerApi;
@@ -114,6 +122,7 @@ export class Runner {
       attempt: lease.attempt,
       dir: workDir,
       log,
+      ...(this.o.outboxBudgetBytes ? { budgetBytes: this.o.outboxBudgetBytes } : {}),
     });
     const lost = new AbortController();
     let stop: StopReason | null = null;
@@ -133,8 +142,12 @@ export class Runner {
         step = s;
         note = m;
       },
+      poll: async () => {}, // set below, once the heartbeat exists
     };
 
+    // the API answered the last heartbeat: the after-step poll may wait a moment for its answer
+    let reachable = true;
+    let inFlight: Promise<void> | null = null;
     const beat = async () => {
       try {
         const hb = await this.api.heartbeat(lease.job_id, { lease_id: lease.lease_id, step, message: note });
@@ -145,7 +158,9 @@ export class Runner {
           log.info('pause requested');
           handle.stop('pause');
         }
+        reachable = true;
       } catch (e) {
+        reachable = !(e instanceof ApiError && e.code === 'api_unreachable');
         if (e instanceof ApiError && (e.code === 'lease_lost' || e.status === 409 || e.status === 404)) {
           log.warn('lease lost: another runner owns this job now; stopping without reporting', {
             error: e.message,
@@ -157,7 +172,22 @@ export class Runner {
         }
       }
     };
-    const heartbeat = setInterval(() => void beat(), Math.max(1, lease.heartbeat_interval_seconds) * 1000);
+    /** One heartbeat at a time: the timer's and the after-step poll share it. */
+    const beatOnce = (): Promise<void> => {
+      inFlight ??= beat().finally(() => {
+        inFlight = null;
+      });
+      return inFlight;
+    };
+    control.poll = async () => {
+      const answer = beatOnce();
+      // while the API is down the answer is not awaited: training never waits on it
+      if (reachable) await Promise.race([answer, sleep(POLL_WAIT_MS)]);
+    };
+    const heartbeat = setInterval(
+      () => void beatOnce(),
+      Math.max(1, lease.heartbeat_interval_seconds) * 1000,
+    );
     reporter.start();
     log.info('job leased', {
       name: lease.spec.name,
@@ -175,9 +205,11 @@ export class Runner {
       workDir,
       device: this.o.device,
       modelDirs: this.o.modelDirs,
+      ...(this.o.threads ? { threads: this.o.threads } : {}),
     };
     let outcome: JobOutcome;
     let cleanUp = false;
+    let ended: string | undefined;
     try {
       outcome = await this.o.executor(ctx);
     } catch (e) {
@@ -189,10 +221,10 @@ export class Runner {
     }
     try {
       if (lost.signal.aborted) return;
-      await this.finish(ctx, outcome);
+      ended = await this.finish(ctx, outcome);
       // a job that will not come back to this runner needs none of its downloads or checkpoints
       cleanUp =
-        outcome.status === 'succeeded' ||
+        (outcome.status === 'succeeded' && ended !== 'paused') ||
         (outcome.status === 'stopped' && outcome.reason === 'cancel') ||
         (outcome.status === 'failed' && !outcome.retryable);
     } catch (e) {
@@ -207,21 +239,25 @@ export class Runner {
     }
   }
 
-  private async finish(ctx: JobContext, outcome: JobOutcome): Promise<void> {
+  /** Reports the outcome; returns the job's status as the API recorded it. */
+  private async finish(ctx: JobContext, outcome: JobOutcome): Promise<string> {
     const { lease, reporter, log } = ctx;
     const job = lease.job_id;
     const lease_id = lease.lease_id;
     // reports first: a job is only complete once every metric point is stored
     await reporter.drain(this.o.drainTimeoutMs ?? 10 * 60_000);
     switch (outcome.status) {
-      case 'succeeded':
-        await this.api.complete(job, {
+      case 'succeeded': {
+        const state = await this.api.complete(job, {
           lease_id,
           summary: outcome.summary,
           ...(outcome.finalCheckpointId ? { final_checkpoint_id: outcome.finalCheckpointId } : {}),
         });
-        log.info('job succeeded', outcome.summary);
-        return;
+        // a cancel or pause that arrived during the last step wins over success
+        if (state.status === 'succeeded') log.info('job succeeded', outcome.summary);
+        else log.info(`job ${state.status} after its last step`, { checkpoint: outcome.finalCheckpointId });
+        return state.status;
+      }
       case 'stopped':
         if (outcome.reason === 'shutdown') {
           await this.api.fail(job, {
@@ -232,14 +268,16 @@ export class Runner {
               message: 'the runner was stopped; the job resumes from its latest checkpoint',
             },
           });
-          log.info('job handed back for another runner', { checkpoint: outcome.checkpointId });
-          return;
+          log.info('job handed back for another runner', {
+            checkpoint: outcome.checkpointId ?? reporter.latestCheckpoint?.id,
+          });
+          return 'queued';
         }
         await this.api.ack(job, { lease_id, action: outcome.reason === 'cancel' ? 'cancelled' : 'paused' });
         log.info(outcome.reason === 'cancel' ? 'job cancelled' : 'job paused', {
-          checkpoint: outcome.checkpointId,
+          checkpoint: outcome.checkpointId ?? reporter.latestCheckpoint?.id,
         });
-        return;
+        return outcome.reason === 'cancel' ? 'cancelled' : 'paused';
       case 'failed':
         await this.api.fail(job, {
           lease_id,
@@ -247,7 +285,7 @@ export class Runner {
           error: { code: outcome.code, message: outcome.message.slice(0, 4000) },
         });
         log.error('job failed', { code: outcome.code, error: outcome.message, retryable: outcome.retryable });
-        return;
+        return outcome.retryable ? 'queued' : 'failed';
     }
   }
 }

@@ -23,20 +23,69 @@ const quiet = new Logger({ write: () => {} });
 interface Received {
   events: number[];
   steps: number[];
+  /** Everything in arrival order: `event:<seq>`, `metric:<step>`, `rollouts:<step>`, `checkpoint:<step>`. */
+  order?: string[];
 }
 
+/** The API's report routes on loopback: events, metrics, rollouts and multipart checkpoints. */
 function reportServer(port: number, received: Received): Promise<Server> {
+  received.order ??= [];
+  const order = received.order;
+  const checkpointSteps = new Map<string, number>();
   const server = createServer((req, res) => {
-    let body = '';
-    req.on('data', (d) => {
-      body += d;
-    });
+    const chunks: Buffer[] = [];
+    req.on('data', (d: Buffer) => chunks.push(d));
     req.on('end', () => {
-      const parsed = JSON.parse(body) as { events?: { seq: number }[]; points?: { step: number }[] };
-      if (req.url?.endsWith('/events')) received.events.push(...(parsed.events ?? []).map((e) => e.seq));
-      if (req.url?.endsWith('/metrics')) received.steps.push(...(parsed.points ?? []).map((p) => p.step));
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ accepted: 1, duplicates: 0 }));
+      const url = req.url ?? '';
+      const reply = (body: unknown) => {
+        res.writeHead(url.includes('/checkpoints') && url.endsWith('/checkpoints') ? 201 : 200, {
+          'content-type': 'application/json',
+        });
+        res.end(JSON.stringify(body));
+      };
+      if (url.includes('/rollouts/')) {
+        order.push(`rollouts:${url.split('/').at(-1)}`);
+        return reply({ step: Number(url.split('/').at(-1)), size: Buffer.concat(chunks).length });
+      }
+      if (url.includes('/parts/')) return reply({ part_number: Number(url.split('/').at(-1)), etag: 'e' });
+      const parsed = JSON.parse(Buffer.concat(chunks).toString() || '{}') as {
+        events?: { seq: number }[];
+        points?: { step: number }[];
+        step?: number;
+        size?: number;
+        sha256?: string;
+      };
+      if (url.endsWith('/checkpoints')) {
+        const id = `ckpt_${checkpointSteps.size + 1}`;
+        checkpointSteps.set(id, parsed.step ?? -1);
+        return reply({ checkpoint_id: id, part_url: `${url}/${id}/parts/{part_number}`, min_part_size: 5 });
+      }
+      if (url.endsWith('/complete')) {
+        const id = url.split('/').at(-2) ?? '';
+        order.push(`checkpoint:${checkpointSteps.get(id)}`);
+        return reply({
+          id,
+          job_id: 'job_1',
+          attempt: 1,
+          step: checkpointSteps.get(id),
+          kind: 'adapter',
+          final: false,
+          status: 'complete',
+          size: parsed.size,
+          sha256: parsed.sha256,
+          metadata: {},
+          created_at: new Date().toISOString(),
+        });
+      }
+      if (url.endsWith('/events')) {
+        received.events.push(...(parsed.events ?? []).map((e) => e.seq));
+        order.push(...(parsed.events ?? []).map((e) => `event:${e.seq}`));
+      }
+      if (url.endsWith('/metrics')) {
+        received.steps.push(...(parsed.points ?? []).map((p) => p.step));
+        order.push(...(parsed.points ?? []).map((p) => `metric:${p.step}`));
+      }
+      reply({ accepted: 1, duplicates: 0 });
     });
   });
   return new Promise((r) => server.listen(port, '127.0.0.1', () => r(server)));
@@ -60,19 +109,89 @@ describe('reporter outbox', () => {
     first.event('job.progress', { step: 2 });
     first.metric(2, { 'reward/mean': 0.25 });
     expect(await first.flush()).toBe(false); // nothing listens on the port
-    expect(first.pending).toEqual({ events: 2, points: 2 });
+    expect(first.pending).toMatchObject({ events: 2, points: 2 });
 
     // a new process on the same work dir finds the outbox (seq continues after it)
     const second = new Reporter(opts);
-    expect(second.pending).toEqual({ events: 2, points: 2 });
+    expect(second.pending).toMatchObject({ events: 2, points: 2 });
     second.event('job.progress', { step: 3 });
     const received: Received = { events: [], steps: [] };
     server = await reportServer(port, received);
     await second.drain(10_000);
     expect(received.events).toEqual([0, 1, 2]);
     expect(received.steps).toEqual([1, 2]);
-    expect(second.pending).toEqual({ events: 0, points: 0 });
+    expect(second.pending).toEqual({ events: 0, points: 0, rollouts: 0, checkpoints: 0 });
     expect(readdirSync(dir)).toContain('outbox-1.json');
+  });
+
+  it('queues rollouts and checkpoints without waiting on a down API, uploads each checkpoint once, after the metrics before it', async () => {
+    const port = await freePort();
+    const dir = mkdtempSync(join(tmpdir(), 'cgrpo-outbox-'));
+    const api = new RunnerApi({ baseUrl: `http://127.0.0.1:${port}`, token: 'cgrpo_rt_x', log: quiet });
+    const reporter = new Reporter({ api, jobId: 'job_1', leaseId: 'lease_1', attempt: 1, dir, log: quiet });
+    const meta = { kind: 'adapter' as const, final: false, metadata: {} };
+    const t0 = performance.now();
+    for (let step = 1; step <= 4; step++) {
+      reporter.metric(step, { loss: step });
+      reporter.event('job.progress', { step });
+      reporter.rollouts(step, new Uint8Array(100).fill(step));
+      if (step % 2 === 0) reporter.checkpoint(step, new Uint8Array(64).fill(step), meta);
+    }
+    reporter.checkpoint(4, new Uint8Array(64).fill(9), meta); // a pause on a checkpoint step
+    expect(performance.now() - t0).toBeLessThan(200); // nothing waited on the API
+    expect(await reporter.flush()).toBe(false);
+    expect(reporter.pending).toEqual({ events: 4, points: 4, rollouts: 4, checkpoints: 2 });
+    expect(reporter.pendingBytes).toBe(4 * 100 + 2 * 64);
+
+    const received: Received = { events: [], steps: [] };
+    server = await reportServer(port, received);
+    await reporter.drain(10_000);
+    const order = received.order ?? [];
+    expect(order.filter((o) => o.startsWith('checkpoint:'))).toEqual(['checkpoint:2', 'checkpoint:4']);
+    expect(order.filter((o) => o.startsWith('rollouts:'))).toEqual([1, 2, 3, 4].map((s) => `rollouts:${s}`));
+    expect(received.steps).toEqual([1, 2, 3, 4]);
+    for (const step of [2, 4]) {
+      // every metric point up to a checkpoint's step arrived before it
+      expect(order.indexOf(`metric:${step}`)).toBeLessThan(order.indexOf(`checkpoint:${step}`));
+    }
+    expect(reporter.checkpointOf(4)?.id).toBe('ckpt_2');
+    expect(reporter.hasCheckpoint(4)).toBe(true);
+    // the uploaded archive stays as the local copy a resume on this runner reads
+    expect(readdirSync(join(dir, 'checkpoints')).sort()).toEqual(['ckpt_1.tar', 'ckpt_2.tar']);
+    expect(reporter.pendingBytes).toBe(0);
+  });
+
+  it('applies back-pressure only when the outbox budget is full', async () => {
+    const port = await freePort();
+    const dir = mkdtempSync(join(tmpdir(), 'cgrpo-outbox-'));
+    const api = new RunnerApi({ baseUrl: `http://127.0.0.1:${port}`, token: 'cgrpo_rt_x', log: quiet });
+    const reporter = new Reporter({
+      api,
+      jobId: 'job_1',
+      leaseId: 'lease_1',
+      attempt: 1,
+      dir,
+      log: quiet,
+      budgetBytes: 1000,
+    });
+    reporter.start();
+    try {
+      await reporter.room(600); // empty: at once
+      reporter.rollouts(1, new Uint8Array(600));
+      await reporter.room(400); // 600 + 400 fits
+      reporter.rollouts(2, new Uint8Array(400));
+      let roomy = false;
+      const waiting = reporter.room(300).then(() => {
+        roomy = true;
+      });
+      await new Promise((r) => setTimeout(r, 1500));
+      expect(roomy).toBe(false); // full, the API down: training waits
+      server = await reportServer(port, { events: [], steps: [] });
+      await waiting;
+      expect(reporter.pendingBytes).toBeLessThanOrEqual(700);
+    } finally {
+      reporter.stop();
+    }
   });
 
   it('stores NaN as null and spells @ the way the contract accepts', () => {
@@ -162,6 +281,9 @@ describe('cgrpo-runner CLI', () => {
     const badDevice = cli('--api', 'http://127.0.0.1:1', '--token', 'cgrpo_rt_abc', '--device', 'tpu');
     expect(badDevice.status).toBe(2);
     expect(badDevice.stderr).toMatch(/--device: must be auto, cpu or cuda, got tpu/);
+    const badThreads = cli('--api', 'http://127.0.0.1:1', '--token', 'cgrpo_rt_abc', '--threads', '0');
+    expect(badThreads.status).toBe(2);
+    expect(badThreads.stderr).toMatch(/--threads: must be a positive integer, got 0/);
     const register = cli('register', '--api', 'http://127.0.0.1:1');
     expect(register.status).toBe(2);
     expect(register.stderr).toMatch(/--registration-key is required/);

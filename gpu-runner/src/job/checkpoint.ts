@@ -6,7 +6,14 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Checkpoint } from '@cgrpo/contract';
-import { DEFAULT_RETRY, RUNNER_ROUTES, type RunnerApi, TERMINAL_RETRY } from '../api-client';
+import {
+  ApiError,
+  DEFAULT_RETRY,
+  type RetryPolicy,
+  RUNNER_ROUTES,
+  type RunnerApi,
+  TERMINAL_RETRY,
+} from '../api-client';
 import { type CausalLM, ModelError, type ModelTrainer } from '../model/model';
 import { openCheckpointTensors, writeSafetensors } from '../model/safetensors';
 import { createTar, readTar } from './tar';
@@ -87,38 +94,73 @@ export interface UploadedCheckpoint {
   sha256: string;
 }
 
-/** Uploads a packed checkpoint through the API's multipart routes. */
+/** A multipart upload in progress: kept in the outbox so a failed upload continues where it stopped. */
+export interface CheckpointUploadState {
+  checkpoint_id: string;
+  part_url: string;
+  part_size: number;
+  parts: { part_number: number; etag: string }[];
+}
+
+export interface UploadOptions {
+  /** Per request (default: the final checkpoint rides out an outage, a periodic one gives up sooner). */
+  retry?: RetryPolicy;
+  /** Where an earlier try of this upload stopped. */
+  state?: CheckpointUploadState;
+  /** Called after the init and after every part, so the caller can keep the state durable. */
+  saveState?: (state: CheckpointUploadState) => void;
+}
+
+/**
+ * Uploads a packed checkpoint through the API's multipart routes, continuing an earlier try when
+ * `state` says where it stopped. A complete answered with `upload_finished` means an earlier try
+ * completed it and only the answer was lost: the checkpoint is stored once.
+ */
 export async function uploadCheckpoint(
   api: RunnerApi,
   jobId: string,
   leaseId: string,
   bytes: Uint8Array,
   meta: { step: number; kind: 'adapter' | 'full'; final: boolean; metadata: Record<string, unknown> },
+  options: UploadOptions = {},
 ): Promise<UploadedCheckpoint> {
-  // the final checkpoint must arrive (ride out an outage); a periodic one may give up sooner
-  const retry = meta.final ? TERMINAL_RETRY : DEFAULT_RETRY;
-  const init = await api.checkpointInit(jobId, { lease_id: leaseId, ...meta }, retry);
-  const partSize = Math.max(init.min_part_size, 8 * 1024 * 1024);
-  const parts: { part_number: number; etag: string }[] = [];
-  for (let i = 0, n = 1; i < bytes.length || n === 1; i += partSize, n++) {
+  const retry = options.retry ?? (meta.final ? TERMINAL_RETRY : DEFAULT_RETRY);
+  let state = options.state;
+  if (!state) {
+    const init = await api.checkpointInit(jobId, { lease_id: leaseId, ...meta }, retry);
+    state = {
+      checkpoint_id: init.checkpoint_id,
+      part_url: init.part_url,
+      part_size: Math.max(init.min_part_size, 8 * 1024 * 1024),
+      parts: [],
+    };
+    options.saveState?.(state);
+  }
+  const partCount = Math.max(1, Math.ceil(bytes.length / state.part_size));
+  for (let n = state.parts.length + 1; n <= partCount; n++) {
+    const from = (n - 1) * state.part_size;
     const part = await api.uploadPart(
-      init.part_url,
+      state.part_url,
       leaseId,
       n,
-      bytes.subarray(i, Math.min(bytes.length, i + partSize)),
+      bytes.subarray(from, Math.min(bytes.length, from + state.part_size)),
       retry,
     );
-    parts.push({ part_number: part.part_number, etag: part.etag });
-    if (i + partSize >= bytes.length) break;
+    state.parts.push({ part_number: part.part_number, etag: part.etag });
+    options.saveState?.(state);
   }
   const sha256 = createHash('sha256').update(bytes).digest('hex');
-  await api.checkpointComplete(jobId, init.checkpoint_id, {
-    lease_id: leaseId,
-    parts,
-    sha256,
-    size: bytes.length,
-  });
-  return { id: init.checkpoint_id, size: bytes.length, sha256 };
+  try {
+    await api.checkpointComplete(
+      jobId,
+      state.checkpoint_id,
+      { lease_id: leaseId, parts: state.parts, sha256, size: bytes.length },
+      retry,
+    );
+  } catch (e) {
+    if (!(e instanceof ApiError && e.code === 'upload_finished')) throw e;
+  }
+  return { id: state.checkpoint_id, size: bytes.length, sha256 };
 }
 
 /** Downloads (or finds in the local cache) a checkpoint and unpacks it into `dir`. */

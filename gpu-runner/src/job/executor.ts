@@ -1,9 +1,12 @@
-// The job executor: resolve model, datasets and plugins, resume from the latest checkpoint when
-// there is one, run the training loop, evaluate, checkpoint, and stop at a safe point when asked.
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+// The job executor: a job is its phases, in order — prepare the job (model, plugins, datasets,
+// algorithm), load the policy (resuming from the latest checkpoint when there is one), then per
+// step: train, evaluate when due, report the step, ask whether to stop, checkpoint when due — and
+// finish with the final checkpoint. Reports and checkpoints go into the reporter's outbox and leave
+// in the background, so an unreachable API never holds training up.
+import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { fromHyperparameters } from '../algo/config';
+import type { JobSpec } from '@cgrpo/contract';
+import { type AlgoConfig, fromHyperparameters } from '../algo/config';
 import { ApiError } from '../api-client';
 import { createEngine, type Engine } from '../engine';
 import { CausalLM, type ModelTrainer } from '../model/model';
@@ -14,14 +17,16 @@ import {
   restoreOptimizer,
   saveCheckpointFolder,
   type TrainerState,
-  uploadCheckpoint,
 } from './checkpoint';
 import { type Example, loadDataset } from './dataset';
 import { critiqueGrpoLoss } from './loss-graph';
 import { fetchModelArtifact, resolveModelDir } from './model-store';
 import { type JobPlugins, type PluginHostOptions, type PolicyGenerate, resolvePlugins } from './plugins';
-import { batchRows, streamSeed, TrainingLoop } from './train';
+import { batchRows, type StepResult, streamSeed, TrainingLoop } from './train';
 import { type JobContext, JobError, type JobOutcome, type StopReason } from './types';
+
+/** The final checkpoint must reach the API before the job completes: wait this long for it. */
+const FINAL_DRAIN_MS = 10 * 60_000;
 
 /**
  * Runs one leased job. `host` carries the runner-wide plugin settings (cgrpo-runner's --llm-* and
@@ -59,52 +64,53 @@ interface Owned {
 }
 
 async function run(ctx: JobContext, host: PluginHostOptions, own: Owned): Promise<JobOutcome> {
-  const { lease, api, reporter, control, log } = ctx;
+  const job = await prepareJob(ctx, host, own);
+  const policy = await loadPolicy(ctx, job, own);
+  const loop = new TrainingLoop(
+    job.spec,
+    job.algo,
+    policy.model,
+    policy.trainer,
+    job.plugins,
+    job.train,
+    policy.reference,
+  );
+  job.selfCritic.attach(policy.model, loop);
+  return trainSteps(ctx, job, policy, loop);
+}
+
+// ---- prepare the job ---------------------------------------------------------------------------
+
+/** Everything a job needs before a model is loaded. */
+export interface PreparedJob {
+  spec: JobSpec;
+  modelDir: string;
+  plugins: JobPlugins;
+  algo: AlgoConfig;
+  train: Example[];
+  validation: Example[] | null;
+  selfCritic: SelfCritic;
+}
+
+/** Resolves the model folder, the plugins, the algorithm and the datasets; fails early on bad data. */
+async function prepareJob(ctx: JobContext, host: PluginHostOptions, own: Owned): Promise<PreparedJob> {
+  const { lease, api, reporter, log } = ctx;
   const spec = lease.spec;
   const hp = spec.hyperparameters;
   const modelDir = spec.model.id.startsWith('artifact://')
     ? await fetchModelArtifact(
         spec.model.id,
         (path) => api.download(path),
-        join(dirname(ctx.workDir), 'model-cache'),
+        join(ctx.workDir, '..', 'model-cache'),
         log,
       )
     : resolveModelDir(spec.model.id, ctx.modelDirs);
-  // builtin:self critiques with the policy: one generation at a time (they share the KV cache),
-  // in call order, each with its own seeded stream
-  let policy: CausalLM | null = null;
-  let loopRef: TrainingLoop | null = null;
-  let selfStep = -1;
-  let selfCalls = 0;
-  let queue: Promise<unknown> = Promise.resolve();
-  const policyGenerate: PolicyGenerate = (messages, o) => {
-    // seeded by (step, call within the step), so a resumed job critiques exactly as before
-    const step = loopRef?.currentStep ?? 0;
-    if (step !== selfStep) {
-      selfStep = step;
-      selfCalls = 0;
-    }
-    const call = selfCalls++;
-    const next = queue.then(async () => {
-      if (!policy) throw new Error('the policy model is not loaded yet');
-      const text = policy.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true });
-      const ids = policy.tokenizer.encode(text).slice(-hp.max_prompt_tokens);
-      const [c] = await generate(policy, [ids], {
-        maxNewTokens: o.max_tokens,
-        temperature: o.temperature,
-        topP: o.top_p,
-        seed: streamSeed(spec.seed, 'self-critic', step, call),
-      });
-      return c.text;
-    });
-    queue = next.catch(() => undefined);
-    return next;
-  };
+  const selfCritic = new SelfCritic(spec);
   const plugins = await resolvePlugins(spec, {
     ...host,
     resolved: lease.plugins,
     download: (path) => api.download(path),
-    generate: policyGenerate,
+    generate: selfCritic.generate,
     log,
   });
   own.plugins = plugins;
@@ -113,18 +119,79 @@ async function run(ctx: JobContext, host: PluginHostOptions, own: Owned): Promis
   // a published shaping plugin's expression replaces the spec's (it is compiled into the loss graph)
   const algo = fromHyperparameters(hp, spec.algorithm, plugins.shaping ?? spec.shaping?.config);
   const train = await loadDataset(spec.datasets.train, api, 'datasets.train');
-  const validation: Example[] | null = spec.datasets.validation
+  const validation = spec.datasets.validation
     ? await loadDataset(spec.datasets.validation, api, 'datasets.validation')
     : null;
   batchRows(1, train.length, hp.prompts_per_step, spec.seed, hp.drop_last); // fails early if too small
+  return { spec, modelDir, plugins, algo, train, validation, selfCritic };
+}
 
+/**
+ * builtin:self critiques with the policy: one generation at a time (they share the KV cache), in
+ * call order, each seeded by (step, call within the step), so a resumed job critiques exactly as
+ * before.
+ */
+class SelfCritic {
+  private policy: CausalLM | null = null;
+  private loop: TrainingLoop | null = null;
+  private step = -1;
+  private calls = 0;
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly spec: JobSpec) {}
+
+  attach(policy: CausalLM, loop: TrainingLoop): void {
+    this.policy = policy;
+    this.loop = loop;
+  }
+
+  readonly generate: PolicyGenerate = (messages, o) => {
+    const step = this.loop?.currentStep ?? 0;
+    if (step !== this.step) {
+      this.step = step;
+      this.calls = 0;
+    }
+    const call = this.calls++;
+    const next = this.queue.then(async () => {
+      const policy = this.policy;
+      if (!policy) throw new Error('the policy model is not loaded yet');
+      const text = policy.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true });
+      const ids = policy.tokenizer.encode(text).slice(-this.spec.hyperparameters.max_prompt_tokens);
+      const [c] = await generate(policy, [ids], {
+        maxNewTokens: o.max_tokens,
+        temperature: o.temperature,
+        topP: o.top_p,
+        seed: streamSeed(this.spec.seed, 'self-critic', step, call),
+      });
+      return c.text;
+    });
+    this.queue = next.catch(() => undefined);
+    return next;
+  };
+}
+
+// ---- load the policy ---------------------------------------------------------------------------
+
+/** The model being trained, its trainer, the frozen KL reference, and where an earlier attempt left off. */
+export interface LoadedPolicy {
+  model: CausalLM;
+  trainer: ModelTrainer;
+  reference: CausalLM | null;
+  /** The trainer state of the checkpoint resumed from (null: a fresh start). */
+  resumed: TrainerState | null;
+}
+
+async function loadPolicy(ctx: JobContext, job: PreparedJob, own: Owned): Promise<LoadedPolicy> {
+  const { lease, log } = ctx;
+  const { spec, algo, modelDir } = job;
+  const hp = spec.hyperparameters;
   // resume: the latest complete checkpoint of an earlier attempt
   let resumeDir: string | null = null;
   let resumed: TrainerState | null = null;
   if (lease.resume_from) {
     resumeDir = join(ctx.workDir, 'resume');
     resumed = await fetchCheckpoint(
-      api,
+      ctx.api,
       lease.job_id,
       lease.resume_from,
       join(ctx.workDir, 'checkpoints'),
@@ -132,8 +199,10 @@ async function run(ctx: JobContext, host: PluginHostOptions, own: Owned): Promis
     );
     log.info('resuming', { from_step: resumed.step, checkpoint: lease.resume_from.id });
   }
-
-  const engine = await createEngine({ device: ctx.device === 'auto' ? 'auto' : ctx.device });
+  const engine = await createEngine({
+    device: ctx.device === 'auto' ? 'auto' : ctx.device,
+    ...(ctx.threads ? { threads: ctx.threads } : {}),
+  });
   own.engine = engine; // closed even when loading the model fails
   const adapter = spec.model.adapter;
   const lora =
@@ -151,7 +220,6 @@ async function run(ctx: JobContext, host: PluginHostOptions, own: Owned): Promis
     ...(resumeDir && adapter.type === 'lora' ? { adapterPath: resumeDir } : lora ? { lora } : {}),
   });
   own.model = model;
-  policy = model;
   const schedule =
     hp.lr_schedule === 'constant'
       ? { kind: 'constant' as const, lr: hp.learning_rate, warmupSteps: hp.warmup_steps }
@@ -161,7 +229,7 @@ async function run(ctx: JobContext, host: PluginHostOptions, own: Owned): Promis
           warmupSteps: hp.warmup_steps,
           totalSteps: hp.total_steps * hp.mini_batches_per_step * hp.epochs_per_step,
         };
-  const trainer: ModelTrainer = await model.trainer({
+  const trainer = await model.trainer({
     mode: adapter.type,
     loss: critiqueGrpoLoss(algo),
     temperature: hp.temperature,
@@ -175,153 +243,207 @@ async function run(ctx: JobContext, host: PluginHostOptions, own: Owned): Promis
     },
   });
   if (resumeDir) await restoreOptimizer(resumeDir, trainer);
-
   // the KL term's reference policy: the base model as loaded, frozen (never trained, never resumed)
   let reference: CausalLM | null = null;
   if (algo.klCoef > 0) {
     reference = await CausalLM.load(modelDir, { engine });
     own.reference = reference;
   }
-  const loop = new TrainingLoop(spec, algo, model, trainer, plugins, train, reference);
-  loopRef = loop;
-  const firstStep = (resumed?.step ?? 0) + 1;
+  return { model, trainer, reference, resumed };
+}
+
+// ---- the steps ---------------------------------------------------------------------------------
+
+async function trainSteps(
+  ctx: JobContext,
+  job: PreparedJob,
+  policy: LoadedPolicy,
+  loop: TrainingLoop,
+): Promise<JobOutcome> {
+  const { lease, reporter, control } = ctx;
+  const { spec } = job;
+  const hp = spec.hyperparameters;
+  const firstStep = (policy.resumed?.step ?? 0) + 1;
   const alreadyStored = lease.last_step ?? 0;
-  let lastCheckpoint: string | undefined;
-  let lastValues: Record<string, number | null> = {};
   reporter.event('job.progress', {
     phase: 'started',
     step: firstStep - 1,
     total_steps: hp.total_steps,
-    resumed_from: resumed?.step ?? null,
+    resumed_from: policy.resumed?.step ?? null,
+    // the determinism promise holds for one thread count (docs/runner.md, "Determinism")
+    threads: ctx.threads ?? null,
   });
-
-  const checkpoint = async (step: number, final: boolean): Promise<string> => {
-    // a checkpoint becomes the resume point only after the metrics up to its step are stored:
-    // a later attempt starts after it and never reports those steps again
-    await reporter.drain(final ? 10 * 60_000 : 15_000);
-    const dir = join(ctx.workDir, 'ckpt-staging');
-    const position = batchRows(step + 1, train.length, hp.prompts_per_step, spec.seed, hp.drop_last);
-    await saveCheckpointFolder(dir, model, trainer, {
-      format: 'cgrpo-checkpoint/1',
-      step,
-      total_steps: hp.total_steps,
-      seed: spec.seed,
-      adapter: adapter.type,
-      base_model: spec.model.id,
-      data: {
-        epoch: position.epoch,
-        batch_in_epoch: position.batchInEpoch,
-        prompts_per_step: hp.prompts_per_step,
-        rows: train.length,
-      },
-      rng: { kind: 'counter', seed: spec.seed },
-    });
-    const bytes = packFolder(dir);
-    const up = await uploadCheckpoint(api, lease.job_id, lease.lease_id, bytes, {
-      step,
-      kind: adapter.type === 'lora' ? 'adapter' : 'full',
-      final,
-      metadata: {
-        format: 'cgrpo-checkpoint/1',
-        archive: 'tar',
-        adapter: adapter.type,
-        base_model: spec.model.id,
-      },
-    });
-    mkdirSync(join(ctx.workDir, 'checkpoints'), { recursive: true });
-    writeFileSync(join(ctx.workDir, 'checkpoints', `${up.id}.tar`), bytes);
-    log.info('checkpoint uploaded', { step, id: up.id, bytes: up.size, final });
-    return up.id;
-  };
-
-  let rolloutsSupported = true;
-  const stop = async (step: number, reason: StopReason): Promise<JobOutcome> => {
-    let id = lastCheckpoint;
-    if (step >= firstStep) {
-      try {
-        id = await checkpoint(step, false);
-      } catch (e) {
-        if (control.signal.aborted) throw e;
-        // the job still stops; a later attempt resumes from the previous checkpoint instead
-        log.warn('checkpoint at stop failed', { step, error: e instanceof Error ? e.message : String(e) });
-      }
-    }
-    return { status: 'stopped', reason, ...(id ? { checkpointId: id } : {}) };
-  };
-
+  let lastValues: Record<string, number | null> = {};
   for (let step = firstStep; step <= hp.total_steps; step++) {
     const pending = control.stopRequest();
-    if (pending) return stop(step - 1, pending);
+    if (pending) return stopAt(ctx, job, policy, step - 1, pending);
     if (control.signal.aborted) throw new JobError('lease_lost', 'lease lost', true);
     control.progress(step, `step ${step}/${hp.total_steps}`);
     const result = await loop.step(step);
-    const values = { ...result.values };
-    const evalDue =
-      validation !== null &&
-      ((spec.evaluation.every_steps > 0 && step % spec.evaluation.every_steps === 0) ||
-        (spec.evaluation.at_end && step === hp.total_steps));
-    if (evalDue && validation) {
-      const ev = await loop.evaluate(validation, step);
-      Object.assign(values, ev);
-      if (step > alreadyStored) reporter.event('job.evaluated', { step, ...ev });
-    }
+    const evaluation = await evaluateIfDue(job, loop, step);
+    const values = { ...result.values, ...evaluation };
     lastValues = values;
-    if (step > alreadyStored) {
-      reporter.metric(step, values);
-      reporter.event('job.progress', {
-        step,
-        total_steps: hp.total_steps,
-        'reward/mean': values['reward/mean'],
-        loss: values.loss,
-        step_seconds: values.step_seconds,
-      });
-      if (rolloutsSupported) {
-        const gz = gzipSync(`${result.rollouts.map((r) => JSON.stringify(r)).join('\n')}\n`);
-        try {
-          await api.rollouts(lease.job_id, lease.lease_id, step, gz);
-        } catch (e) {
-          if (e instanceof ApiError && (e.status === 404 || e.status === 405)) {
-            rolloutsSupported = false;
-            log.warn('this API stores no rollouts (no rollout route); rollout upload is off for this job');
-          } else
-            log.warn('rollout upload failed for this step', {
-              step,
-              error: e instanceof Error ? e.message : String(e),
-            });
-        }
-      }
-    }
-    log.info('step', {
-      step,
-      reward: values['reward/mean'],
-      loss: values.loss,
-      s: Number(values.step_seconds?.toFixed(2)),
-      ...(values['eval/pass@1'] !== undefined ? { 'eval/pass@1': values['eval/pass@1'] } : {}),
-    });
+    if (step > alreadyStored) await reportStep(ctx, step, result, values, evaluation);
+    logStep(ctx, step, values);
+    // a cancel or pause requested during this step is heard now, not at the next heartbeat
+    await control.poll();
     const last = step === hp.total_steps;
-    if (!last && spec.checkpoint_every > 0 && step % spec.checkpoint_every === 0) {
-      // a periodic checkpoint that cannot be stored only moves the resume point back
-      try {
-        lastCheckpoint = await checkpoint(step, false);
-      } catch (e) {
-        if (control.signal.aborted || (e instanceof ApiError && e.code === 'lease_lost')) throw e;
-        log.warn('checkpoint failed; training continues', {
-          step,
-          error: e instanceof Error ? e.message : String(e),
-        });
-      }
-    }
-    if (!last) {
-      const req = control.stopRequest();
-      if (req) return stop(step, req);
-    }
+    if (!last && spec.checkpoint_every > 0 && step % spec.checkpoint_every === 0)
+      await checkpointSafely(ctx, job, policy, step);
   }
-  const finalId = await checkpoint(hp.total_steps, true);
+  return finish(ctx, job, policy, lastValues);
+}
+
+/** The evaluation values of this step, when one is due (every `every_steps`, and at the end). */
+async function evaluateIfDue(
+  job: PreparedJob,
+  loop: TrainingLoop,
+  step: number,
+): Promise<Record<string, number | null> | null> {
+  const { spec, validation } = job;
+  const due =
+    (spec.evaluation.every_steps > 0 && step % spec.evaluation.every_steps === 0) ||
+    (spec.evaluation.at_end && step === spec.hyperparameters.total_steps);
+  return validation && due ? loop.evaluate(validation, step) : null;
+}
+
+// ---- report a step -----------------------------------------------------------------------------
+
+/** Queues the step's metric point, its events and its rollouts; they leave in the background. */
+async function reportStep(
+  ctx: JobContext,
+  step: number,
+  result: StepResult,
+  values: Record<string, number | null>,
+  evaluation: Record<string, number | null> | null,
+): Promise<void> {
+  const { reporter, lease } = ctx;
+  if (evaluation) reporter.event('job.evaluated', { step, ...evaluation });
+  reporter.metric(step, values);
+  reporter.event('job.progress', {
+    step,
+    total_steps: lease.spec.hyperparameters.total_steps,
+    'reward/mean': values['reward/mean'],
+    loss: values.loss,
+    step_seconds: values.step_seconds,
+  });
+  const gz = gzipSync(`${result.rollouts.map((r) => JSON.stringify(r)).join('\n')}\n`);
+  await reporter.room(gz.byteLength, ctx.control.signal);
+  reporter.rollouts(step, gz);
+}
+
+function logStep(ctx: JobContext, step: number, values: Record<string, number | null>): void {
+  ctx.log.info('step', {
+    step,
+    reward: values['reward/mean'],
+    loss: values.loss,
+    s: Number(values.step_seconds?.toFixed(2)),
+    ...(values['eval/pass@1'] !== undefined ? { 'eval/pass@1': values['eval/pass@1'] } : {}),
+  });
+}
+
+// ---- checkpointing -----------------------------------------------------------------------------
+
+/**
+ * Saves the weights, the optimizer and the trainer state after `step` and queues the archive for
+ * upload; each step is checkpointed once (a pause on a checkpoint step reuses it). The upload
+ * waits in the outbox until the metrics of every step up to `step` are stored.
+ */
+async function checkpoint(
+  ctx: JobContext,
+  job: PreparedJob,
+  policy: LoadedPolicy,
+  step: number,
+  final: boolean,
+): Promise<void> {
+  const { reporter, lease } = ctx;
+  if (reporter.hasCheckpoint(step) || policy.resumed?.step === step) return;
+  const { spec, train } = job;
+  const hp = spec.hyperparameters;
+  const adapter = spec.model.adapter.type;
+  const dir = join(ctx.workDir, 'ckpt-staging');
+  const position = batchRows(step + 1, train.length, hp.prompts_per_step, spec.seed, hp.drop_last);
+  await saveCheckpointFolder(dir, policy.model, policy.trainer, {
+    format: 'cgrpo-checkpoint/1',
+    step,
+    total_steps: hp.total_steps,
+    seed: spec.seed,
+    adapter,
+    base_model: spec.model.id,
+    data: {
+      epoch: position.epoch,
+      batch_in_epoch: position.batchInEpoch,
+      prompts_per_step: hp.prompts_per_step,
+      rows: train.length,
+    },
+    rng: { kind: 'counter', seed: spec.seed },
+  });
+  const bytes = packFolder(dir);
+  await reporter.room(bytes.byteLength, ctx.control.signal);
+  reporter.checkpoint(step, bytes, {
+    kind: adapter === 'lora' ? 'adapter' : 'full',
+    final,
+    metadata: { format: 'cgrpo-checkpoint/1', archive: 'tar', adapter, base_model: lease.spec.model.id },
+  });
+}
+
+/** A periodic checkpoint that cannot be written only moves the resume point back. */
+async function checkpointSafely(
+  ctx: JobContext,
+  job: PreparedJob,
+  policy: LoadedPolicy,
+  step: number,
+): Promise<void> {
+  try {
+    await checkpoint(ctx, job, policy, step, false);
+  } catch (e) {
+    if (ctx.control.signal.aborted || (e instanceof ApiError && e.code === 'lease_lost')) throw e;
+    ctx.log.warn('checkpoint failed; training continues', {
+      step,
+      error: e instanceof Error ? e.message : String(e),
+    });
+  }
+}
+
+/** Stops after `step` (cancel, pause or shutdown) with a checkpoint of it; the runner acks. */
+async function stopAt(
+  ctx: JobContext,
+  job: PreparedJob,
+  policy: LoadedPolicy,
+  step: number,
+  reason: StopReason,
+): Promise<JobOutcome> {
+  if (step >= 1) await checkpointSafely(ctx, job, policy, step);
+  return { status: 'stopped', reason };
+}
+
+/**
+ * The last step is done: the final checkpoint, delivered with every report before the job
+ * completes. A cancel or pause that arrived meanwhile still wins (the job ends cancelled, or paused
+ * with this final checkpoint as its resume point; resuming it completes at once).
+ */
+async function finish(
+  ctx: JobContext,
+  job: PreparedJob,
+  policy: LoadedPolicy,
+  lastValues: Record<string, number | null>,
+): Promise<JobOutcome> {
+  const { reporter, lease, control } = ctx;
+  const total = job.spec.hyperparameters.total_steps;
+  await checkpoint(ctx, job, policy, total, true);
+  await reporter.drain(FINAL_DRAIN_MS);
+  const finalId = policy.resumed?.step === total ? lease.resume_from?.id : reporter.checkpointOf(total)?.id;
+  if (!finalId)
+    throw new JobError('checkpoint_failed', `the final checkpoint (step ${total}) was not stored`, true);
+  await control.poll();
+  const late = control.stopRequest();
+  if (late === 'cancel' || late === 'pause')
+    return { status: 'stopped', reason: late, checkpointId: finalId };
   return {
     status: 'succeeded',
     finalCheckpointId: finalId,
     summary: {
-      steps: hp.total_steps,
+      steps: total,
       final_checkpoint_id: finalId,
       'reward/mean': lastValues['reward/mean'] ?? null,
       'eval/pass@1': lastValues['eval/pass@1'] ?? null,

@@ -15,6 +15,11 @@ export interface JobControl {
   readonly signal: AbortSignal;
   /** The step being worked on, sent with the next heartbeat. */
   progress(step: number, message?: string): void;
+  /**
+   * Asks the API now whether a cancel or pause is pending (called after every step, whatever the
+   * heartbeat period). Waits briefly for the answer while the API answers; never while it is down.
+   */
+  poll(): Promise<void>;
 }
 
 export type JobOutcome =
@@ -34,6 +39,8 @@ export interface JobContext {
   device: 'auto' | 'cpu' | 'cuda';
   /** Folders searched for a model id (`<dir>/<id>` and `<dir>/<last segment of id>`). */
   modelDirs: string[];
+  /** onnxruntime intra-op threads (`--threads`); undefined: onnxruntime's default (physical cores). */
+  threads?: number;
 }
 
 export type JobExecutor = (ctx: JobContext) => Promise<JobOutcome>;
