@@ -85,6 +85,7 @@ const AGGREGATION = {
 const SELECTION = {
   prefer_correct: 'preferCorrect',
   random: 'random',
+  first_correct: 'firstCorrect',
 } as const satisfies Record<Hyperparameters['refinement_selection'], RefinementSelection>;
 
 function shapingSpecOf(config: Record<string, unknown> | undefined): ShapingSpec {
