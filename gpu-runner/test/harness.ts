@@ -225,7 +225,7 @@ export function stopRunners(showLogs: boolean): void {
 export function startRunner(
   api: LocalApi,
   token: string,
-  opts: { labels?: string[]; workDir?: string; exitAfter?: number; extra?: string[] } = {},
+  opts: { labels?: string[]; workDir?: string; exitAfter?: number; extra?: string[]; threads?: number } = {},
 ): RunnerProcess {
   const workDir = opts.workDir ?? mkdtempSync(join(tmpdir(), 'cgrpo-runner-'));
   const proc = spawn(
@@ -247,6 +247,7 @@ export function startRunner(
       '2',
       ...(opts.labels?.length ? ['--labels', opts.labels.join(',')] : []),
       ...(opts.exitAfter ? ['--exit-after', String(opts.exitAfter)] : []),
+      ...(opts.threads ? ['--threads', String(opts.threads)] : []),
       ...(opts.extra ?? []),
     ],
     { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, OMP_NUM_THREADS: '1' } },

@@ -41,7 +41,9 @@ interface Checkpoint {
   status: string;
 }
 
-// Short leases so a killed runner's job is requeued within seconds (heartbeat every 2 s).
+// Short leases so a killed runner's job is requeued within seconds (heartbeat every 2 s); the
+// cancel, pause and outage tests run against a second API with the production lease (60 s,
+// heartbeat every 20 s), so they cannot lean on a fast heartbeat.
 const LEASE_SECONDS = 6;
 const TERMINAL = ['succeeded', 'failed', 'cancelled'];
 /** Values that measure time, not what was computed. */
@@ -49,15 +51,7 @@ const TIMING = /^(time\/|step_seconds|tokens_per_second|.*latency_ms|eval\/secon
 
 let api: LocalApi;
 
-beforeAll(async () => {
-  api = await startApi({ leaseSeconds: LEASE_SECONDS });
-}, 120_000);
-
 afterEach((ctx) => stopRunners(ctx.task.result?.state === 'fail'));
-
-afterAll(async () => {
-  await api?.stop();
-});
 
 async function submit(spec: Record<string, unknown>): Promise<string> {
   const res = await api.request<{ id: string }>('POST', '/v1/jobs', spec);
@@ -116,6 +110,60 @@ function expectEveryStepOnce(points: Point[], total: number) {
   );
 }
 
+interface JobEvent {
+  type: string;
+  attempt: number;
+  data: Record<string, unknown>;
+}
+
+async function jobEvents(id: string): Promise<JobEvent[]> {
+  const res = await api.request<{ data: JobEvent[] }>('GET', `/v1/jobs/${id}/events?limit=1000`);
+  expect(res.status).toBe(200);
+  return res.body.data;
+}
+
+/** One `job.progress` per step and one `job.evaluated` per evaluation step, across attempts. */
+async function expectStepEventsOnce(id: string, total: number, evaluated: number[]) {
+  const events = (await jobEvents(id)).filter((e) => typeof e.data.step === 'number' && !e.data.phase);
+  const stepsOf = (type: string) =>
+    events
+      .filter((e) => e.type === type)
+      .map((e) => e.data.step as number)
+      .sort((a, b) => a - b);
+  expect(stepsOf('job.progress')).toEqual(Array.from({ length: total }, (_, i) => i + 1));
+  expect(stepsOf('job.evaluated')).toEqual(evaluated);
+}
+
+async function checkpointSteps(id: string): Promise<{ step: number; final: boolean }[]> {
+  const res = await api.request<{ data: Checkpoint[] }>('GET', `/v1/jobs/${id}/checkpoints`);
+  expect(res.status).toBe(200);
+  return res.body.data
+    .filter((c) => c.status === 'complete')
+    .map((c) => ({ step: c.step, final: c.final }))
+    .sort((a, b) => a.step - b.step);
+}
+
+/** (time, step) of every `step` line a runner logged. */
+function stepTimes(log: string): { t: number; step: number }[] {
+  return log
+    .split('\n')
+    .filter((l) => l.includes('"msg":"step"'))
+    .map((l) => JSON.parse(l) as { time: string; step: number })
+    .map((l) => ({ t: Date.parse(l.time), step: l.step }));
+}
+
+/** Steps per second among the steps logged in [from, to]. */
+function stepRate(log: string, from: number, to: number): { rate: number; steps: number } {
+  const inside = stepTimes(log).filter((s) => s.t >= from && s.t <= to);
+  if (inside.length < 2) return { rate: 0, steps: inside.length };
+  const span = (inside[inside.length - 1].t - inside[0].t) / 1000;
+  return { rate: (inside.length - 1) / span, steps: inside.length };
+}
+
+function lastStep(log: string): number {
+  return stepTimes(log).at(-1)?.step ?? 0;
+}
+
 function computed(p: Point): Record<string, number | null> {
   return Object.fromEntries(Object.entries(p.values).filter(([k]) => !TIMING.test(k)));
 }
@@ -124,11 +172,18 @@ function computed(p: Point): Record<string, number | null> {
 let reference: { id: string; points: Point[]; adapter: Map<string, Float32Array> };
 
 describe('cgrpo-runner against the local API', () => {
+  beforeAll(async () => {
+    api = await startApi({ leaseSeconds: LEASE_SECONDS });
+  }, 120_000);
+  afterAll(async () => {
+    await api?.stop();
+  });
+
   it('trains a job: queued → running → succeeded, with metrics, events, rollouts and a loadable adapter', async () => {
     const id = await submit(tinyJob());
     expect((await getJob(id)).status).toBe('queued');
     const { token } = registerRunner(api, 'e2e-main');
-    const runner = startRunner(api, token, { exitAfter: 1 });
+    const runner = startRunner(api, token, { exitAfter: 1, threads: 1 });
     await waitStatus(id, ['running'], 60_000);
     const job = await waitStatus(id, ['succeeded']);
     expect(await runner.exited).toBe(0);
@@ -152,8 +207,13 @@ describe('cgrpo-runner against the local API', () => {
     expect(evalNames.some((k) => /pass(@|_at_)1$/.test(k))).toBe(true);
     expect(evalNames.some((k) => /pass(@|_at_)2$/.test(k))).toBe(true);
 
-    const events = await api.request<{ data: { type: string }[] }>('GET', `/v1/jobs/${id}/events?limit=500`);
+    const events = await api.request<{ data: { type: string; data: Record<string, unknown> }[] }>(
+      'GET',
+      `/v1/jobs/${id}/events?limit=500`,
+    );
     const types = new Set(events.body.data.map((e) => e.type));
+    // the thread count the results were computed with is on record
+    expect(events.body.data.find((e) => e.data.phase === 'started')?.data.threads).toBe(1);
     for (const t of [
       'job.queued',
       'job.started',
@@ -244,6 +304,7 @@ describe('cgrpo-runner against the local API', () => {
 
         const points = await metrics(id);
         expectEveryStepOnce(points, 4);
+        await expectStepEventsOnce(id, 4, [2, 4]);
         // same seed, same hardware: the same numbers, step by step, across the crash
         for (const p of points) {
           const ref = reference.points.find((r) => r.step === p.step) as Point;
@@ -275,53 +336,6 @@ describe('cgrpo-runner against the local API', () => {
     expect(second.log()).toMatch(/"msg":"resuming"/);
     expectEveryStepOnce(await metrics(id), 30);
   }, 180_000);
-
-  it('cancels a running job at the next step', async () => {
-    const id = await submit(tinyJob({ name: 'cancel' }, { total_steps: 40 }));
-    const runner = startRunner(api, registerRunner(api, 'e2e-cancel').token, { exitAfter: 1 });
-    await runner.waitForLog(/"msg":"step".*"step":1[,}]/);
-    const res = await api.request<Job>('POST', `/v1/jobs/${id}/cancel`);
-    expect(res.status).toBe(200);
-    const job = await waitStatus(id, ['cancelled'], 60_000);
-    await runner.exited;
-    expect(job.status).toBe('cancelled');
-    expect((await metrics(id)).length).toBeLessThan(40);
-  }, 120_000);
-
-  it('pauses (checkpoint + ack) and resumes from the pause checkpoint', async () => {
-    const id = await submit(tinyJob({ name: 'pause', checkpoint_every: 0 }, { total_steps: 30 }));
-    const first = startRunner(api, registerRunner(api, 'e2e-pause-1').token, { exitAfter: 1 });
-    await first.waitForLog(/"msg":"step".*"step":1[,}]/);
-    expect((await api.request('POST', `/v1/jobs/${id}/pause`)).status).toBe(200);
-    await waitStatus(id, ['paused'], 60_000);
-    await first.exited;
-    const pausedAt = (await metrics(id)).length;
-    expect(pausedAt).toBeLessThan(30);
-    expect((await api.request('POST', `/v1/jobs/${id}/resume`)).status).toBe(200);
-    const second = startRunner(api, registerRunner(api, 'e2e-pause-2').token, { exitAfter: 1 });
-    await waitStatus(id, ['succeeded']);
-    await second.exited;
-    expect(second.log()).toMatch(new RegExp(`"msg":"resuming".*"from_step":${pausedAt}`));
-    expectEveryStepOnce(await metrics(id), 30);
-  }, 180_000);
-
-  it('keeps training while the API is down for 30 s and delivers every buffered metric when it returns', async () => {
-    const OUTAGE_MS = Number(process.env.CGRPO_OUTAGE_MS ?? 30_000);
-    const id = await submit(tinyJob({ name: 'outage', checkpoint_every: 0 }, { total_steps: 40 }));
-    const runner = startRunner(api, registerRunner(api, 'e2e-outage').token, { exitAfter: 1 });
-    await runner.waitForLog(/"msg":"step".*"step":1[,}]/);
-    await api.pause();
-    const downAt = Date.now();
-    await runner.waitForLog(/"msg":"step".*"step":6[,}]/, 60_000); // trains on, API down
-    await new Promise((r) => setTimeout(r, Math.max(0, OUTAGE_MS - (Date.now() - downAt))));
-    await api.restart();
-    const job = await waitStatus(id, ['succeeded'], 180_000);
-    await runner.exited;
-    expect(runner.log()).toMatch(/heartbeat failed|reports buffered|api retry/);
-    // the same lease carried on: no requeue, no second attempt
-    expect(job.attempt).toBe(1);
-    expectEveryStepOnce(await metrics(id), 40);
-  }, 300_000);
 
   it('critiques with the policy itself (builtin:self)', async () => {
     const id = await submit(
@@ -365,4 +379,107 @@ describe('cgrpo-runner against the local API', () => {
     expect(ja.runner_id).toBe(ra.runnerId);
     expect(jb.runner_id).toBe(rb.runnerId);
   }, 180_000);
+});
+
+describe('cgrpo-runner with the production lease (60 s, heartbeat every 20 s)', () => {
+  beforeAll(async () => {
+    api = await startApi(); // the default lease: 60 s
+  }, 120_000);
+  afterAll(async () => {
+    await api?.stop();
+  });
+
+  it('cancels a running job after the step in progress, long before the next heartbeat', async () => {
+    const id = await submit(
+      tinyJob({ name: 'cancel', evaluation: { every_steps: 0, at_end: false } }, { total_steps: 200 }),
+    );
+    const runner = startRunner(api, registerRunner(api, 'e2e-cancel').token, { exitAfter: 1, threads: 1 });
+    await runner.waitForLog(/"msg":"step".*"step":3[,}]/);
+    const asked = Date.now();
+    const atRequest = lastStep(runner.log());
+    expect((await api.request<Job>('POST', `/v1/jobs/${id}/cancel`)).status).toBe(200);
+    const job = await waitStatus(id, ['cancelled'], 60_000);
+    await runner.exited;
+    expect(job.status).toBe('cancelled');
+    // the request landed during step atRequest + 1 at the latest: the runner stops after it
+    const stored = (await metrics(id)).length;
+    expect(stored).toBeLessThanOrEqual(atRequest + 2);
+    expect(Date.now() - asked).toBeLessThan(15_000); // not the 20 s heartbeat
+  }, 120_000);
+
+  it('pauses after the step in progress (a pause on a checkpoint step uploads it once), and resumes', async () => {
+    const id = await submit(
+      tinyJob(
+        { name: 'pause', checkpoint_every: 1, evaluation: { every_steps: 0, at_end: false } },
+        { total_steps: 30 },
+      ),
+    );
+    const first = startRunner(api, registerRunner(api, 'e2e-pause-1').token, { exitAfter: 1, threads: 1 });
+    await first.waitForLog(/"msg":"step".*"step":3[,}]/);
+    const atRequest = lastStep(first.log());
+    expect((await api.request('POST', `/v1/jobs/${id}/pause`)).status).toBe(200);
+    await waitStatus(id, ['paused'], 60_000);
+    await first.exited;
+    const pausedAt = (await metrics(id)).length;
+    expect(pausedAt).toBeLessThanOrEqual(atRequest + 2);
+    // every step is a checkpoint step: each is stored once, the pause reused its step's
+    expect((await checkpointSteps(id)).map((c) => c.step)).toEqual(
+      Array.from({ length: pausedAt }, (_, i) => i + 1),
+    );
+    expect((await api.request('POST', `/v1/jobs/${id}/resume`)).status).toBe(200);
+    const second = startRunner(api, registerRunner(api, 'e2e-pause-2').token, { exitAfter: 1, threads: 1 });
+    await waitStatus(id, ['succeeded']);
+    await second.exited;
+    expect(second.log()).toMatch(new RegExp(`"msg":"resuming".*"from_step":${pausedAt}`));
+    expectEveryStepOnce(await metrics(id), 30);
+    const steps = (await checkpointSteps(id)).map((c) => c.step);
+    expect(steps).toEqual(Array.from({ length: 30 }, (_, i) => i + 1));
+  }, 180_000);
+
+  it('trains through a 25 s API outage with checkpoints on at the normal step rate, and loses or repeats nothing', async () => {
+    const OUTAGE_MS = Math.max(20_000, Number(process.env.CGRPO_OUTAGE_MS ?? 25_000));
+    const NORMAL_MS = 10_000;
+    const CHECKPOINT_EVERY = 5;
+    const TOTAL = Number(process.env.CGRPO_OUTAGE_STEPS ?? 150);
+    const id = await submit(
+      tinyJob(
+        { name: 'outage', checkpoint_every: CHECKPOINT_EVERY, evaluation: { every_steps: 0, at_end: false } },
+        { total_steps: TOTAL },
+      ),
+    );
+    const runner = startRunner(api, registerRunner(api, 'e2e-outage').token, { exitAfter: 1, threads: 1 });
+    await runner.waitForLog(/"msg":"step".*"step":2[,}]/);
+    const normalFrom = Date.now();
+    await new Promise((r) => setTimeout(r, NORMAL_MS));
+    await api.pause();
+    const downAt = Date.now();
+    await new Promise((r) => setTimeout(r, OUTAGE_MS));
+    const upAt = Date.now();
+    expect(lastStep(runner.log()), 'the job must still be training when the API returns').toBeLessThan(TOTAL);
+    await api.restart();
+    const job = await waitStatus(id, ['succeeded'], 240_000);
+    await runner.exited;
+    const normal = stepRate(runner.log(), normalFrom, downAt);
+    const outage = stepRate(runner.log(), downAt, upAt);
+    console.log(
+      `step rate: ${normal.rate.toFixed(2)} steps/s normal (${normal.steps} steps in ${NORMAL_MS / 1000} s), ` +
+        `${outage.rate.toFixed(2)} steps/s during the ${OUTAGE_MS / 1000} s outage (${outage.steps} steps)`,
+    );
+    expect(outage.rate).toBeGreaterThanOrEqual(0.8 * normal.rate);
+    expect(runner.log()).toMatch(/heartbeat failed|reports buffered|api retry/);
+    // the same lease carried on: no requeue, no second attempt
+    expect(job.attempt).toBe(1);
+    expectEveryStepOnce(await metrics(id), TOTAL);
+    await expectStepEventsOnce(id, TOTAL, []);
+    const ckpts = await checkpointSteps(id);
+    const periodic = Array.from({ length: Math.floor((TOTAL - 1) / CHECKPOINT_EVERY) }, (_, i) => ({
+      step: (i + 1) * CHECKPOINT_EVERY,
+      final: false,
+    }));
+    expect(ckpts).toEqual([...periodic, { step: TOTAL, final: true }]);
+    const rollouts = await api.request<{ steps: { step: number }[] }>('GET', `/v1/jobs/${id}/rollouts`);
+    expect(rollouts.body.steps.map((s) => s.step).sort((a, b) => a - b)).toEqual(
+      Array.from({ length: TOTAL }, (_, i) => i + 1),
+    );
+  }, 420_000);
 });
