@@ -2,13 +2,29 @@
 // runner's model cache. The download function stands in for the API route (the e2e test in
 // uploads.e2e.test.ts goes through the real API).
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import {
+  copyFileSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
-import { fetchModelArtifact, resolveModelDir } from '../src/job/model-store';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { listCachedModels } from '../src/hub/cache';
+import { pullModel } from '../src/hub/pull';
+import { fetchModelArtifact, resolveModel, resolveModelDir } from '../src/job/model-store';
 import { createTar } from '../src/job/tar';
+import { CausalLM } from '../src/model/model';
 import { ROOT } from './harness';
+import { LoopbackHub } from './hub-server';
 import { jobFailure } from './job-error';
 
 const TINY = join(ROOT, 'gpu-runner', 'models', 'tiny-llama');
@@ -110,6 +126,199 @@ describe('uploaded models (artifact://)', () => {
     expect(resolveModelDir('tiny-llama', [join(ROOT, 'gpu-runner', 'models')])).toBe(TINY);
     expect(() => resolveModelDir('nope/nothing', [join(ROOT, 'gpu-runner', 'models')])).toThrow(
       /model folders/,
+    );
+  });
+});
+
+const COMMIT = 'c0ffee0000000000000000000000000000000001';
+const MODELS = join(ROOT, 'gpu-runner', 'models');
+const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+
+describe('models from the Hugging Face Hub (loopback hub, HF cache layout)', () => {
+  let hub: LoopbackHub;
+  beforeAll(async () => {
+    // the real weights with one byte changed: same size, another sha256
+    const badWeights = Uint8Array.from(readFileSync(join(MODELS, 'tiny-qwen3', 'model.safetensors')));
+    badWeights[badWeights.length - 1] ^= 0xff;
+    hub = new LoopbackHub({
+      'cgrpo-test/tiny-qwen3': { dir: join(MODELS, 'tiny-qwen3'), commit: COMMIT },
+      'cgrpo-test/tiny-llama': { dir: join(MODELS, 'tiny-llama'), commit: COMMIT },
+      'gated-org/tiny-llama': { dir: join(MODELS, 'tiny-llama'), commit: COMMIT, token: 'hf_loopback' },
+      'bad-mirror/tiny-qwen3': {
+        dir: join(MODELS, 'tiny-qwen3'),
+        commit: COMMIT,
+        corrupt: { 'model.safetensors': badWeights },
+      },
+    });
+    await hub.start();
+  });
+  afterAll(() => hub.stop());
+  const envFor = (home: string, extra: Record<string, string> = {}) => ({
+    HF_HOME: home,
+    HF_ENDPOINT: hub.url,
+    ...extra,
+  });
+
+  it('downloads into models--org--name/{blobs,snapshots,refs}, loads from there, and reuses the cache', async () => {
+    const home = mkdtempSync(join(tmpdir(), 'cgrpo-hf-'));
+    const env = envFor(home);
+    hub.requests.length = 0;
+    const dir = await resolveModel({ id: 'cgrpo-test/tiny-qwen3' }, [], { env });
+    const repo = join(home, 'hub', 'models--cgrpo-test--tiny-qwen3');
+    expect(dir).toBe(join(repo, 'snapshots', COMMIT));
+    expect(readFileSync(join(repo, 'refs', 'main'), 'utf8')).toBe(COMMIT);
+    const weights = readFileSync(join(MODELS, 'tiny-qwen3', 'model.safetensors'));
+    // LFS files are stored under their sha256, linked relatively like huggingface_hub does
+    expect(lstatSync(join(dir, 'model.safetensors')).isSymbolicLink()).toBe(true);
+    expect(readlinkSync(join(dir, 'model.safetensors'))).toBe(`../../blobs/${sha256(weights)}`);
+    expect(readFileSync(join(dir, 'model.safetensors')).equals(weights)).toBe(true);
+    expect(readdirSync(join(repo, 'blobs')).some((f) => f.endsWith('.incomplete'))).toBe(false);
+    const local = await CausalLM.load(join(MODELS, 'tiny-qwen3'));
+    const hubModel = await CausalLM.load(dir, { engine: local.engine });
+    const ids = [3, 14, 159, 265, 358];
+    expect(Array.from(await hubModel.fullLogits(ids))).toEqual(Array.from(await local.fullLogits(ids)));
+    await hubModel.close();
+    await local.close();
+    const files = hub.resolves().length;
+    expect(files).toBe(readdirSync(join(MODELS, 'tiny-qwen3')).length);
+    // a second resolve downloads nothing; a pinned commit does not even ask the Hub
+    expect(await resolveModel({ id: 'cgrpo-test/tiny-qwen3' }, [], { env })).toBe(dir);
+    expect(hub.resolves().length).toBe(files);
+    const before = hub.requests.length;
+    expect(await resolveModel({ id: 'cgrpo-test/tiny-qwen3', revision: COMMIT }, [], { env })).toBe(dir);
+    expect(hub.requests.length).toBe(before);
+    expect(listCachedModels(join(home, 'hub'))).toEqual([
+      expect.objectContaining({
+        repo: 'cgrpo-test/tiny-qwen3',
+        commit: COMMIT,
+        refs: ['main'],
+        complete: true,
+      }),
+    ]);
+  });
+
+  it('uses a checkpoint Python put in the cache in place (offline, or with the Hub down)', async () => {
+    const cache = mkdtempSync(join(tmpdir(), 'cgrpo-hfcache-'));
+    // what huggingface_hub writes: blobs named by etag, relative links from snapshots, refs/main
+    const repo = join(cache, 'models--py-org--tiny-llama');
+    const commit = 'abcdef0123456789abcdef0123456789abcdef01';
+    mkdirSync(join(repo, 'blobs'), { recursive: true });
+    mkdirSync(join(repo, 'snapshots', commit), { recursive: true });
+    mkdirSync(join(repo, 'refs'));
+    writeFileSync(join(repo, 'refs', 'main'), commit);
+    for (const f of readdirSync(join(MODELS, 'tiny-llama'))) {
+      const bytes = readFileSync(join(MODELS, 'tiny-llama', f));
+      copyFileSync(join(MODELS, 'tiny-llama', f), join(repo, 'blobs', sha256(bytes)));
+      symlinkSync(`../../blobs/${sha256(bytes)}`, join(repo, 'snapshots', commit, f));
+    }
+    const want = join(repo, 'snapshots', commit);
+    hub.requests.length = 0;
+    expect(
+      await resolveModel({ id: 'py-org/tiny-llama' }, [], {
+        env: { HF_HUB_CACHE: cache, HF_HUB_OFFLINE: '1' },
+      }),
+    ).toBe(want);
+    expect(hub.requests.length).toBe(0);
+    hub.down = true;
+    try {
+      expect(
+        await resolveModel({ id: 'py-org/tiny-llama' }, [], {
+          env: { HF_HUB_CACHE: cache, HF_ENDPOINT: hub.url },
+        }),
+      ).toBe(want);
+      // nothing cached and no Hub: a retryable error that names the endpoint
+      await expect(
+        resolveModel({ id: 'cgrpo-test/tiny-llama' }, [], {
+          env: { HF_HUB_CACHE: cache, HF_ENDPOINT: hub.url },
+        }),
+      ).rejects.toMatchObject({
+        code: 'model_download_failed',
+        retryable: true,
+        message: expect.stringContaining(`${hub.url} did not answer`),
+      });
+    } finally {
+      hub.down = false;
+    }
+    await expect(
+      resolveModel({ id: 'other/model' }, [], { env: { HF_HUB_CACHE: cache, HF_HUB_OFFLINE: '1' } }),
+    ).rejects.toThrow(
+      /other\/model@main is not in the Hugging Face cache .* HF_HUB_OFFLINE is set; pull it first \(cgrpo-runner models pull other\/model\)/,
+    );
+  });
+
+  it('resumes a partial download with a Range request and checks it against the sha256', async () => {
+    const home = mkdtempSync(join(tmpdir(), 'cgrpo-hf-'));
+    const weights = readFileSync(join(MODELS, 'tiny-llama', 'model.safetensors'));
+    const blobs = join(home, 'hub', 'models--cgrpo-test--tiny-llama', 'blobs');
+    mkdirSync(blobs, { recursive: true });
+    const half = Math.floor(weights.length / 2);
+    writeFileSync(join(blobs, `${sha256(weights)}.incomplete`), weights.subarray(0, half));
+    hub.requests.length = 0;
+    const got: { path: string; bytes: number; resumed: boolean }[] = [];
+    const dir = await pullModel('cgrpo-test/tiny-llama', { env: envFor(home), onFile: (f) => got.push(f) });
+    expect(hub.resolves().find((r) => r.path.endsWith('model.safetensors'))?.range).toBe(`bytes=${half}-`);
+    expect(got.find((f) => f.path === 'model.safetensors')).toEqual({
+      path: 'model.safetensors',
+      bytes: weights.length - half,
+      resumed: true,
+    });
+    expect(readFileSync(join(dir, 'model.safetensors')).equals(weights)).toBe(true);
+
+    // a mirror serving other bytes under the same name: refused, nothing kept
+    const home2 = mkdtempSync(join(tmpdir(), 'cgrpo-hf-'));
+    await expect(pullModel('bad-mirror/tiny-qwen3', { env: envFor(home2) })).rejects.toThrow(
+      /^model_download_failed: model\.id: bad-mirror\/tiny-qwen3: download_digest: .*sha256 [0-9a-f]{64} does not match/,
+    );
+    const badBlobs = join(home2, 'hub', 'models--bad-mirror--tiny-qwen3', 'blobs');
+    expect(
+      readdirSync(badBlobs).filter((f) => f.length === 64 + '.incomplete'.length || f.length === 64),
+    ).not.toContain(sha256(readFileSync(join(MODELS, 'tiny-qwen3', 'model.safetensors'))));
+    expect(readdirSync(badBlobs).some((f) => f.endsWith('.incomplete'))).toBe(false);
+  });
+
+  it('gated and missing repos fail with the variable to set', async () => {
+    const home = mkdtempSync(join(tmpdir(), 'cgrpo-hf-'));
+    await expect(
+      resolveModel({ id: 'gated-org/tiny-llama' }, [], { env: envFor(home) }),
+    ).rejects.toMatchObject({
+      code: 'model_access_denied',
+      message: expect.stringMatching(
+        /gated-org\/tiny-llama is gated or private: set HF_TOKEN to a Hub access token/,
+      ),
+    });
+    await expect(
+      resolveModel({ id: 'gated-org/tiny-llama' }, [], { env: envFor(home, { HF_TOKEN: 'hf_wrong' }) }),
+    ).rejects.toThrow(/the token in HF_TOKEN has no access to gated-org\/tiny-llama/);
+    const dir = await resolveModel({ id: 'gated-org/tiny-llama' }, [], {
+      env: envFor(home, { HF_TOKEN: 'hf_loopback' }),
+    });
+    expect(existsSync(join(dir, 'model.safetensors'))).toBe(true);
+    expect(
+      hub
+        .resolves()
+        .filter((r) => r.path.startsWith('/gated-org/'))
+        .every((r) => r.auth === 'Bearer hf_loopback'),
+    ).toBe(true);
+    await expect(resolveModel({ id: 'nobody/nothing' }, [], { env: envFor(home) })).rejects.toMatchObject({
+      code: 'model_not_found',
+      message: expect.stringContaining('nobody/nothing@main: no such model or revision on'),
+    });
+    await expect(
+      resolveModel({ id: 'cgrpo-test/tiny-llama', revision: 'v9' }, [], { env: envFor(home) }),
+    ).rejects.toThrow(/model_not_found|tiny-llama@v9/);
+  });
+
+  it('two pulls of one repo at once share the cache: every file is downloaded once', async () => {
+    const home = mkdtempSync(join(tmpdir(), 'cgrpo-hf-'));
+    hub.requests.length = 0;
+    const [a, b] = await Promise.all([
+      pullModel('cgrpo-test/tiny-llama', { env: envFor(home) }),
+      pullModel('cgrpo-test/tiny-llama', { env: envFor(home) }),
+    ]);
+    expect(a).toBe(b);
+    expect(hub.resolves().length).toBe(readdirSync(join(MODELS, 'tiny-llama')).length);
+    expect(existsSync(join(home, 'hub', '.locks', 'models--cgrpo-test--tiny-llama', 'cgrpo.lock'))).toBe(
+      false,
     );
   });
 });

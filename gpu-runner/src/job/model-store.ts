@@ -1,12 +1,15 @@
 // Where a job's model comes from: a local checkpoint folder named by path (`/models/x`,
 // `file:///models/x`) or by id, looked up in the runner's model folders (`<dir>/<id>`, then
-// `<dir>/<owner>--<name>` and `<dir>/<name>`), or a model the user uploaded to the API as an
-// artifact (`artifact://art_…`: a tar or tar.gz of the Hugging Face folder), downloaded once per
-// runner into its model cache. Nothing is downloaded from the internet.
+// `<dir>/<owner>--<name>` and `<dir>/<name>`); a Hub repo id (`Qwen/Qwen2.5-0.5B-Instruct` +
+// revision) resolved in the Hugging Face cache and downloaded into it when missing (see hub/);
+// or a model the user uploaded to the API as an artifact (`artifact://art_…`: a tar or tar.gz of
+// the Hugging Face folder), downloaded once per runner into its model cache.
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { extract } from 'tar';
+import { REPO_ID } from '../hub/cache';
+import { HubError, pullModel } from '../hub/pull';
 import type { Logger } from '../log';
 import { JobError } from './types';
 
@@ -38,8 +41,47 @@ export function resolveModelDir(id: string, modelDirs: readonly string[]): strin
   }
   throw new JobError(
     'model_not_found',
-    `model.id: '${id}' is not in this runner's model folders (${modelDirs.join(', ')}); runners do not download models — place the checkpoint folder in one of them or start the runner with --models-dir`,
+    `model.id: '${id}' is not in this runner's model folders (${modelDirs.join(', ')}); place the checkpoint folder in one of them, start the runner with --models-dir, or name a Hub repo (org/name)`,
   );
+}
+
+/**
+ * A job's model folder: a local path or model-folder entry first, then the Hugging Face cache and
+ * Hub for repo ids (`org/name`). Hub failures become job errors with the variable to set.
+ */
+export async function resolveModel(
+  model: { id: string; revision?: string },
+  modelDirs: readonly string[],
+  o: { env?: Readonly<Record<string, string | undefined>>; fetch?: typeof fetch; log?: Logger } = {},
+): Promise<string> {
+  const { id } = model;
+  const isPath = /^(file:|\/|\.)/.test(id);
+  if (isPath || !id.includes('/') || !REPO_ID.test(id) || model.revision === undefined) {
+    try {
+      return resolveModelDir(id, modelDirs);
+    } catch (e) {
+      if (isPath || !REPO_ID.test(id)) throw e;
+    }
+  }
+  const t0 = performance.now();
+  try {
+    const dir = await pullModel(id, {
+      revision: model.revision,
+      env: o.env,
+      fetch: o.fetch,
+      onFile: (f) => o.log?.info('model file downloaded', { model: id, ...f }),
+      onWait: (message) => o.log?.info(message),
+    });
+    o.log?.info('model ready', {
+      model: id,
+      dir,
+      seconds: Number(((performance.now() - t0) / 1000).toFixed(2)),
+    });
+    return dir;
+  } catch (e) {
+    if (e instanceof HubError) throw new JobError(e.code, e.message.slice(e.code.length + 2), e.retryable);
+    throw e;
+  }
 }
 
 const ARCHIVE_HINT =
