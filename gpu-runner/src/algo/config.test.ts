@@ -1,6 +1,11 @@
-import { GRPO_PRESETS, parseJobSpec } from '@cgrpo/contract';
+import { CRITIQUE_GRPO_DEFAULTS, GRPO_PRESETS, parseJobSpec } from '@cgrpo/contract';
 import { describe, expect, it } from 'vitest';
-import { fromHyperparameters, resolveAlgoConfig } from './config';
+import {
+  fromHyperparameters,
+  optimizerStepsPerRolloutStep,
+  resolveAlgoConfig,
+  scheduleForJob,
+} from './config';
 import { assembleGroup } from './group';
 import { createRng } from './rng';
 
@@ -103,5 +108,38 @@ describe('fromHyperparameters', () => {
       klCoef: 0.001,
       lossAggregation: 'tokenMean',
     });
+  });
+});
+
+describe('scheduleForJob: warmup and total in one unit', () => {
+  const knobs = {
+    learning_rate: 1e-6,
+    lr_schedule: 'cosine' as const,
+    warmup_steps: 20,
+    total_steps: 100,
+    mini_batches_per_step: 16,
+    epochs_per_step: 2,
+  };
+  it('scales rollout-step warmup and total by mini-batches × epochs (optimizer steps)', () => {
+    expect(optimizerStepsPerRolloutStep(knobs)).toBe(32);
+    expect(scheduleForJob(knobs)).toEqual({ kind: 'cosine', lr: 1e-6, warmupSteps: 640, totalSteps: 3200 });
+  });
+  it('DAPO: 20 warmup rollout steps stay 20 rollout steps (320 optimizer steps of 16 mini-batches)', () => {
+    const s = scheduleForJob({ ...knobs, lr_schedule: 'linear', epochs_per_step: 1 });
+    expect(s).toEqual({ kind: 'linear', lr: 1e-6, warmupSteps: 320, totalSteps: 1600 });
+    expect((s.warmupSteps ?? 0) / optimizerStepsPerRolloutStep({ ...knobs, epochs_per_step: 1 })).toBe(20);
+  });
+  it('constant keeps its warmup in the same unit', () => {
+    expect(
+      scheduleForJob({ ...knobs, lr_schedule: 'constant', mini_batches_per_step: 2, epochs_per_step: 1 }),
+    ).toEqual({
+      kind: 'constant',
+      lr: 1e-6,
+      warmupSteps: 40,
+    });
+  });
+  it("maps refinement_selection 'first_correct' to firstCorrect", () => {
+    const hp = { ...CRITIQUE_GRPO_DEFAULTS, refinement_selection: 'first_correct' as const };
+    expect(fromHyperparameters(hp, 'critique-grpo').refinementSelection).toBe('firstCorrect');
   });
 });

@@ -8,6 +8,7 @@ import {
   GRPO_PRESET_VALUES,
   type Hyperparameters,
 } from '@cgrpo/contract';
+import type { Schedule } from '../engine/optim';
 
 export type Algorithm = 'critique-grpo' | 'grpo';
 export type AdvantageNorm = 'mean' | 'meanStd';
@@ -157,4 +158,36 @@ export function resolveAlgoConfig(
   const merged: AlgoConfig = { ...base, ...overrides, algorithm, clip: { ...base.clip, ...overrides.clip } };
   if (algorithm === 'grpo') merged.refinementsPerGroup = 0;
   return merged;
+}
+
+type ScheduleKnobs = Pick<
+  Hyperparameters,
+  | 'learning_rate'
+  | 'lr_schedule'
+  | 'warmup_steps'
+  | 'total_steps'
+  | 'mini_batches_per_step'
+  | 'epochs_per_step'
+>;
+
+/** Optimizer steps one rollout step takes: one per mini-batch per epoch. A mini-batch that ends up
+ *  with no sequences still counts (the trainer takes a zero-gradient step for it), so this number
+ *  never depends on what the step sampled. */
+export function optimizerStepsPerRolloutStep(
+  hp: Pick<ScheduleKnobs, 'mini_batches_per_step' | 'epochs_per_step'>,
+): number {
+  return hp.mini_batches_per_step * hp.epochs_per_step;
+}
+
+/**
+ * The learning-rate schedule of a job in optimizer steps. The spec counts `warmup_steps` and
+ * `total_steps` in rollout steps; the scheduler steps once per optimizer step, so both are scaled
+ * by the same optimizerStepsPerRolloutStep (DAPO: 20 warmup rollout steps × 16 mini-batches = 320
+ * optimizer steps of warmup, out of total_steps × 16).
+ */
+export function scheduleForJob(hp: ScheduleKnobs): Schedule {
+  const per = optimizerStepsPerRolloutStep(hp);
+  const warmupSteps = hp.warmup_steps * per;
+  if (hp.lr_schedule === 'constant') return { kind: 'constant', lr: hp.learning_rate, warmupSteps };
+  return { kind: hp.lr_schedule, lr: hp.learning_rate, warmupSteps, totalSteps: hp.total_steps * per };
 }

@@ -104,29 +104,38 @@ describe('AdamW', () => {
     expect(Number(pb['optimizer.step'].data[0])).toBe(4);
   });
 
-  it('learning-rate schedules: constant, linear and cosine with warmup', async () => {
+  it("learning-rate schedules: values worked by hand from HF transformers' lambdas", async () => {
+    // HF: LambdaLR stepped after each optimizer step, so update u uses λ(u − 1).
+    // linear, W = 2, T = 10: λ(s) = s/2 for s < 2, else max(0, (10 − s)/8)
+    // cosine, W = 0, T = 8:  λ(s) = ½(1 + cos(π s/8))
+    // cosine with min lr 0.1, W = 2, T = 10: λ(s) = s/2 for s < 2, else ½(1 + cos(π(s − 2)/8))·0.9 + 0.1
+    // constant, W = 4: λ(s) = s/4 for s < 4, else 1 (× lr 0.5)
     const g = new Graph();
     const step = g.input('step', 'float64', ['n']);
     const schedules = {
       constant: { kind: 'constant', lr: 0.5, warmupSteps: 4 },
-      linear: { kind: 'linear', lr: 1, warmupSteps: 2, totalSteps: 10, minLr: 0.1 },
-      cosine: { kind: 'cosine', lr: 1, warmupSteps: 0, totalSteps: 8 },
+      linear: { kind: 'linear', lr: 1, warmupSteps: 2, totalSteps: 10 },
+      cosine: { kind: 'cosine', lr: 1, totalSteps: 8 },
+      cosineMin: { kind: 'cosine', lr: 1, warmupSteps: 2, totalSteps: 10, minLr: 0.1 },
     } as const;
     const model = buildModel(
       g,
       Object.fromEntries(Object.entries(schedules).map(([k, s]) => [k, learningRate(step, s)])),
     );
-    const steps = [1, 2, 3, 4, 6, 10, 12];
-    const { outputs } = await (await engine.load(model)).run({ step: { dims: [steps.length], data: steps } });
-    const expected = {
-      constant: steps.map((t) => 0.5 * Math.min(1, t / 4)),
-      linear: steps.map(
-        (t) => Math.min(1, t / 2) * (0.1 + 0.9 * (1 - Math.min(Math.max((t - 2) / 8, 0), 1))),
-      ),
-      cosine: steps.map((t) => 0.5 * (1 + Math.cos(Math.PI * Math.min(t / 8, 1)))),
+    const updates = [1, 2, 3, 4, 5, 7, 9, 10, 11, 13];
+    const { outputs } = await (await engine.load(model)).run({
+      step: { dims: [updates.length], data: updates },
+    });
+    const expected: Record<keyof typeof schedules, number[]> = {
+      //          u=1   2      3      4      5    7        9        10     11     13
+      constant: [0, 0.125, 0.25, 0.375, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5],
+      linear: [0, 0.5, 1, 0.875, 0.75, 0.5, 0.25, 0.125, 0, 0],
+      cosine: [1, 0.9619398, 0.8535534, 0.6913417, 0.5, 0.1464466, 0, 0, 0, 0],
+      cosineMin: [0, 0.5, 1, 0.9657458, 0.868198, 0.55, 0.231802, 0.1342542, 0.1, 0.1],
     };
     for (const [k, want] of Object.entries(expected)) {
-      for (const [i, w] of want.entries()) expect(outputs[k].data[i]).toBeCloseTo(w, 10);
+      for (const [i, w] of want.entries())
+        expect(outputs[k].data[i], `${k} u=${updates[i]}`).toBeCloseTo(w, 6);
     }
   });
 });

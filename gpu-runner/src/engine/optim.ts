@@ -3,31 +3,56 @@
 // counter, moments and parameters are graph inputs whose next values are graph outputs; the
 // runtime binds them (output → input) so they stay beside the session between steps.
 import { EngineError, type Graph, type Tensor } from './graph';
-import { add, cos, div, maximum, minimum, mul, pow, reciprocal, reduceSum, sqrt, sub } from './ops';
+import {
+  add,
+  cos,
+  div,
+  less,
+  maximum,
+  minimum,
+  mul,
+  pow,
+  reciprocal,
+  reduceSum,
+  sqrt,
+  sub,
+  where,
+} from './ops';
 
 export type Schedule =
   | { kind: 'constant'; lr: number; warmupSteps?: number }
   | { kind: 'linear'; lr: number; warmupSteps?: number; totalSteps: number; minLr?: number }
   | { kind: 'cosine'; lr: number; warmupSteps?: number; totalSteps: number; minLr?: number };
 
-/** Learning rate at optimizer step `step` (1-based float scalar: the update being applied).
- *  Warmup is linear from lr/warmupSteps to lr; linear/cosine decay runs from the end of warmup
- *  to totalSteps, ending at minLr. */
+/** Learning rate of update `step` (the 1-based optimizer step counter, a float scalar), with
+ *  the semantics of HF transformers' get_{constant,linear,cosine}_schedule_with_warmup driven by a
+ *  LambdaLR stepped once after every optimizer step: update u uses λ(s) with s = u − 1, so
+ *  - warmup (s < W):  λ = s / max(1, W)  (the first update of a warmed-up job has lr 0, as in HF)
+ *  - linear:          λ = max(0, (T − s) / max(1, T − W))
+ *  - cosine:          λ = max(0, ½(1 + cos(π·min(1, (s − W) / max(1, T − W)))))
+ *  and with minLr (HF's cosine_with_min_lr, applied to linear too) λ ← λ·(1 − minLr/lr) + minLr/lr
+ *  after warmup. Progress is capped at 1 (HF's cosine would rise again past T). */
 export function learningRate(step: Tensor, schedule: Schedule): Tensor {
+  const s = sub(step, 1);
   const warm = schedule.warmupSteps ?? 0;
-  const factor = warm > 0 ? minimum(div(step, warm), 1) : mul(maximum(step, 0), 0);
-  const base = warm > 0 ? factor : add(factor, 1);
-  if (schedule.kind === 'constant') return mul(base, schedule.lr);
-  const span = schedule.totalSteps - warm;
-  if (span <= 0)
-    throw new EngineError(
-      'engine.schedule',
-      `totalSteps (${schedule.totalSteps}) must exceed warmupSteps (${warm})`,
-    );
-  const progress = minimum(maximum(div(sub(step, warm), span), 0), 1);
-  const minLr = schedule.minLr ?? 0;
-  const shape = schedule.kind === 'linear' ? sub(1, progress) : mul(add(cos(mul(progress, Math.PI)), 1), 0.5);
-  return mul(base, add(mul(shape, schedule.lr - minLr), minLr));
+  const inWarmup = less(s, warm);
+  const warmup = div(s, Math.max(1, warm));
+  let decay: Tensor | number = 1;
+  if (schedule.kind !== 'constant') {
+    if (schedule.totalSteps < warm)
+      throw new EngineError(
+        'engine.schedule',
+        `totalSteps (${schedule.totalSteps}) must be at least warmupSteps (${warm})`,
+      );
+    const span = Math.max(1, schedule.totalSteps - warm);
+    const progress = minimum(maximum(div(sub(s, warm), span), 0), 1);
+    const shape =
+      schedule.kind === 'linear' ? sub(1, progress) : mul(add(cos(mul(progress, Math.PI)), 1), 0.5);
+    const rate = (schedule.minLr ?? 0) / schedule.lr;
+    decay = rate > 0 ? add(mul(shape, 1 - rate), rate) : shape;
+  }
+  const after = typeof decay === 'number' ? add(mul(s, 0), decay) : decay;
+  return mul(where(inWarmup, warmup, after), schedule.lr);
 }
 
 /** Scales gradients so their global L2 norm is at most maxNorm (torch.nn.utils.clip_grad_norm_). */
