@@ -77,6 +77,7 @@ function findBoxes(s: string): Box[] {
   return boxes;
 }
 
+const LATEX_SPACE = /\\(?:q?quad|[,;:! ]|enspace|thinspace)/g;
 const SEPARATOR = /(?:^|[^a-zA-Z])(?:and|or)(?:[^a-zA-Z]|$)|[,;]/;
 
 function boxedCandidates(s: string): Candidate[] {
@@ -88,8 +89,12 @@ function boxedCandidates(s: string): Candidate[] {
     let first = i;
     while (first > 0) {
       const between = s.slice(boxes[first - 1]!.end, boxes[first]!.start);
+      // joined by nothing, by "and"/","/";", or by symbols only ("\boxed{35} +++ \boxed{4}")
       const joined =
-        between.trim() === '' || (between.length < 70 && SEPARATOR.test(between) && !/\n\s*\n/.test(between));
+        between.trim() === '' ||
+        (between.length < 70 &&
+          !/\n\s*\n/.test(between) &&
+          (SEPARATOR.test(between) || !/[a-zA-Z0-9]/.test(between.replace(LATEX_SPACE, ''))));
       if (joined) first--;
       else break;
     }
@@ -121,6 +126,8 @@ function findEnvs(s: string): Env[] {
   ENV_RE.lastIndex = 0;
   for (let m = ENV_RE.exec(s); m !== null; m = ENV_RE.exec(s)) {
     const content = m[1] ?? m[2] ?? m[3] ?? m[4] ?? m[5] ?? '';
+    // \( on its own line ... \) on its own line is not inline math (see BROKEN_INLINE)
+    if (m[4] !== undefined && /^[ \t]*\n[\s\S]*\n[ \t]*$/.test(content)) continue;
     if (content.trim() !== '') envs.push({ start: m.index, end: m.index + m[0].length, content });
   }
   return envs;
@@ -152,13 +159,14 @@ const NUMBER_RE =
   /(?:^|(?<=[\s=$€£¥*]))(-?(?:[1-9]\d{0,2}(?:[ ,]\d{3})+(?:\.\d+)?|\d+[.,]\d+|\d+)(?:\s*\/\s*\d+)?|-?\.\d+)(\s*(?:%|percent\b|percentage\b|pct\b))?(?!\d)/g;
 
 /**
- * Inline `$` delimiters whose opening `$` ends its line and whose closing `$` starts its line
+ * Inline `$`/`\(` delimiters whose opening ends its line and whose closing starts its line
  * ("$\n9\n$") are not math in Math-Verify and not an answer here: numbers inside are skipped.
  */
-const BROKEN_INLINE = /(?<![\\$])\$[ \t]*\n[^$]*?\n[ \t]*\$(?!\$)/g;
+const BROKEN_INLINE = /(?<![\\$])\$[ \t]*\n[^$]*?\n[ \t]*\$(?!\$)|\\\([ \t]*\n[\s\S]*?\n[ \t]*\\\)/g;
+const BROKEN_INLINE_HINT = /(?:\$|\\\()[ \t]*\n/;
 
 function brokenInlineSpans(s: string): [number, number][] {
-  if (!s.includes('$\n') && !/\$[ \t]+\n/.test(s)) return [];
+  if (!BROKEN_INLINE_HINT.test(s)) return [];
   const spans: [number, number][] = [];
   BROKEN_INLINE.lastIndex = 0;
   for (let m = BROKEN_INLINE.exec(s); m !== null; m = BROKEN_INLINE.exec(s))

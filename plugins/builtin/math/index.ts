@@ -3,12 +3,12 @@
 // -> compare (compare.ts, CAS in cas.ts). A pure function that never throws.
 
 import { z } from 'zod';
-import { type Node, show } from './ast';
+import { freeSymbols, type Node, show } from './ast';
 import { type Cas, mathjsCas } from './cas';
 import { type CompareOptions, compareNodes, DeadlineExceeded } from './compare';
 import { type Candidate, candidates, DEFAULT_EXTRACTION_ORDER, STRATEGIES, type Strategy } from './extract';
 import { normalizeAnswer } from './normalize';
-import { looksLikeProse, parseAnswer } from './parse';
+import { isUnknownCommand, looksLikeProse, parseAnswer } from './parse';
 
 export type { Strategy } from './extract';
 export { DEFAULT_EXTRACTION_ORDER } from './extract';
@@ -94,11 +94,26 @@ function parseCandidate(text: string, percent: boolean): { node: Node; units: st
       if (parts.length < 3) throw e;
       node = parseAnswer(parts.at(-1)!.trim());
     }
+    // ... and so is a chain that parsed only because an unknown command (\zzz) became a symbol
+    if (isChainWithUnknownCommand(node)) {
+      const last = norm
+        .split(/(?<![<>!\\])=/)
+        .at(-1)!
+        .trim();
+      try {
+        node = parseAnswer(last);
+      } catch {}
+    }
     if (percent && node.k !== 'pct') node = { k: 'pct', arg: node };
     return { node, units: strippedUnits };
   } catch {
     return null;
   }
+}
+
+function isChainWithUnknownCommand(node: Node): boolean {
+  if (node.k !== 'rel' || node.sides.length < 3 || !node.ops.every((op) => op === '=')) return false;
+  return node.sides.some((side) => [...freeSymbols(side)].some(isUnknownCommand));
 }
 
 const referenceCache = new Map<string, ParsedAnswer | null>();

@@ -148,6 +148,11 @@ const UNIT_WORDS = [
   'hours? per day',
 ];
 
+/** A unit word after a number inside a list or set: "\{35 cm, 4\}". */
+const UNITS_IN_ITEM = new RegExp(
+  `(\\d)\\s*(?:\\\\(?:text|mathrm|mbox)\\s*\\{\\s*(?:${UNIT_WORDS.join('|')})\\s*\\}|(?:${UNIT_WORDS.join('|')}))(?=\\s*(?:,|;|\\\\?\\}|\\)|\\]))`,
+  'g',
+);
 const UNITS_TAIL = new RegExp(`(\\d|\\}|\\))\\s*(?:${UNIT_WORDS.join('|')})(?:\\^?\\{?[23]\\}?)?\\s*$`);
 const TEXT_TAIL =
   /(\d|\}|\)|\s)\s*\\(?:text|textbf|textit|mbox|mathrm|textrm|textnormal|operatorname)\s*\{([^{}]*)\}(?:\s*\^\s*\{?[23]\}?)?\s*$/;
@@ -207,6 +212,7 @@ export function normalizeAnswer(raw: string): Normalized {
     .trim();
 
   s = stripTrailingPunctuation(s);
+  if (/[,;]/.test(s)) s = s.replace(UNITS_IN_ITEM, (_, digit: string) => digit);
 
   // units: a trailing \text{...} after a number, then trailing unit words (twice: "5 \text{cm}^2" etc.)
   for (let i = 0; i < 2; i++) {

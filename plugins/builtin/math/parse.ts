@@ -350,6 +350,11 @@ function commandToken(name: string): Tok[] {
   }
 }
 
+/** A symbol named by a command the parser does not know (\zzz), not a letter, Greek letter or x_1. */
+export function isUnknownCommand(name: string): boolean {
+  return /^[a-zA-Z]{2,}$/.test(name) && !GREEK.has(name);
+}
+
 const REL_OPS = new Set(['=', '<', '<=', '>', '>=', '!=', '~=']);
 
 /** Parses a normalised answer string into a Node. */
@@ -429,7 +434,14 @@ class Parser {
       this.i++;
       parts.push(this.parseRel());
     }
-    return parts.length === 1 ? parts[0]! : { k: 'union', parts };
+    if (parts.length === 1) return parts[0]!;
+    // z \in [a, b] \cup [c, d]: the relation binds looser than the union
+    const first = parts[0]!;
+    if (first.k === 'rel' && parts.slice(1).every((x) => x.k !== 'rel')) {
+      const union: Node = { k: 'union', parts: [first.sides.at(-1)!, ...parts.slice(1)] };
+      return { ...first, sides: [...first.sides.slice(0, -1), union] };
+    }
+    return { k: 'union', parts };
   }
 
   private parseRel(): Node {
