@@ -59,8 +59,9 @@ export function saveLogin(login: SavedLogin, env = process.env): string {
 /** Flags beat env vars (CGRPO_API_URL / CGRPO_API_KEY), which beat the saved login. */
 export function resolveLogin(opts: GlobalOptions, env = process.env): SavedLogin {
   const saved = readLogin(env);
-  const url = opts.api ?? env.CGRPO_API_URL ?? saved.api_url;
-  const key = opts.key ?? env.CGRPO_API_KEY ?? saved.api_key;
+  // An empty env var counts as unset.
+  const url = opts.api || env.CGRPO_API_URL || saved.api_url;
+  const key = opts.key || env.CGRPO_API_KEY || saved.api_key;
   if (!url || !key) {
     throw new CliError(
       'not_logged_in',
