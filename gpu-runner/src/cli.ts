@@ -7,6 +7,7 @@ import { parseArgs } from 'node:util';
 import { RUNNER_TOKEN_PREFIX } from '@cgrpo/contract';
 import type { SandboxEngine } from '@cgrpo/plugins/sandbox';
 import { RunnerApi } from './api-client';
+import { modelsCommand } from './hub/cli';
 import type { PluginHostOptions } from './job/plugins';
 import { type LogFormat, Logger } from './log';
 import { Runner } from './runner';
@@ -18,6 +19,7 @@ export const BUNDLED_MODELS_DIR = join(dirname(fileURLToPath(import.meta.url)), 
 const USAGE = `usage:
   cgrpo-runner --api URL --token cgrpo_rt_... [options]
   cgrpo-runner register --api URL --registration-key cgrpo_rk_... [--name NAME] [--labels k=v,...]
+  cgrpo-runner models pull <org/name> [--revision R] | models list   (the Hugging Face cache)
 
 options:
   --api URL             the cgrpo API (e.g. http://127.0.0.1:8787)
@@ -65,6 +67,7 @@ class UsageError extends Error {}
 export async function main(argv: string[]): Promise<number> {
   try {
     if (argv[0] === 'register') return await register(argv.slice(1));
+    if (argv[0] === 'models') return await modelsCommand(argv.slice(1));
     return await run(argv);
   } catch (e) {
     if (e instanceof UsageError || (e instanceof TypeError && 'code' in e)) {

@@ -20,7 +20,7 @@ import {
 } from './checkpoint';
 import { type Example, loadDataset } from './dataset';
 import { critiqueGrpoLoss } from './loss-graph';
-import { fetchModelArtifact, resolveModelDir } from './model-store';
+import { fetchModelArtifact, resolveModel } from './model-store';
 import { type JobPlugins, type PluginHostOptions, type PolicyGenerate, resolvePlugins } from './plugins';
 import { batchRows, type StepResult, streamSeed, TrainingLoop } from './train';
 import { type JobContext, JobError, type JobOutcome, type StopReason } from './types';
@@ -104,7 +104,7 @@ async function prepareJob(ctx: JobContext, host: PluginHostOptions, own: Owned):
         join(ctx.workDir, '..', 'model-cache'),
         log,
       )
-    : resolveModelDir(spec.model.id, ctx.modelDirs);
+    : await resolveModel(spec.model, ctx.modelDirs, { log });
   const selfCritic = new SelfCritic(spec);
   const plugins = await resolvePlugins(spec, {
     ...host,
