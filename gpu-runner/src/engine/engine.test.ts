@@ -14,7 +14,7 @@ import { learningRate } from './optim';
 import { buildModel } from './serialize';
 import { preload } from './session-host.mjs';
 import { checkGradient, rng } from './testing';
-import { buildTrainStep, Trainer } from './train';
+import { buildAccumulatingTrainStep, buildTrainStep, Trainer } from './train';
 import { validateModel } from './validate';
 
 let engine: Engine;
@@ -136,6 +136,88 @@ describe('AdamW', () => {
     for (const [k, want] of Object.entries(expected)) {
       for (const [i, w] of want.entries())
         expect(outputs[k].data[i], `${k} u=${updates[i]}`).toBeCloseTo(w, 6);
+    }
+  });
+});
+
+describe('gradient accumulation', () => {
+  // Per-sample loss (x·w1 → tanh → ·w2 − y)² × weight, the weight (1/6) fed per sample so every
+  // micro-batch carries its share of the whole batch's normalisation, as the loss graph's are.
+  const build = (accumulating: boolean) => {
+    const g = new Graph();
+    const x = g.input('x', 'float32', ['batch', 3]);
+    const y = g.input('y', 'float32', ['batch', 1]);
+    const wt = g.input('wt', 'float32', ['batch', 1]);
+    const w1 = g.param('w1', 'float32', [3, 4]);
+    const w2 = g.param('w2', 'float32', [4, 1]);
+    const err = op.sub(op.matmul(op.tanh(op.matmul(x, w1)), w2), y);
+    const loss = op.reduceSum(op.mul(op.mul(err, err), wt), undefined, false);
+    const spec = {
+      graph: g,
+      loss,
+      params: [w1, w2],
+      optimizer: { lr: 0.05, weightDecay: 0.1, maxGradNorm: 0.1 },
+    };
+    return accumulating ? buildAccumulatingTrainStep(spec) : buildTrainStep(spec);
+  };
+  const random = rng(3);
+  const init = {
+    w1: f32(
+      [3, 4],
+      Array.from({ length: 12 }, () => random() - 0.5),
+    ),
+    w2: f32([4, 1], [0.3, -0.2, 0.5, 0.1]),
+  };
+  const xs = Array.from({ length: 18 }, () => random() * 2 - 1);
+  const ys = Array.from({ length: 6 }, () => random());
+  const rows = (lo: number, hi: number) => ({
+    x: f32([hi - lo, 3], xs.slice(lo * 3, hi * 3)),
+    y: f32([hi - lo, 1], ys.slice(lo, hi)),
+    wt: f32([hi - lo, 1], Array(hi - lo).fill(1 / 6)),
+  });
+  const zeros = (dims: number[]) => f32(dims, Array(dims.reduce((a, b) => a * b, 1)).fill(0));
+  const state = (extra: Record<string, TensorValue>) => ({
+    ...init,
+    'w1.m': zeros([3, 4]),
+    'w1.v': zeros([3, 4]),
+    'w2.m': zeros([4, 1]),
+    'w2.v': zeros([4, 1]),
+    'optimizer.step': f32([], [1]),
+    ...extra,
+  });
+
+  it('3 micro-batches of 2 + apply == one step on the packed 6 (clipping on the sum), twice', async () => {
+    const fused = build(false) as ReturnType<typeof buildTrainStep>;
+    const acc = build(true) as ReturnType<typeof buildAccumulatingTrainStep>;
+    const f = await engine.load(fused.model);
+    const [a, ap] = [await engine.load(acc.accumulate.model), await engine.load(acc.apply.model)];
+    await f.setState('fused', state({}));
+    await ap.setState('acc', state({ 'w1.grad': zeros([3, 4]), 'w2.grad': zeros([4, 1]) }));
+    for (let step = 0; step < 2; step++) {
+      const one = await f.run(rows(0, 6), { stateKey: 'fused', bind: fused.bind, fetch: fused.fetch });
+      let loss = 0;
+      for (const [lo, hi] of [
+        [0, 2],
+        [2, 4],
+        [4, 6],
+      ]) {
+        const r = await a.run(rows(lo, hi), {
+          stateKey: 'acc',
+          bind: acc.accumulate.bind,
+          fetch: acc.accumulate.fetch,
+        });
+        loss += Number(r.outputs.loss.data[0]);
+      }
+      const applied = await ap.run({}, { stateKey: 'acc', bind: acc.apply.bind, fetch: acc.apply.fetch });
+      expect(loss).toBeCloseTo(Number(one.outputs.loss.data[0]), 6);
+      const norm = Number(one.outputs['optimizer.grad_norm'].data[0]);
+      expect(norm).toBeGreaterThan(0.1); // the clip is active: a per-micro-batch clip would differ
+      expect(Number(applied.outputs['optimizer.grad_norm'].data[0])).toBeCloseTo(norm, 6);
+      const [pf, pa] = [await f.getState('fused'), await a.getState('acc')];
+      for (const k of ['w1', 'w2', 'w1.m', 'w2.v', 'optimizer.step'])
+        for (let i = 0; i < pf[k].data.length; i++)
+          expect(Math.abs(Number(pa[k].data[i]) - Number(pf[k].data[i])), `${k}[${i}]`).toBeLessThan(1e-6);
+      expect(Array.from(pa['w1.grad'].data as Float32Array).every((v) => v === 0)).toBe(true);
     }
   });
 });

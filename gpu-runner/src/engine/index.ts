@@ -56,5 +56,13 @@ export {
 } from './optim';
 export { type BuiltModel, buildModel, IR_VERSION, OPSET, type ValueSpec } from './serialize';
 export type { RunOptions } from './session-host.mjs';
-export { buildTrainStep, Trainer, type TrainStepModel, type TrainStepSpec } from './train';
+export {
+  type AccumulatingTrainStep,
+  buildAccumulatingTrainStep,
+  buildTrainStep,
+  gradName,
+  Trainer,
+  type TrainStepModel,
+  type TrainStepSpec,
+} from './train';
 export { validateModel } from './validate';

@@ -4,7 +4,8 @@
 import { allocate, type DType } from './dtype';
 import type { CompiledModel, Engine, Feed, RunResult, TensorValue } from './engine';
 import { grad } from './grad';
-import { EngineError, type Graph, type Tensor } from './graph';
+import { EngineError, Graph, type Tensor } from './graph';
+import { add, zerosLike } from './ops';
 import { type AdamWConfig, adamw } from './optim';
 import { type BuiltModel, buildModel } from './serialize';
 
@@ -43,6 +44,61 @@ export function buildTrainStep(spec: TrainStepSpec): TrainStepModel {
     moments: opt.moments,
     params: spec.params.map((p) => ({ name: p.name, dtype: p.dtype })),
     fetch,
+  };
+}
+
+/** Name of the state buffer that accumulates a parameter's gradient across micro-batches. */
+export const gradName = (param: string): string => `${param}.grad`;
+
+/** Gradient accumulation (micro-batches inside one optimizer step) as two models over the same
+ *  runtime state: `accumulate` runs forward and backward and ADDS each gradient into its
+ *  `<param>.grad` buffer (a sum, never a mean: the loss's own weights already normalise over the
+ *  whole mini-batch); `apply` runs clipping and AdamW on the buffers, exactly as the fused step
+ *  does on one packed batch, and zeroes them. k accumulate runs + one apply = one fused step on
+ *  the concatenated batch. */
+export interface AccumulatingTrainStep {
+  accumulate: { model: BuiltModel; bind: Record<string, string>; fetch: string[] };
+  apply: { model: BuiltModel; bind: Record<string, string>; fetch: string[] };
+  /** The gradient buffers to initialise to zeros (same dims as their params). */
+  buffers: { name: string; param: string; dtype: DType }[];
+  moments: string[];
+}
+
+export function buildAccumulatingTrainStep(spec: TrainStepSpec): AccumulatingTrainStep {
+  const grads = grad(spec.loss, spec.params);
+  const outputs: Record<string, Tensor> = { loss: spec.loss, ...(spec.outputs ?? {}) };
+  const bind: Record<string, string> = {};
+  spec.params.forEach((p, i) => {
+    const buffer = spec.graph.input(gradName(p.name), p.dtype, p.shape);
+    outputs[`${gradName(p.name)}.next`] = add(buffer, grads[i]);
+    bind[`${gradName(p.name)}.next`] = gradName(p.name);
+  });
+  const accumulate = {
+    model: buildModel(spec.graph, outputs),
+    bind,
+    fetch: ['loss', ...Object.keys(spec.outputs ?? {})],
+  };
+
+  const g = new Graph();
+  const params = spec.params.map((p) => g.param(p.name, p.dtype, p.shape));
+  const buffers = spec.params.map((p) => g.input(gradName(p.name), p.dtype, p.shape));
+  const opt = adamw(g, params, buffers, spec.optimizer);
+  const applyOutputs: Record<string, Tensor> = { ...opt.outputs };
+  const applyBind = { ...opt.bind };
+  for (const b of buffers) {
+    applyOutputs[`${b.name}.next`] = zerosLike(b);
+    applyBind[`${b.name}.next`] = b.name;
+  }
+  if (opt.gradNorm) applyOutputs['optimizer.grad_norm'] = opt.gradNorm;
+  return {
+    accumulate,
+    apply: {
+      model: buildModel(g, applyOutputs),
+      bind: applyBind,
+      fetch: ['optimizer.lr', ...(opt.gradNorm ? ['optimizer.grad_norm'] : [])],
+    },
+    buffers: spec.params.map((p) => ({ name: gradName(p.name), param: p.name, dtype: p.dtype })),
+    moments: opt.moments,
   };
 }
 
