@@ -10,6 +10,7 @@ import { checkShaping } from '@cgrpo/plugins/shaping';
 import { and, eq } from 'drizzle-orm';
 import { artifacts, plugins } from './db/schema';
 import type { Db } from './env';
+import { configValidator, pluginNameProblems, readStoredManifest } from './plugin-manifest';
 
 // Checks of a resolved spec against the world: the artifacts and plugins it names exist for this
 // account and have the right kind, and the shaping expression parses and stays finite. Each
@@ -31,10 +32,15 @@ export async function checkSpecReferences(db: Db, accountId: string, spec: JobSp
     ['datasets.validation.uri', spec.datasets.validation?.uri],
   ] as const;
   for (const [path, uri] of datasets) {
+    if (uri?.startsWith('file:')) {
+      const problem = fileUriProblem(uri);
+      if (problem) fields.push({ path, message: problem });
+      continue;
+    }
     if (!uri?.startsWith('artifact://')) continue;
     const id = uri.slice('artifact://'.length);
     const row = await db
-      .select({ kind: artifacts.kind, status: artifacts.status })
+      .select({ kind: artifacts.kind, status: artifacts.status, rows: artifacts.rows })
       .from(artifacts)
       .where(and(eq(artifacts.id, id), eq(artifacts.accountId, accountId)))
       .get();
@@ -46,6 +52,15 @@ export async function checkSpecReferences(db: Db, accountId: string, spec: JobSp
     else if (row.kind !== 'dataset')
       fields.push({ path, message: `artifact ${id} is a ${row.kind}, not a dataset` });
     else if (row.status !== 'ready') fields.push({ path, message: `artifact ${id} is still uploading` });
+    else if (path === 'datasets.train.uri' && row.rows !== null) {
+      // The runner refuses a step it cannot fill (drop_last); say so now instead of after a lease.
+      const { prompts_per_step: perStep, drop_last: dropLast } = spec.hyperparameters;
+      if (dropLast && perStep > row.rows)
+        fields.push({
+          path: 'hyperparameters.prompts_per_step',
+          message: `${perStep} is more than the ${row.rows} rows of ${id} (drop_last is on); lower it to at most ${row.rows} or add rows`,
+        });
+    }
   }
   if (spec.model.id.startsWith('artifact://')) {
     const id = spec.model.id.slice('artifact://'.length);
@@ -70,6 +85,16 @@ export async function checkSpecReferences(db: Db, accountId: string, spec: JobSp
     const kind: PluginKind = role;
     if (!PLUGIN_REF_PATTERN.test(use.plugin)) continue;
     const ref = parsePluginRef(use.plugin);
+    if (!('builtin' in ref)) {
+      const bounds = pluginNameProblems(`${ref.owner}/${ref.name}`, ref.version, {
+        name: path,
+        version: path,
+      });
+      if (bounds.length > 0) {
+        fields.push(...bounds);
+        continue;
+      }
+    }
     if ('builtin' in ref) {
       const builtin = BUILTIN_PLUGINS.find((b) => b.name === ref.builtin);
       const same = BUILTIN_PLUGINS.filter((b) => b.kind === kind).map((b) => `builtin:${b.name}`);
@@ -80,10 +105,15 @@ export async function checkSpecReferences(db: Db, accountId: string, spec: JobSp
           path,
           message: `builtin:${ref.builtin} is a ${builtin.kind}, not a ${kind}; ${kind}s: ${same.join(', ')}`,
         });
+      } else if (kind !== 'shaping' && Object.keys(use.config).length > 0) {
+        // The same check POST /v1/plugins/run makes (loaded lazily: the math verifier is heavy).
+        const { validateBuiltinConfig } = await import('@cgrpo/plugins/builtin');
+        for (const f of validateBuiltinConfig(ref.builtin, kind, use.config))
+          fields.push({ path: `${role}.${f.path}`, message: f.message });
       }
     } else {
       const row = await db
-        .select({ kind: plugins.kind })
+        .select({ kind: plugins.kind, manifest: plugins.manifest })
         .from(plugins)
         .where(
           and(eq(plugins.owner, ref.owner), eq(plugins.name, ref.name), eq(plugins.version, ref.version)),
@@ -96,6 +126,7 @@ export async function checkSpecReferences(db: Db, accountId: string, spec: JobSp
         });
       else if (row.kind !== kind)
         fields.push({ path, message: `${use.plugin} is a ${row.kind}, not a ${kind}` });
+      else fields.push(...publishedConfigProblems(row.manifest, use.config, role, use.plugin));
     }
   }
 
@@ -126,6 +157,51 @@ export async function checkSpecReferences(db: Db, accountId: string, spec: JobSp
     }
   }
   return fields;
+}
+
+/** A published plugin's config against its manifest's config_schema (paths `<role>.config.…`). */
+function publishedConfigProblems(
+  manifestText: string,
+  config: Record<string, unknown>,
+  role: string,
+  ref: string,
+): FieldError[] {
+  const manifest = readStoredManifest(manifestText);
+  if (!manifest)
+    return [{ path: `${role}.plugin`, message: `${ref} has an unreadable manifest; publish a new version` }];
+  try {
+    return configValidator(manifest.config_schema ?? { type: 'object' }).validate(config, `${role}.config`);
+  } catch {
+    return [
+      {
+        path: `${role}.plugin`,
+        message: `${ref} has a config_schema that does not compile; publish a new version`,
+      },
+    ];
+  }
+}
+
+/**
+ * Why a `file:` dataset URI is refused, or undefined. The runner reads `file:` paths relative to
+ * its data root (its working directory), so only relative paths that stay inside it are accepted:
+ * no absolute paths (`file:/…`, `file:///…`, `C:\…`, `~`), no `..` segments, also when
+ * percent-encoded, and no backslashes or NUL bytes.
+ */
+export function fileUriProblem(uri: string): string | undefined {
+  const raw = uri.slice('file:'.length);
+  let path: string;
+  try {
+    path = decodeURIComponent(raw);
+  } catch {
+    return 'the file: path is not valid percent-encoding';
+  }
+  const hint = "use a path relative to the runner's data root, like file:datasets/train.jsonl";
+  if (path === '') return `the file: path is empty; ${hint}`;
+  if (path.startsWith('/') || path.startsWith('~') || /^[A-Za-z]:/.test(path))
+    return `absolute paths are refused; ${hint}`;
+  if (path.includes('\\') || path.includes('\0')) return `backslashes and NUL bytes are refused; ${hint}`;
+  if (path.split('/').some((segment) => segment === '..')) return `'..' would leave the data root; ${hint}`;
+  return undefined;
 }
 
 /** Capabilities a runner must have for this job: every capability the job grants its plugins. */

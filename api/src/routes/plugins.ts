@@ -1,6 +1,7 @@
 import {
   BUILTIN_PLUGINS,
   DeprecatePluginSchema,
+  ErrorBodySchema,
   type FieldError,
   fieldErrorsFromZod,
   PluginKindSchema,
@@ -15,10 +16,12 @@ import { z } from 'zod';
 import { userOf } from '../auth';
 import { accounts, type PluginRow, plugins } from '../db/schema';
 import type { AppEnv, Db } from '../env';
-import { ApiError, conflict, invalid, notFound } from '../errors';
+import { ApiError, conflict, describeFields, invalid, notFound } from '../errors';
 import { iso, newId, sha256Hex } from '../ids';
+import { MANIFEST_LIMITS, parseBoundedJson } from '../json-limits';
 import { limits } from '../limits';
 import { bearerSecurity, binaryResponse, conflictError, errors, json, router } from '../openapi';
+import { configSchemaProblems, pluginNameProblems, readStoredManifest } from '../plugin-manifest';
 
 // The plugin registry. A version is published once (bundle + manifest) and never changes: the
 // bundle is stored by its sha256 and the (owner, name, version) triple is unique. Only the account
@@ -30,18 +33,21 @@ const tags = ['plugins'];
 const SEMVER = /^(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z.-]+))?$/;
 
 export function toPluginVersion(row: PluginRow): PluginVersion {
+  // A row that cannot be served whole (written before the publish bounds) is listed without its
+  // manifest rather than failing the whole listing for every account.
+  const manifest = readStoredManifest(row.manifest);
   return {
     ref: `${row.owner}/${row.name}@${row.version}`,
     name: `${row.owner}/${row.name}`,
     version: row.version,
     kind: row.kind as PluginVersion['kind'],
-    description: (JSON.parse(row.manifest) as { description?: string }).description ?? '',
+    description: typeof manifest?.description === 'string' ? manifest.description.slice(0, 2000) : '',
     builtin: false,
     sha256: row.sha256,
     size: row.size,
     deprecated: row.deprecated,
     deprecation_message: row.deprecationMessage,
-    manifest: JSON.parse(row.manifest) as PluginVersion['manifest'],
+    manifest,
     created_at: iso(row.createdAt),
   };
 }
@@ -94,7 +100,7 @@ pluginsRouter.openapi(
       200: json(PluginVersionSchema, 'This exact version was already published'),
       ...errors,
       ...conflictError,
-      413: json(z.object({}), 'Bundle too large'),
+      413: json(ErrorBodySchema, 'Bundle or manifest too large'),
     },
   }),
   async (c) => {
@@ -112,18 +118,27 @@ pluginsRouter.openapi(
     }
     if (bundle.size > max)
       throw new ApiError(413, 'too_large', `a plugin bundle may be at most ${max} bytes`);
-    let manifestJson: unknown;
-    try {
-      manifestJson = JSON.parse(form.manifest);
-    } catch {
-      throw invalid('manifest is not valid JSON', [{ path: 'manifest', message: 'not valid JSON' }]);
+    if (typeof form.manifest !== 'string' || form.manifest.length > MANIFEST_LIMITS.maxBytes) {
+      throw new ApiError(413, 'too_large', `the manifest may be at most ${MANIFEST_LIMITS.maxBytes} bytes`, [
+        { path: 'manifest', message: `larger than ${MANIFEST_LIMITS.maxBytes} bytes` },
+      ]);
     }
+    // Depth, lengths and forbidden keys first: nothing unbounded reaches zod, R2 or D1.
+    const manifestJson = parseBoundedJson(form.manifest, 'manifest', MANIFEST_LIMITS);
     const parsed = PluginManifestSchema.safeParse(manifestJson);
     if (!parsed.success) {
       const fields: FieldError[] = fieldErrorsFromZod(parsed.error, 'manifest');
       throw invalid('the manifest is invalid', fields);
     }
     const manifest = parsed.data;
+    const problems = [
+      ...pluginNameProblems(manifest.name, manifest.version, {
+        name: 'manifest.name',
+        version: 'manifest.version',
+      }),
+      ...configSchemaProblems(manifest.config_schema),
+    ];
+    if (problems.length > 0) throw invalid(`the manifest is invalid: ${describeFields(problems)}`, problems);
     const bytes = await bundle.arrayBuffer();
     const sha256 = await sha256Hex(bytes);
     if (sha256 !== manifest.sha256) {
@@ -138,6 +153,7 @@ pluginsRouter.openapi(
         403,
         'forbidden',
         `only the account '${owner}' publishes ${owner}/*; yours is '${account?.handle}'`,
+        [{ path: 'manifest.name', message: `use your own handle: '${account?.handle}/<name>'` }],
       );
     }
     const existing = await findVersion(db, owner, name, manifest.version);
