@@ -281,8 +281,9 @@ export function tinyJob(
     algorithm: 'critique-grpo',
     model: { id: 'tiny-llama', adapter: { type: 'lora', rank: 4, alpha: 8 } },
     datasets: {
-      train: { uri: `file:${join(DATASETS, 'arith-train.jsonl')}` },
-      validation: { uri: `file:${join(DATASETS, 'arith-val.jsonl')}`, limit: 4 },
+      // relative to the runner's working directory (ROOT): the API refuses absolute file: paths
+      train: { uri: 'file:examples/datasets/arith-train.jsonl' },
+      validation: { uri: 'file:examples/datasets/arith-val.jsonl', limit: 4 },
     },
     verifier: { plugin: 'builtin:math' },
     critic: { plugin: 'builtin:ground-truth' },

@@ -384,7 +384,7 @@ describe('cgrpo-runner against the local API', () => {
 describe('cgrpo-runner with the production lease (60 s, heartbeat every 20 s)', () => {
   beforeAll(async () => {
     api = await startApi(); // the default lease: 60 s
-  }, 120_000);
+  }, 300_000);
   afterAll(async () => {
     await api?.stop();
   });
