@@ -248,18 +248,33 @@ export class CgrpoClient {
   /** Server-Sent Events of a job, resumed from `cursor`; ends when the job finishes. */
   async *stream(id: string, cursor?: string, signal?: AbortSignal): AsyncGenerator<JobEvent> {
     let after = cursor;
+    let failures = 0;
     for (;;) {
-      const res = await this.raw('get', `/jobs/${enc(id)}/stream${query({ cursor: after, poll_ms: 500 })}`, {
-        headers: { accept: 'text/event-stream' },
-        signal,
-      });
       let gotAny = false;
-      for await (const msg of parseSse(res)) {
-        if (!msg.data) continue;
-        const event = JSON.parse(msg.data) as JobEvent;
-        after = String(event.id);
-        gotAny = true;
-        yield event;
+      try {
+        const res = await this.raw(
+          'get',
+          `/jobs/${enc(id)}/stream${query({ cursor: after, poll_ms: 500 })}`,
+          {
+            headers: { accept: 'text/event-stream' },
+            signal,
+          },
+        );
+        for await (const msg of parseSse(res)) {
+          if (!msg.data) continue;
+          const event = JSON.parse(msg.data) as JobEvent;
+          after = String(event.id);
+          gotAny = true;
+          failures = 0;
+          yield event;
+        }
+      } catch (error) {
+        // A dropped connection (proxy, restart, `terminated`): resume from the last event id.
+        if (signal?.aborted || (error instanceof CgrpoApiError && error.status >= 400 && error.status < 500))
+          throw error;
+        if (++failures > 10) throw error;
+        await new Promise((r) => setTimeout(r, Math.min(5000, 250 * 2 ** failures)));
+        continue;
       }
       // The stream closes when the job ends, or after 5 minutes: reconnect unless the job is over.
       const job = await this.getJob(id);

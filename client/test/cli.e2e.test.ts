@@ -25,7 +25,10 @@ let api: LocalApi;
 let dir: string;
 let jobId: string;
 
-function cgrpo(args: string[], env: Record<string, string> = {}): Promise<{ code: number; out: string; err: string }> {
+function cgrpo(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; out: string; err: string }> {
   return new Promise((resolve) => {
     const p = spawn(process.execPath, ['--no-node-snapshot', BIN, ...args], {
       cwd: dir,
@@ -125,7 +128,8 @@ describe('cgrpo CLI against the local stack', () => {
     expect(lines.slice(1).map((l) => l.split(',')[0])).toEqual(['1', '2', '3', '4']);
 
     const cmp = await cgrpo(['--json', 'jobs', 'compare', jobId, jobId]);
-    const rows = (JSON.parse(cmp.out) as { metrics: { metric: string; a_last: number; b_last: number }[] }).metrics;
+    const rows = (JSON.parse(cmp.out) as { metrics: { metric: string; a_last: number; b_last: number }[] })
+      .metrics;
     const reward = rows.find((r) => r.metric === 'reward/mean');
     expect(reward?.a_last).toBe(reward?.b_last);
 
