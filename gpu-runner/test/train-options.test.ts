@@ -10,7 +10,7 @@ import { createEngine, type Engine } from '../src/engine';
 import type { Example } from '../src/job/dataset';
 import { critiqueGrpoLoss } from '../src/job/loss-graph';
 import type { JobPlugins } from '../src/job/plugins';
-import { TrainingLoop } from '../src/job/train';
+import { lossFeeds, TrainingLoop, type TrainSequence } from '../src/job/train';
 import { CausalLM } from '../src/model/model';
 import { ROOT } from './harness';
 
@@ -191,5 +191,112 @@ describe('KL to a reference model', () => {
   it('refuses to build a loop with a KL term but no reference model', async () => {
     const spec = specOf({ preset: 'verl-r1' });
     await expect(loop(spec, pluginsWith(coinFlip), false)).rejects.toThrow(/needs a reference model/);
+  });
+});
+
+describe('micro_batch_size: gradient accumulation inside one optimizer step', () => {
+  // Five sequences of different lengths (so each micro-batch packs to its own width) with KL,
+  // clipping, entropy and gradient clipping on: k micro-batches + one AdamW step must equal one
+  // step on the packed mini-batch, twice in a row (moments and step counter included).
+  async function run(microBatchSize: number | null) {
+    const h = specOf({
+      clip_initial: true,
+      kl_coef: 0.05,
+      entropy_coef: 0.01,
+      max_grad_norm: 0.05,
+      loss_aggregation: 'seq_mean_token_mean',
+    }).hyperparameters;
+    const algo = fromHyperparameters(h, 'critique-grpo');
+    const model = await CausalLM.load(TINY, {
+      engine,
+      lora: { rank: 4, alpha: 8, dropout: 0, targets: ['q_proj', 'v_proj'], seed: 9 },
+    });
+    try {
+      const tok = model.tokenizer;
+      const texts = [' 7', ' 8 because 9', ' 7 after all', ' 12 or 13 or', ' 3'];
+      const seqs: TrainSequence[] = texts.map((t, i) => {
+        const p = tok.encode(`${i} + 4 =`);
+        return {
+          kind: i === 2 ? 'refinement' : 'initial',
+          question: i < 3 ? 0 : 1,
+          sample: i,
+          advantage: [0.5, -0.25, 0.8, -0.3, 0.4][i],
+          tokens: [...p, ...tok.encode(t)],
+          start: p.length,
+        };
+      });
+      const scored = await model.score(seqs);
+      seqs.forEach((s, i) => {
+        const lp = scored[i].logp;
+        if (s.kind === 'initial') s.logpOld = lp.map((v, t) => v + 0.3 * Math.sin(3 * i + t));
+        s.logpRef = lp.map((v, t) => v + Math.cos(2 * i + t));
+      });
+      const trainer = await model.trainer({
+        mode: 'lora',
+        loss: critiqueGrpoLoss(algo),
+        optimizer: { lr: 0.01, weightDecay: 0.01, maxGradNorm: h.max_grad_norm },
+      });
+      const results = [];
+      for (let step = 0; step < 2; step++)
+        results.push(await trainer.step(seqs, lossFeeds(seqs, algo), { microBatchSize }));
+      const w = await model.weights();
+      const lora = new Map([...w].filter(([k]) => k.includes('lora_')));
+      return { results, lora, opt: await trainer.optimizerState() };
+    } finally {
+      await model.close();
+    }
+  }
+
+  it('2 + 2 + 1 sequences accumulated == one packed batch (1e-5), loss, grad norm and metrics too', async () => {
+    const packed = await run(null);
+    const micro = await run(2);
+    expect(packed.results[0].gradNorm).toBeGreaterThan(0.05); // the clip acts on the sum
+    for (const [i, r] of micro.results.entries()) {
+      const p = packed.results[i];
+      expect(Math.abs(r.loss - p.loss)).toBeLessThan(1e-5);
+      expect(Math.abs((r.gradNorm ?? 0) - (p.gradNorm ?? 0))).toBeLessThan(1e-5);
+      expect(r.lr).toBe(p.lr);
+      for (const k of ['policy_loss', 'entropy_mean', 'clip_frac', 'kl_mean'])
+        expect(Math.abs(r.metrics[k][0] - p.metrics[k][0]), k).toBeLessThan(1e-5);
+    }
+    let moved = 0;
+    expect(packed.lora.size).toBeGreaterThan(0);
+    for (const [k, a] of packed.lora) {
+      const b = micro.lora.get(k) as Float32Array;
+      for (let i = 0; i < a.length; i++) {
+        expect(Math.abs(a[i] - b[i]), `${k}[${i}]`).toBeLessThan(1e-5);
+        if (Math.abs(a[i]) > 1e-4) moved++;
+      }
+    }
+    expect(moved).toBeGreaterThan(100);
+    for (const [k, v] of Object.entries(packed.opt))
+      for (let i = 0; i < v.length; i++) expect(Math.abs(v[i] - micro.opt[k][i]), k).toBeLessThan(1e-5);
+  }, 120_000);
+
+  it('an empty mini-batch still takes its optimizer step (zero gradient): the schedule stays on count', async () => {
+    const model = await CausalLM.load(TINY, {
+      engine,
+      lora: { rank: 4, alpha: 8, dropout: 0, targets: ['q_proj'], seed: 9 },
+    });
+    try {
+      const algo = fromHyperparameters(specOf({}).hyperparameters, 'grpo');
+      const trainer = await model.trainer({
+        mode: 'lora',
+        loss: critiqueGrpoLoss(algo),
+        optimizer: { lr: { kind: 'linear', lr: 1, warmupSteps: 2, totalSteps: 10 }, weightDecay: 0 },
+      });
+      const before = await model.weights();
+      // HF linear warmup: update 1 → λ(0) = 0, update 2 → λ(1) = 0.5
+      const [a, b] = [await trainer.emptyStep(), await trainer.emptyStep()];
+      expect([a.lr, b.lr, a.loss, a.gradNorm]).toEqual([0, 0.5, 0, null]);
+      const after = await model.weights();
+      const lora = [...before.keys()].filter((n) => n.includes('lora_'));
+      expect(lora.length).toBeGreaterThan(0);
+      for (const k of lora) expect(after.get(k)).toEqual(before.get(k));
+      const opt = await trainer.optimizerState();
+      expect(opt['optimizer.step'][0]).toBe(3);
+    } finally {
+      await model.close();
+    }
   });
 });

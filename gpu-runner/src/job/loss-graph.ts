@@ -128,6 +128,7 @@ export function critiqueGrpoLoss(config: AlgoConfig): LossHook {
     const ratio = exp(sub(ctx.logp, logpOld));
     let initial = neg(mul(adv, ratio));
     let clipFrac: Tensor | null = null;
+    const metricWeights: Record<string, Tensor> = {};
     if (config.clipInitial) {
       const lo = 1 - config.clip.epsLow;
       const hi = 1 + config.clip.epsHigh;
@@ -139,10 +140,9 @@ export function critiqueGrpoLoss(config: AlgoConfig): LossHook {
       }
       const outside = cast(or(less(ratio, lo), greater(ratio, hi)), 'float32');
       const initialMask = mul(isInitial, ctx.mask);
-      clipFrac = div(
-        reduceSum(mul(outside, initialMask), undefined, false),
-        maximum(reduceSum(initialMask, undefined, false), 1),
-      );
+      const initialTokens = reduceSum(initialMask, undefined, false);
+      clipFrac = div(reduceSum(mul(outside, initialMask), undefined, false), maximum(initialTokens, 1));
+      metricWeights.clip_frac = initialTokens;
     }
     let perToken = mul(isInitial, initial);
     if (shapingAst) {
@@ -157,10 +157,9 @@ export function critiqueGrpoLoss(config: AlgoConfig): LossHook {
       if (config.klClamp !== null) kl = minimum(kl, config.klClamp);
       const response = mul(add(isInitial, isRefinement), ctx.mask);
       perToken = add(perToken, mul(response, mul(kl, config.klCoef)));
-      klMean = div(
-        reduceSum(mul(response, kl), undefined, false),
-        maximum(reduceSum(response, undefined, false), 1),
-      );
+      const responseTokens = reduceSum(response, undefined, false);
+      klMean = div(reduceSum(mul(response, kl), undefined, false), maximum(responseTokens, 1));
+      metricWeights.kl_mean = responseTokens;
     }
     const policy = reduceSum(mul(weight, perToken), undefined, false);
     const entropyMean = reduceSum(mul(entWeight, ctx.entropy), undefined, false);
@@ -168,6 +167,8 @@ export function critiqueGrpoLoss(config: AlgoConfig): LossHook {
     const metrics: Record<string, Tensor> = { policy_loss: policy, entropy_mean: entropyMean };
     if (clipFrac) metrics.clip_frac = clipFrac;
     if (klMean) metrics.kl_mean = klMean;
-    return { loss, metrics };
+    // policy_loss and entropy_mean are sums with the whole mini-batch's weights (additive over
+    // micro-batches); clip_frac and kl_mean are token means, combined by their token counts
+    return { loss, metrics, metricWeights };
   };
 }

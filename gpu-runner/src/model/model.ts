@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import {
   type AdamWConfig,
   type BuiltModel,
+  buildAccumulatingTrainStep,
   buildTrainStep,
   type CompiledModel,
   createEngine,
@@ -73,7 +74,13 @@ export interface LossContext {
   input(name: string, dtype: DType, shape: Dim[]): Tensor;
 }
 
-export type LossHook = (ctx: LossContext) => { loss: Tensor; metrics?: Record<string, Tensor> };
+/** `metricWeights[name]`, when given, is the weight (e.g. token count) of the ratio metric `name`, so
+ *  micro-batched steps report Σ v·w / Σ w; other metrics are summed over micro-batches. */
+export type LossHook = (ctx: LossContext) => {
+  loss: Tensor;
+  metrics?: Record<string, Tensor>;
+  metricWeights?: Record<string, Tensor>;
+};
 
 export interface TrainerOptions {
   mode: TrainMode;
@@ -412,7 +419,8 @@ export class CausalLM {
     return this.buildTrain(opts);
   }
 
-  private async buildTrain(opts: TrainerOptions): Promise<ModelTrainer> {
+  /** The train graph: forward, log-probs, the loss hook's loss and metrics (a fresh graph per call). */
+  private trainGraph(opts: TrainerOptions) {
     const isParam = (name: string) =>
       opts.mode === 'lora' ? name.endsWith('.lora_A') || name.endsWith('.lora_B') : true;
     const tied = this.config.tieWordEmbeddings;
@@ -429,7 +437,7 @@ export class CausalLM {
     const g = s.build.graph;
     const mask = g.input('mask', 'float32', ['batch', 'seq']);
     const extra: string[] = [];
-    const { loss, metrics } = opts.loss({
+    const { loss, metrics, metricWeights } = opts.loss({
       logp: s.logp,
       entropy: s.entropy,
       mask,
@@ -440,28 +448,77 @@ export class CausalLM {
       },
     });
     const params = g.inputs.filter((t) => t.kind === 'param');
-    const step = buildTrainStep({ graph: g, loss, params, optimizer: opts.optimizer, outputs: metrics });
+    const dropoutSeed = g.inputs.some((t) => t.name === 'dropout_seed');
+    return {
+      g,
+      loss,
+      metrics: metrics ?? {},
+      metricWeights: metricWeights ?? {},
+      params,
+      extra,
+      dropoutSeed,
+    };
+  }
+
+  private async buildTrain(opts: TrainerOptions): Promise<ModelTrainer> {
+    const t = this.trainGraph(opts);
+    const step = buildTrainStep({
+      graph: t.g,
+      loss: t.loss,
+      params: t.params,
+      optimizer: opts.optimizer,
+      outputs: t.metrics,
+    });
     const compiled = await this.engine.load(step.model);
     // moments start at zero, the step counter at 1
     const init: Record<string, Feed> = { 'optimizer.step': 1 };
     const shapes = weightShapes(this.config, this.familyOpts().lora);
-    for (const p of params) {
+    for (const p of t.params) {
       const dims = shapes.get(p.name)!;
       const size = dims.reduce((a, b) => a * b, 1);
       init[`${p.name}.m`] = { dims, data: new Float32Array(size) };
       init[`${p.name}.v`] = { dims, data: new Float32Array(size) };
     }
     await compiled.setState(this.stateKey, init);
-    const dropoutSeed = g.inputs.some((t) => t.name === 'dropout_seed');
+    // Gradient accumulation (micro-batches) is built on first use: a second train graph whose
+    // gradients add into zeroed <param>.grad buffers, and the AdamW step on their sum.
+    const accumulating = async (): Promise<Accumulating> => {
+      const a = this.trainGraph(opts);
+      const weightOutputs = Object.fromEntries(
+        Object.entries(a.metricWeights).map(([k, w]) => [`${k}${METRIC_WEIGHT}`, w]),
+      );
+      const built = buildAccumulatingTrainStep({
+        graph: a.g,
+        loss: a.loss,
+        params: a.params,
+        optimizer: opts.optimizer,
+        outputs: { ...a.metrics, ...weightOutputs },
+      });
+      const [accumulate, apply] = await Promise.all([
+        this.engine.load(built.accumulate.model),
+        this.engine.load(built.apply.model),
+      ]);
+      const zeros: Record<string, Feed> = {};
+      for (const b of built.buffers) {
+        const dims = shapes.get(b.param)!;
+        zeros[b.name] = { dims, data: new Float32Array(dims.reduce((x, y) => x * y, 1)) };
+      }
+      await apply.setState(this.stateKey, zeros);
+      return {
+        accumulate: { compiled: accumulate, bind: built.accumulate.bind, fetch: built.accumulate.fetch },
+        apply: { compiled: apply, bind: built.apply.bind, fetch: built.apply.fetch },
+      };
+    };
     return new ModelTrainer(
       this,
       compiled,
       step.bind,
       step.fetch,
-      extra,
+      t.extra,
       1 / (opts.temperature ?? 1),
-      dropoutSeed,
+      t.dropoutSeed,
       step.moments,
+      accumulating,
     );
   }
 
@@ -522,6 +579,55 @@ export class CausalLM {
   }
 }
 
+/** Suffix of the output that carries a metric's weight in the accumulating graph. */
+const METRIC_WEIGHT = '.__weight';
+
+interface Accumulating {
+  accumulate: { compiled: CompiledModel; bind: Record<string, string>; fetch: string[] };
+  apply: { compiled: CompiledModel; bind: Record<string, string>; fetch: string[] };
+}
+
+export interface StepOptions {
+  /** Sequences per forward/backward pass (`micro_batch_size`): the mini-batch is split into
+   *  ceil(n / microBatchSize) micro-batches whose gradients are summed, then ONE optimizer step
+   *  runs on the sum. Null/absent or >= n: one packed pass. */
+  microBatchSize?: number | null;
+}
+
+/** Rows [lo, hi) of the per-token feeds ([batch, seq] of the whole mini-batch), cut to `seq`
+ *  columns (a micro-batch packs to its own longest sequence; right padding keeps position t at
+ *  column t). Feeds of other shapes (scalars) pass unchanged. */
+function microBatchFeeds(
+  extra: Record<string, Feed>,
+  batch: number,
+  lo: number,
+  hi: number,
+  seq: number,
+): Record<string, Feed> {
+  const out: Record<string, Feed> = {};
+  for (const [name, feed] of Object.entries(extra)) {
+    if (typeof feed === 'number' || feed.dims[0] !== batch) {
+      out[name] = feed;
+      continue;
+    }
+    if (feed.dims.length !== 2 || feed.dims[1] < seq)
+      throw new ModelError(
+        'train_bad_input',
+        name,
+        `per-token inputs must be [batch, seq] with seq >= ${seq}, got [${feed.dims}]; build them for the whole mini-batch`,
+      );
+    const cols = feed.dims[1];
+    const src = feed.data;
+    const data = ArrayBuffer.isView(src)
+      ? new (src.constructor as Float32ArrayConstructor)((hi - lo) * seq)
+      : new Float32Array((hi - lo) * seq);
+    for (let r = lo; r < hi; r++)
+      for (let c = 0; c < seq; c++) data[(r - lo) * seq + c] = src[r * cols + c] as number;
+    out[name] = { dims: [hi - lo, seq], data };
+  }
+  return out;
+}
+
 export class ModelTrainer {
   constructor(
     readonly model: CausalLM,
@@ -532,8 +638,10 @@ export class ModelTrainer {
     private readonly invTemperature: number,
     private readonly dropoutSeed: boolean,
     private readonly moments: string[],
+    private readonly buildAccumulating: () => Promise<Accumulating>,
   ) {}
   private steps = 0;
+  private accumulating: Promise<Accumulating> | null = null;
 
   /** AdamW moments and step counter, for checkpoints (the weights themselves: saveAdapter / saveCheckpoint). */
   async optimizerState(): Promise<Record<string, Float32Array>> {
@@ -573,16 +681,107 @@ export class ModelTrainer {
     this.steps = Math.round(state['optimizer.step'][0]) - 1;
   }
 
-  /** One optimizer step on `seqs`; `extra` feeds the inputs the loss hook declared. */
-  step(seqs: readonly ScoredSequence[], extra: Record<string, Feed> = {}): Promise<TrainStepResult> {
-    return this.model.exclusive(() => this.stepNow(seqs, extra));
+  /** One optimizer step on `seqs`; `extra` feeds the inputs the loss hook declared (per-token
+   *  ones as [batch, seq] over ALL of `seqs`: their weights normalise over the whole mini-batch).
+   *  With `microBatchSize` the gradients of the micro-batches are summed before the one step. */
+  step(
+    seqs: readonly ScoredSequence[],
+    extra: Record<string, Feed> = {},
+    opts: StepOptions = {},
+  ): Promise<TrainStepResult> {
+    const k = opts.microBatchSize ?? null;
+    if (k !== null && !(Number.isInteger(k) && k >= 1))
+      throw new ModelError('train_bad_micro_batch', 'micro_batch_size', `must be an integer >= 1, got ${k}`);
+    return this.model.exclusive(() =>
+      k === null || k >= seqs.length ? this.stepNow(seqs, extra) : this.accumulatedStep(seqs, extra, k),
+    );
   }
 
-  private async stepNow(
+  /** The optimizer step of a mini-batch that has no sequences: AdamW on a zero gradient (moments
+   *  decay, momentum and weight decay still move the parameters, as torch.optim.AdamW does with
+   *  zero gradients), so the step counter and the learning-rate schedule advance exactly once per
+   *  planned mini-batch. */
+  emptyStep(): Promise<TrainStepResult> {
+    return this.model.exclusive(async () => {
+      const acc = await this.accumulatingModels();
+      this.steps += 1;
+      return this.applyAccumulated(acc, 0, {}, 0);
+    });
+  }
+
+  private accumulatingModels(): Promise<Accumulating> {
+    this.accumulating ??= this.buildAccumulating();
+    return this.accumulating;
+  }
+
+  private async accumulatedStep(
     seqs: readonly ScoredSequence[],
     extra: Record<string, Feed>,
+    k: number,
   ): Promise<TrainStepResult> {
-    const { feeds, mask, batch, seq } = packSequences(seqs, this.model.tokenizer.padTokenId);
+    this.checkExtra(extra);
+    const acc = await this.accumulatingModels();
+    this.steps += 1;
+    let loss = 0;
+    let ms = 0;
+    const sums: Record<string, Float32Array> = {};
+    const weights: Record<string, number> = {};
+    for (let lo = 0, micro = 0; lo < seqs.length; lo += k, micro++) {
+      const hi = Math.min(seqs.length, lo + k);
+      const { feeds, mask, batch, seq } = packSequences(seqs.slice(lo, hi), this.model.tokenizer.padTokenId);
+      const r = await acc.accumulate.compiled.run(
+        {
+          ...feeds,
+          ...this.seedFeed(micro),
+          mask: { dims: [batch, seq], data: mask },
+          inv_temperature: this.invTemperature,
+          ...microBatchFeeds(extra, seqs.length, lo, hi, seq),
+        },
+        { stateKey: this.model.stateKey, bind: acc.accumulate.bind, fetch: acc.accumulate.fetch },
+      );
+      ms += r.ms;
+      loss += Number((r.outputs.loss.data as Float32Array)[0]);
+      // metrics are additive over micro-batches (their weights are the whole batch's) unless the
+      // hook gave a weight: then they are weighted means (Σ v·w / Σ w), like clip_frac and kl_mean
+      for (const [name, v] of Object.entries(r.outputs)) {
+        if (name === 'loss' || name.endsWith(METRIC_WEIGHT)) continue;
+        const w = r.outputs[`${name}${METRIC_WEIGHT}`];
+        const scale = w ? Number((w.data as Float32Array)[0]) : 1;
+        if (w) weights[name] = (weights[name] ?? 0) + scale;
+        const data = v.data as Float32Array;
+        sums[name] ??= new Float32Array(data.length);
+        const sum = sums[name];
+        for (let i = 0; i < data.length; i++) sum[i] += data[i] * scale;
+      }
+    }
+    for (const [name, w] of Object.entries(weights)) {
+      const sum = sums[name];
+      for (let i = 0; i < sum.length; i++) sum[i] = w > 0 ? sum[i] / w : 0;
+    }
+    return this.applyAccumulated(acc, loss, sums, ms);
+  }
+
+  private async applyAccumulated(
+    acc: Accumulating,
+    loss: number,
+    metrics: Record<string, Float32Array>,
+    ms: number,
+  ): Promise<TrainStepResult> {
+    const r = await acc.apply.compiled.run(
+      {},
+      { stateKey: this.model.stateKey, bind: acc.apply.bind, fetch: acc.apply.fetch },
+    );
+    const num = (k: string) => (r.outputs[k] ? Number((r.outputs[k].data as Float32Array)[0]) : null);
+    return {
+      loss,
+      lr: num('optimizer.lr') ?? Number.NaN,
+      gradNorm: num('optimizer.grad_norm'),
+      metrics,
+      ms: ms + r.ms,
+    };
+  }
+
+  private checkExtra(extra: Record<string, Feed>): void {
     for (const name of this.extraInputs) {
       if (!(name in extra))
         throw new ModelError(
@@ -591,10 +790,23 @@ export class ModelTrainer {
           'the loss hook declared this input; pass it in step(seqs, extra)',
         );
     }
-    this.steps += 1;
-    const seed: Record<string, Feed> = this.dropoutSeed
-      ? { dropout_seed: { dims: [], data: BigInt64Array.of(BigInt(this.steps)) } }
+  }
+
+  /** LoRA dropout seed: the step count, distinct per micro-batch (micro 0 = the packed step's). */
+  private seedFeed(micro = 0): Record<string, Feed> {
+    return this.dropoutSeed
+      ? { dropout_seed: { dims: [], data: BigInt64Array.of(BigInt(this.steps) + (BigInt(micro) << 32n)) } }
       : {};
+  }
+
+  private async stepNow(
+    seqs: readonly ScoredSequence[],
+    extra: Record<string, Feed>,
+  ): Promise<TrainStepResult> {
+    const { feeds, mask, batch, seq } = packSequences(seqs, this.model.tokenizer.padTokenId);
+    this.checkExtra(extra);
+    this.steps += 1;
+    const seed = this.seedFeed();
     const r = await this.compiled.run(
       {
         ...feeds,
