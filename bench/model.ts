@@ -1,10 +1,14 @@
 // npm run bench:model [-- --layers 24 --new-tokens 16 --skip-05b --threads 2]
 // Rollout throughput (generated tokens/s) at batch 1, 8, 32 and train-step tokens/s (LoRA and full)
 // on the tiny Qwen2/Qwen3/Llama checkpoints and on a Qwen2.5-0.5B-shaped model with random weights
-// (generated here, never downloaded). Every number is also given as a ratio to the bare-MatMul
-// bound measured in the same run on the same weights: the time onnxruntime needs for just the
+// (generated here, never downloaded). Every number is also given as a ratio to a bare-MatMul
+// reference measured in the same run on the same weights: the time onnxruntime needs for just the
 // model's Linear layers at that batch (decode: one row per sequence; training: 3× the forward
 // matmuls for full fine-tuning, 2× for LoRA, whose frozen weights need no weight gradient).
+// The reference is NOT a bound: it is a separate graph with its own per-run cost and its own
+// kernel choices (one lm_head product over every row, a reduction over its output), so a real
+// step can beat it (ratio > 1; the 0.5B LoRA step did, at 2.08). The in-graph rows time
+// `generateInGraph` (prefill and the decode Loop in one run), the decode rows `generate`.
 import { copyFileSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
@@ -148,7 +152,7 @@ interface Row {
   what: string;
   batch: number;
   tokensPerSec: number;
-  boundTokensPerSec: number;
+  referenceTokensPerSec: number;
   note: string;
 }
 const rows: Row[] = [];
@@ -173,23 +177,26 @@ async function rollout(
     await gen(model, prompts.slice(0, 1), { maxNewTokens: 2, temperature: 1, topP: 0.95 }); // warm the graphs
     const stats: GenerateStats = { prefillMs: 0, decodeMs: 0, steps: 0, generatedTokens: 0 };
     const t0 = performance.now();
-    await generate(
+    await gen(
       model,
       prompts,
       { maxNewTokens: newTokens, temperature: 1, topP: 0.95, seed: 1, eosTokenIds: [] },
       stats,
     );
     const wall = (performance.now() - t0) / 1000;
-    const decodeTokens = stats.generatedTokens - B; // the first token of each row comes from the prefill
-    const decodeRate = decodeTokens / (stats.decodeMs / 1000);
-    const bound = B / (await bareMatmulSeconds(model, B, 5));
+    // generate: the first token of each row comes from the prefill, so decode = the rest over
+    // decodeMs; generateInGraph runs prefill and decode in one graph run (all of it is decodeMs)
+    const rate = inGraph
+      ? stats.generatedTokens / ((stats.prefillMs + stats.decodeMs) / 1000)
+      : (stats.generatedTokens - B) / (stats.decodeMs / 1000);
+    const reference = B / (await bareMatmulSeconds(model, B, 5));
     rows.push({
       model: name,
-      what: inGraph ? 'rollout, in-graph Loop (incl. prefill)' : 'rollout decode',
+      what: inGraph ? 'rollout, generateInGraph (prefill + Loop, one run)' : 'rollout decode (generate)',
       batch: B,
-      tokensPerSec: decodeRate,
-      boundTokensPerSec: bound,
-      note: `${stats.generatedTokens} tokens, ${wall.toFixed(2)} s wall incl. prefill ${(stats.prefillMs / 1000).toFixed(2)} s (${(stats.generatedTokens / wall).toFixed(1)} tok/s end to end)`,
+      tokensPerSec: rate,
+      referenceTokensPerSec: reference,
+      note: `${stats.generatedTokens} tokens, ${wall.toFixed(2)} s wall${inGraph ? '' : ` incl. prefill ${(stats.prefillMs / 1000).toFixed(2)} s`} (${(stats.generatedTokens / wall).toFixed(1)} tok/s end to end)`,
     });
     console.log(rows.at(-1));
   }
@@ -217,14 +224,14 @@ async function trainStep(
   for (let i = 0; i < steps; i++) times.push((await trainer.step(seqs)).ms / 1000);
   const t = median(times);
   const factor = mode === 'full' ? 3 : 2;
-  const bound = (batch * seq) / (factor * (await bareMatmulSeconds(model, batch * seq, 3)));
+  const reference = (batch * seq) / (factor * (await bareMatmulSeconds(model, batch * seq, 3)));
   rows.push({
     model: name,
     what: `train step (${mode})`,
     batch,
     tokensPerSec: (batch * seq) / t,
-    boundTokensPerSec: bound,
-    note: `${batch}×${seq} tokens, ${(t * 1000).toFixed(0)} ms/step, bound = ${factor}× forward matmuls`,
+    referenceTokensPerSec: reference,
+    note: `${batch}×${seq} tokens, ${(t * 1000).toFixed(0)} ms/step, reference = ${factor}× forward matmuls`,
   });
   console.log(rows.at(-1));
   await model.close();
@@ -257,11 +264,11 @@ if (!flag('skip-05b')) {
 
 const fmt = (x: number) => (x >= 100 ? x.toFixed(0) : x.toFixed(1));
 const lines = [
-  `| model | measure | batch | tokens/s | bare-MatMul bound tokens/s | ratio | notes |`,
+  `| model | measure | batch | tokens/s | bare-MatMul reference tokens/s | ratio to reference | notes |`,
   `| --- | --- | --- | --- | --- | --- | --- |`,
   ...rows.map(
     (r) =>
-      `| ${r.model} | ${r.what} | ${r.batch} | ${fmt(r.tokensPerSec)} | ${fmt(r.boundTokensPerSec)} | ${(r.tokensPerSec / r.boundTokensPerSec).toFixed(2)} | ${r.note} |`,
+      `| ${r.model} | ${r.what} | ${r.batch} | ${fmt(r.tokensPerSec)} | ${fmt(r.referenceTokensPerSec)} | ${(r.tokensPerSec / r.referenceTokensPerSec).toFixed(2)} | ${r.note} |`,
   ),
 ];
 console.log(`\n${lines.join('\n')}`);

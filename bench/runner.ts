@@ -2,17 +2,26 @@
 // steps/s, the time split by phase, and the runner's overhead: the share of a step spent outside
 // engine (onnxruntime) calls, split into the rollout module's sampling JS, plugin time (the
 // verifier and critic: the user's reward code) and the runner's own job loop.
-import { readFileSync } from 'node:fs';
-import { cpus } from 'node:os';
+// Then one whole job: the real Runner (in this process, so its onnxruntime runs are timed) leases
+// a job from the real API (workerd on loopback, as the e2e tests start it) and runs it to the end:
+// model load, steps, evaluation, reporting, API I/O, checkpoints and the final drain. Its
+// `runner overhead (whole job)` is the job's wall time minus onnxruntime runs, plugin calls and
+// sampling JS, i.e. everything the runner itself adds.
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseJobSpec } from '@cgrpo/contract';
 import { fromHyperparameters } from '../gpu-runner/src/algo/config';
 import { CompiledModel, createEngine } from '../gpu-runner/src/engine';
 import { parseDataset } from '../gpu-runner/src/job/dataset';
+import { executeJob } from '../gpu-runner/src/job/executor';
 import { critiqueGrpoLoss } from '../gpu-runner/src/job/loss-graph';
 import { resolvePlugins } from '../gpu-runner/src/job/plugins';
 import { PHASES, TrainingLoop } from '../gpu-runner/src/job/train';
+import { Logger } from '../gpu-runner/src/log';
 import { CausalLM } from '../gpu-runner/src/model/model';
+import { Runner } from '../gpu-runner/src/runner';
+import { registerRunner, startApi, tinyJob } from '../gpu-runner/test/harness';
 
 const root = join(import.meta.dirname, '..');
 const steps = Number(process.env.BENCH_STEPS ?? 12);
@@ -115,7 +124,7 @@ for (const c of configs) {
   const pct = (x: number) => `${((100 * x) / total).toFixed(1)}%`;
   const split = PHASES.map((p) => `${p} ${pct(phase[p])}`).join(', ');
   lines.push(
-    `| ${c.label} | ${(steps / (total / 1000)).toFixed(2)} | ${(total / steps).toFixed(0)} ms | ${split} | ${pct(engineMs)} | ${pct(rolloutJs)} | ${pct(pluginWall)} | runner overhead: ${pct(runnerOwn)} | ${pct(total - engineMs)} |`,
+    `| ${c.label} | ${(steps / (total / 1000)).toFixed(2)} | ${(total / steps).toFixed(0)} ms | ${split} | ${pct(engineMs)} | ${pct(rolloutJs)} | ${pct(pluginWall)} | runner overhead (in step): ${pct(runnerOwn)} | ${pct(total - engineMs)} |`,
   );
   console.log(lines[lines.length - 1]);
 }
@@ -127,3 +136,74 @@ console.log(
 );
 console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
 for (const l of lines) console.log(l);
+
+// ---- the whole job ----
+const wholeSteps = Number(process.env.BENCH_JOB_STEPS ?? 8);
+const api = await startApi();
+try {
+  const { token } = registerRunner(api, 'bench-runner');
+  const spec = tinyJob({ checkpoint_every: 4 }, { total_steps: wholeSteps });
+  const submitted = await api.request<{ id: string }>('POST', '/v1/jobs', spec);
+  if (submitted.status !== 201) throw new Error(`submit: ${JSON.stringify(submitted.body)}`);
+  // per step: the loop's own split, and the onnxruntime time inside the step
+  let stepWallMs = 0;
+  let stepEngineMs = 0;
+  let stepModelCallsMs = 0;
+  let stepPluginsMs = 0;
+  let stepRunnerMs = 0;
+  let stepCount = 0;
+  const step = TrainingLoop.prototype.step;
+  TrainingLoop.prototype.step = async function (this: TrainingLoop, ...args: Parameters<typeof step>) {
+    const [e0, t0] = [engineMs, performance.now()];
+    const r = await step.apply(this, args);
+    stepWallMs += performance.now() - t0;
+    stepEngineMs += engineMs - e0;
+    stepModelCallsMs += (r.values['time/engine'] ?? 0) * 1000;
+    stepPluginsMs += (r.values['time/plugins'] ?? 0) * 1000;
+    stepRunnerMs += (r.values['time/runner'] ?? 0) * 1000;
+    stepCount++;
+    return r;
+  };
+  let jobMs = 0;
+  let jobEngineMs = 0;
+  const runJob = Runner.prototype.runJob;
+  Runner.prototype.runJob = async function (this: Runner, ...args: Parameters<typeof runJob>) {
+    const [e0, t0] = [engineMs, performance.now()];
+    try {
+      return await runJob.apply(this, args);
+    } finally {
+      jobMs = performance.now() - t0;
+      jobEngineMs = engineMs - e0;
+    }
+  };
+  const runner = new Runner({
+    api: api.url,
+    token,
+    labels: [],
+    capabilities: ['cpu'],
+    device: 'cpu',
+    workDir: mkdtempSync(join(tmpdir(), 'cgrpo-bench-runner-')),
+    maxJobs: 1,
+    modelDirs: [join(root, 'gpu-runner', 'models')],
+    log: new Logger({ level: 'warn' }),
+    executor: (ctx) => executeJob(ctx),
+    exitAfterJobs: 1,
+    leaseWaitSeconds: 2,
+  });
+  await runner.run();
+  const job = await api.request<{ status: string }>('GET', `/v1/jobs/${submitted.body.id}`);
+  const samplingJs = Math.max(0, stepModelCallsMs - stepEngineMs);
+  const outsideSteps = jobMs - stepWallMs;
+  const overhead = jobMs - jobEngineMs - stepPluginsMs - samplingJs;
+  const pct = (x: number) => `${((100 * x) / jobMs).toFixed(1)}%`;
+  console.log(
+    `\nwhole job (${job.body.status}): ${stepCount} steps of 2 prompts × 3, 4 tokens, checkpoint every 4, evaluation every 2; ${(jobMs / 1000).toFixed(2)} s from lease to the last report`,
+  );
+  console.log(
+    `onnxruntime runs ${pct(jobEngineMs)}, sampling JS ${pct(samplingJs)}, plugins ${pct(stepPluginsMs)}; outside the steps (load, evaluation, reports, checkpoints, drain) ${pct(outsideSteps)}`,
+  );
+  console.log(`runner overhead (in step): ${((100 * stepRunnerMs) / stepWallMs).toFixed(1)}%`);
+  console.log(`runner overhead (whole job): ${pct(overhead)}`);
+} finally {
+  await api.stop();
+}
