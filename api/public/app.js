@@ -379,23 +379,42 @@ async function chartsTab(id, panel, signal, drawHead) {
   draw();
   // Live: each job.progress/job.evaluated event pulls the new metric points.
   const live = async () => {
-    let pending = false;
+    // One metrics fetch at a time; events that arrive meanwhile ask for one more afterwards.
+    let running = false;
+    let again = false;
+    const pull = async () => {
+      if (running) {
+        again = true;
+        return;
+      }
+      running = true;
+      do {
+        again = false;
+        const from = points.length ? points[points.length - 1].step + 1 : 0;
+        const page = await getJson(`/jobs/${id}/metrics?from_step=${from}`);
+        if (page.data.length) {
+          points = points.concat(page.data);
+          draw();
+        }
+      } while (again);
+      running = false;
+    };
+    const lastStep = () => (points.length ? points[points.length - 1].step : -1);
     await streamEvents(
       id,
       undefined,
       async (e) => {
-        if ((e.type === 'job.progress' || e.type === 'job.evaluated') && !pending) {
-          pending = true;
-          const from = points.length ? points[points.length - 1].step + 1 : 0;
-          const page = await getJson(`/jobs/${id}/metrics?from_step=${from}`);
-          points = points.concat(page.data);
-          draw();
-          pending = false;
-        }
-        if (e.type !== 'job.log') drawHead(await getJson(`/jobs/${id}`));
+        // The stream replays the job's history first: only newer steps need a fetch.
+        const step = typeof e.data?.step === 'number' ? e.data.step : null;
+        const fresh =
+          (e.type === 'job.progress' || e.type === 'job.evaluated') && step !== null && step > lastStep();
+        if (fresh) await pull();
+        if (fresh || !['job.log', 'job.progress', 'job.evaluated'].includes(e.type))
+          drawHead(await getJson(`/jobs/${id}`));
       },
       signal,
     );
+    drawHead(await getJson(`/jobs/${id}`));
   };
   live().catch(() => {});
 }

@@ -37,6 +37,7 @@ function cgrpo(
         CGRPO_CONFIG: join(dir, 'config.json'),
         CGRPO_API_URL: '',
         CGRPO_API_KEY: '',
+        CGRPO_DEBUG: '1',
         ...env,
       },
     });
@@ -55,7 +56,7 @@ function cgrpo(
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'cgrpo-cli-'));
   api = await startApi();
-}, 120_000);
+}, 300_000);
 afterEach((ctx) => stopRunners(ctx.task.result?.state === 'fail'));
 afterAll(async () => {
   await api?.stop();

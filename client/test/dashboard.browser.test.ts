@@ -23,6 +23,8 @@ import {
 } from '../../gpu-runner/test/harness';
 
 const CHROMIUM = '/usr/bin/chromium';
+/** Evaluated in the page: the reward chart has drawn the 4 steps of the tiny job. */
+const CHART_HAS_4_POINTS = `Number(document.querySelector('figure[data-chart="Reward"]')?.getAttribute('data-points')) >= 4`;
 const DOCS = join(ROOT, 'docs');
 let api: LocalApi;
 let browser: BrowserContext;
@@ -98,9 +100,7 @@ describe('dashboard in chromium', () => {
 
     await link.click();
     const reward = page.locator('figure[data-chart="Reward"]');
-    await page.waitForFunction(
-      () => Number(document.querySelector('figure[data-chart="Reward"]')?.getAttribute('data-points')) >= 4,
-    );
+    await page.waitForFunction(CHART_HAS_4_POINTS);
     expect(Number(await reward.getAttribute('data-points'))).toBe(4);
     expect(await reward.locator('canvas').count()).toBe(1);
     await page.screenshot({ path: join(DOCS, 'dashboard-job.png'), fullPage: true });
@@ -133,10 +133,8 @@ describe('dashboard in chromium', () => {
     // phone width: the jobs list still fits without sideways scrolling of the page
     await page.setViewportSize({ width: 390, height: 844 });
     await page.goto(`${api.url}/#/jobs/${jobId}`);
-    await page.waitForFunction(
-      () => Number(document.querySelector('figure[data-chart="Reward"]')?.getAttribute('data-points')) >= 4,
-    );
-    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    await page.waitForFunction(CHART_HAS_4_POINTS);
+    const overflow = await page.evaluate<number>('document.documentElement.scrollWidth - window.innerWidth');
     expect(overflow).toBeLessThanOrEqual(1);
     await page.screenshot({ path: join(DOCS, 'dashboard-phone.png') });
     expect(errors).toEqual([]);
