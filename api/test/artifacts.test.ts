@@ -69,6 +69,8 @@ describe('single-request upload', () => {
         datasets: {
           train: { uri: `artifact://${artifact.id}`, fields: { prompt: 'question', reference: 'answer' } },
         },
+        // At most the dataset's 50 rows (checked at submission since drop_last is on).
+        hyperparameters: { prompts_per_step: 8 },
       },
     });
   });
