@@ -160,6 +160,7 @@ export class Runner {
         }
         reachable = true;
       } catch (e) {
+        const wasReachable = reachable;
         reachable = !(e instanceof ApiError && e.code === 'api_unreachable');
         if (e instanceof ApiError && (e.code === 'lease_lost' || e.status === 409 || e.status === 404)) {
           log.warn('lease lost: another runner owns this job now; stopping without reporting', {
@@ -168,7 +169,14 @@ export class Runner {
           lost.abort();
           reporter.leaseLost = true;
         } else {
-          log.warn('heartbeat failed (the lease lasts until it expires)', { error: message(e) });
+          // once per outage at warn (a heartbeat goes out after every step)
+          (wasReachable ? log.warn : log.debug).call(
+            log,
+            'heartbeat failed (the lease lasts until it expires)',
+            {
+              error: message(e),
+            },
+          );
         }
       }
     };
