@@ -14,6 +14,8 @@ import {
   type HostHooks,
   LoadFailure,
   oldestRunningStart,
+  type RunBounds,
+  runArguments,
   type SandboxInstance,
 } from './instance';
 
@@ -70,6 +72,8 @@ const PROGRESS_SLOTS = 65_536;
 const WATCH_MS = 10;
 /** How long a batch may sit with no call moving before the harness is asked whether it is stuck (ms). */
 const PROBE_AFTER_MS = 50;
+/** How long a run waits for isolated-vm's thread to leave an isolate the watchdog disposed (ms). */
+const LEAVE_MS = 2000;
 
 class IvmInstance implements SandboxInstance {
   readonly engine = 'isolated-vm' as const;
@@ -169,7 +173,11 @@ class IvmInstance implements SandboxInstance {
       const description = await instance.loadBundle(bundle);
       return { instance, description };
     } catch (error) {
-      if (!isolate.isDisposed) isolate.dispose();
+      try {
+        if (!isolate.isDisposed) isolate.dispose();
+      } catch {
+        // died of its memory limit while loading: already gone
+      }
       if (error instanceof LoadFailure) throw error;
       throw new LoadFailure(describe(error));
     }
@@ -270,8 +278,7 @@ class IvmInstance implements SandboxInstance {
   async run(
     batchJson: string,
     size: number,
-    concurrency: number,
-    maxCritique: number,
+    bounds: RunBounds,
   ): Promise<{ dead: boolean; stuck: boolean; error?: string }> {
     this.calls = Array.from({ length: size }, () => ({ state: 'waiting' }) as CallState);
     this.memoryFailures.clear();
@@ -282,7 +289,7 @@ class IvmInstance implements SandboxInstance {
     let stuck = false;
     let probing = false;
     const done = run
-      .apply(undefined, [batchJson, concurrency, maxCritique], {
+      .apply(undefined, runArguments(batchJson, bounds), {
         arguments: { copy: true },
         result: { promise: true, copy: true },
       })
@@ -294,12 +301,26 @@ class IvmInstance implements SandboxInstance {
     // wait on nothing the host will ever answer is reported as stuck
     const watchdog = new Promise<void>((resolve) => {
       const tick = () => {
+        try {
+          watch();
+        } catch (error) {
+          // nothing a plugin does may throw out of a timer (that ends the process): the isolate is
+          // treated as dead and replaced
+          this.interrupted = true;
+          this.crashed ??= describe(error);
+          this.disposeIsolate();
+          resolve();
+        }
+      };
+      const watch = () => {
         if (finished || !this.alive) return resolve();
         const now = Date.now();
         this.readProgress(now);
         if (now - oldestRunningStart(this.calls) > this.hooks.timeoutMs) {
           this.interrupted = true;
-          this.isolate.dispose();
+          // the isolate may have died of memory exhaustion a moment ago: disposing it again throws
+          // "Isolate is already disposed", which in a timer would end the runner
+          this.disposeIsolate();
           return resolve();
         }
         if (!probing && now - this.lastActivity > PROBE_AFTER_MS) {
@@ -338,7 +359,12 @@ class IvmInstance implements SandboxInstance {
       return { dead: false, stuck: false };
     }
     if (stuck) return { dead: false, stuck: true, error: 'awaited a promise that can never settle' };
-    if (this.interrupted) return { dead: true, stuck: false, error: 'interrupted' };
+    if (this.interrupted) {
+      // let isolated-vm's thread leave the disposed isolate (it may be deep inside JSON.stringify)
+      // before anything else happens: a process that exits while it is still in there segfaults
+      await Promise.race([done, new Promise((r) => setTimeout(r, LEAVE_MS).unref())]);
+      return { dead: true, stuck: false, error: 'interrupted' };
+    }
     const error = outcome?.error ?? (await done).error ?? 'the isolate died';
     if (/out of memory/.test(error)) {
       this.crashed = error;
@@ -349,9 +375,22 @@ class IvmInstance implements SandboxInstance {
   }
 
   memoryBytes(): number {
-    if (this.isolate.isDisposed) return 0;
-    const heap = this.isolate.getHeapStatisticsSync();
-    return heap.total_heap_size + (heap.externally_allocated_size ?? 0);
+    try {
+      if (this.isolate.isDisposed) return 0;
+      const heap = this.isolate.getHeapStatisticsSync();
+      return heap.total_heap_size + (heap.externally_allocated_size ?? 0);
+    } catch {
+      return 0;
+    }
+  }
+
+  /** Disposes the isolate once, whatever state V8 left it in (never throws). */
+  private disposeIsolate(): void {
+    try {
+      if (!this.isolate.isDisposed) this.isolate.dispose();
+    } catch {
+      // already disposed by isolated-vm itself (memory limit) between the check and the call
+    }
   }
 
   dispose(): void {
@@ -364,7 +403,7 @@ class IvmInstance implements SandboxInstance {
     } catch {
       // the isolate may already be gone
     }
-    if (!this.isolate.isDisposed) this.isolate.dispose();
+    this.disposeIsolate();
   }
 }
 

@@ -2,8 +2,14 @@
 // (plugins/sdk) over a batch, and talks to the host only through the `host` functions it is given.
 // It captures the intrinsics it needs first, so a plugin that overwrites JSON or Promise only breaks
 // itself; the host re-validates everything the harness reports.
+/** The `name` of the failure a too-large result becomes (the host reports it as invalid_result). */
+export const RESULT_TOO_LARGE = 'cgrpo.ResultTooLarge';
+
 export const HARNESS_SOURCE = String.raw`(function (host) {
   'use strict';
+  // WebAssembly memory lives outside the heap the memory limit counts: no plugin capability grants
+  // it, so it is removed before any plugin code runs (QuickJS has none to begin with)
+  try { delete globalThis.WebAssembly; } catch (_) {}
   const parse = JSON.parse;
   const stringify = JSON.stringify;
   const isFiniteNumber = Number.isFinite;
@@ -24,6 +30,11 @@ export const HARNESS_SOURCE = String.raw`(function (host) {
   // every call's outcome ('1' + result JSON or '0' + thrown JSON), also returned by run() joined
   // with \u0001 (never bare inside JSON text) for hosts whose callbacks are asynchronous
   let results = [];
+  // the batch's bounds (run()'s arguments): results and log lines are measured here, inside the
+  // sandbox, so nothing larger than them is ever copied into the host
+  let maxResult = Infinity;
+  let maxLogLines = Infinity;
+  let logLines = 0;
   // optional shared memory the host polls without entering the VM: 1 = call i began, 2 = it ended
   const progress = host.progress || null;
   const mark = (i, v) => {
@@ -59,6 +70,7 @@ export const HARNESS_SOURCE = String.raw`(function (host) {
   }
   function logger(i) {
     const emit = (level) => (...args) => {
+      if (++logLines > maxLogLines) return;
       let line;
       try {
         line = args.map((a) => (typeof a === 'string' ? a : stringify(a, replacer))).join(' ');
@@ -97,6 +109,15 @@ export const HARNESS_SOURCE = String.raw`(function (host) {
       // when the result may hold a non-finite number (stringify writes those as null)
       let json = stringify(value);
       if (json !== undefined && json.indexOf('null') !== -1 && hasNonFinite(value, 0)) json = stringify(value, replacer);
+      if (json !== undefined && json.length > maxResult) {
+        inflight.delete(i);
+        const text = stringify({ error: true, name: '${RESULT_TOO_LARGE}', message: 'the result is ' + json.length + ' characters of JSON, more than the ' + maxResult + ' allowed' });
+        json = undefined;
+        results[i] = '0' + text;
+        mark(i, 2);
+        host.fail(i, text);
+        return;
+      }
       inflight.delete(i);
       const text = json === undefined ? 'null' : json;
       results[i] = '1' + text;
@@ -138,7 +159,10 @@ export const HARNESS_SOURCE = String.raw`(function (host) {
     probe() {
       return stringify({ inflight: Array.from(inflight), chats: chatsPending });
     },
-    run(batchJson, concurrency, maxCritique) {
+    run(batchJson, concurrency, maxCritique, maxResultChars, maxLogLinesPerBatch) {
+      maxResult = maxResultChars;
+      maxLogLines = maxLogLinesPerBatch;
+      logLines = 0;
       inflight.clear();
       chatsPending = 0;
       results = [];

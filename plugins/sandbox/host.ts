@@ -32,13 +32,16 @@ import type { z } from 'zod';
 import { checkShaping } from '../builtin/shaping/expression';
 import { createIvmInstance, ivmAvailable } from './engine-ivm';
 import { PluginError, type PluginFailureReason } from './errors';
-import { HARNESS_SOURCE, NONFINITE_MARK } from './harness';
+import { HARNESS_SOURCE, NONFINITE_MARK, RESULT_TOO_LARGE } from './harness';
+import { type BundleImport, bundleImports } from './imports';
 import {
   type CallState,
   chatSignal,
   type HostHooks,
   LoadFailure,
   oldestRunningStart,
+  type RunBounds,
+  runArguments,
   type SandboxEngine,
   type SandboxInstance,
 } from './instance';
@@ -112,14 +115,17 @@ export function resolveEngine(requested?: 'auto' | SandboxEngine): SandboxEngine
   const wanted =
     requested ?? (process.env.CGRPO_SANDBOX_ENGINE as 'auto' | SandboxEngine | undefined) ?? 'auto';
   if (wanted === 'quickjs') return 'quickjs';
-  const ivm = ivmAvailable();
   if (wanted === 'isolated-vm') {
+    const ivm = ivmAvailable();
     if (!ivm.ok) throw new Error(`the isolated-vm sandbox engine is not usable here: ${ivm.reason}`);
     return 'isolated-vm';
   }
   if (wanted !== 'auto')
     throw new Error(`unknown sandbox engine '${String(wanted)}': use auto, isolated-vm or quickjs`);
-  return ivm.ok ? 'isolated-vm' : 'quickjs';
+  // auto is QuickJS: its memory limit is a hard bound on the host (one WASM memory with a maximum),
+  // it has no WebAssembly, and it cannot take the runner down; isolated-vm is faster but opt-in
+  // (docs/plugins.md, "The sandbox", gives the measurements)
+  return 'quickjs';
 }
 
 function createInstance(
@@ -397,14 +403,14 @@ class Instance implements SandboxInstance {
   async run(
     batchJson: string,
     size: number,
-    concurrency: number,
-    maxCritique: number,
+    bounds: RunBounds,
   ): Promise<{ dead: boolean; stuck: boolean; error?: string }> {
     const { vm } = this;
     this.calls = Array.from({ length: size }, () => ({ state: 'waiting' }) as CallState);
     this.memoryFailures.clear();
     const run = vm.getProp(this.harness, 'run');
-    const args = [vm.newString(batchJson), vm.newNumber(concurrency), vm.newNumber(maxCritique)];
+    const [json, ...numbers] = runArguments(batchJson, bounds);
+    const args = [vm.newString(json), ...numbers.map((n) => vm.newNumber(n))];
     this.refreshDeadline();
     let settled: Awaited<ReturnType<Instance['settle']>>;
     try {
@@ -559,6 +565,23 @@ export class SandboxedPlugin {
       throw fail(
         'integrity',
         `the bundle's sha256 is ${digest} but the manifest says ${manifest.sha256}; rebuild with \`cgrpo plugins build\` and publish again`,
+      );
+    }
+    let imports: BundleImport[];
+    try {
+      imports = await bundleImports(bundle);
+    } catch (error) {
+      const text = (error as { errors?: { text: string }[] }).errors?.[0]?.text ?? String(error);
+      throw fail('load', `the bundle is not valid JavaScript: ${text}; rebuild with \`cgrpo plugins build\``);
+    }
+    if (imports.length > 0) {
+      const shown = imports
+        .slice(0, 5)
+        .map((i) => `${i.kind} '${i.specifier.slice(0, 200)}'`)
+        .join(', ');
+      throw fail(
+        'load',
+        `the bundle imports other modules (${shown}${imports.length > 5 ? ', …' : ''}); a plugin bundle must be self-contained: build it with \`cgrpo plugins build\`, which bundles the SDK and everything it uses`,
       );
     }
     const grants = new Set(options.grants ?? []);
@@ -910,12 +933,12 @@ export class SandboxedPlugin {
       this.llmFailures.clear();
       this.capabilityDenied.clear();
       const batchJson = JSON.stringify(pending.map((i) => inputs[i]));
-      const run = await instance.run(
-        batchJson,
-        pending.length,
-        this.limits.concurrency,
-        this.limits.maxCritiqueChars,
-      );
+      const run = await instance.run(batchJson, pending.length, {
+        concurrency: this.limits.concurrency,
+        maxCritique: this.limits.maxCritiqueChars,
+        maxResultChars: this.limits.maxResultBytes,
+        maxLogLines: this.limits.maxLogLinesPerBatch + 1,
+      });
       const now = Date.now();
       const next: number[] = [];
       let progressed = false;
@@ -1017,6 +1040,7 @@ export class SandboxedPlugin {
     }
     const message = String(thrown.message ?? '');
     const shown = thrown.error ? `${thrown.name ?? 'Error'}: ${message}` : message;
+    if (thrown.name === RESULT_TOO_LARGE) return this.error('invalid_result', `call ${call}: ${message}`);
     if (this.capabilityDenied.has(local)) return this.error('capability', `call ${call}: ${shown}`);
     if (this.llmFailures.has(local)) return this.error('llm', `call ${call}: ${shown}`);
     if (

@@ -10,6 +10,23 @@ export type CallState =
   | { state: 'done'; json: string }
   | { state: 'failed'; json: string };
 
+/** What the harness enforces inside the sandbox, before anything is copied into the host. */
+export interface RunBounds {
+  /** Calls in flight at once. */
+  concurrency: number;
+  /** Critiques are cut to this many characters (with a note). */
+  maxCritique: number;
+  /** A result whose JSON is longer fails with `invalid_result` without leaving the sandbox. */
+  maxResultChars: number;
+  /** Log lines passed to the host per batch; later ones are counted in the sandbox and dropped. */
+  maxLogLines: number;
+}
+
+/** The harness's run() arguments, in order. */
+export function runArguments(batchJson: string, b: RunBounds): [string, number, number, number, number] {
+  return [batchJson, b.concurrency, b.maxCritique, b.maxResultChars, b.maxLogLines];
+}
+
 export interface HostHooks {
   timeoutMs: number;
   memoryBytes: number;
@@ -33,8 +50,7 @@ export interface SandboxInstance {
   run(
     batchJson: string,
     size: number,
-    concurrency: number,
-    maxCritique: number,
+    bounds: RunBounds,
   ): Promise<{ dead: boolean; stuck: boolean; error?: string }>;
   /** Bytes the instance holds (WASM linear memory, or the isolate's heap). */
   memoryBytes(): number;

@@ -2,12 +2,15 @@
 // isolates through isolated-vm). Every hostile case must end as a
 // PluginError (code plugin_error, naming plugin, version and cause) with this process alive and the
 // same SandboxedPlugin still able to serve the next call.
+import { spawnSync } from 'node:child_process';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import path from 'node:path';
 import type { PluginManifest } from '@cgrpo/contract';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   inferenceChat,
+  ivmUnavailableReason,
   PluginError,
   type PluginLogEntry,
   SandboxedPlugin,
@@ -23,15 +26,18 @@ const CRITIC_INPUT = {
   verification: { score: 0, correct: false, details: {} },
 };
 
-/** A plugin object written by hand (no SDK, no zod): tiny bundles keep the hostile tests fast. */
-function raw(kind: 'verifier' | 'critic', body: string, prelude = ''): string {
-  return `${prelude}
-export default {
-  __cgrpo_plugin: 1, kind: '${kind}', sdk_version: '0.1.0', shaping: null,
-  parseConfig: (c) => ({ ok: true, value: c }),
-  configJsonSchema: () => ({ type: 'object' }),
-  run(input, ctx) { ${body} },
-};`;
+/**
+ * A plugin built the way users build theirs: the body becomes the verify / critique method of an
+ * SDK definition, bundled by the SDK's bundler (the one `cgrpo plugins build` runs).
+ */
+function raw(kind: 'verifier' | 'critic', body: string, prelude = ''): Promise<string> {
+  const define = kind === 'critic' ? 'defineCritic' : 'defineVerifier';
+  const method = kind === 'critic' ? 'critique' : 'verify';
+  return bundleSource(`import { ${define} } from '@cgrpo/plugins/sdk';
+${prelude}
+export default ${define}({
+  ${method}(input, ctx) { ${body} },
+});`);
 }
 
 const GOOD_VERIFIER = `const ok = JSON.parse(input.response).answer === Number(input.reference);
@@ -66,7 +72,7 @@ async function failing(plugin: SandboxedPlugin, input: unknown = VERIFIER_INPUT)
 
 /** The sandbox (a fresh instance if the old one died) still answers a normal call afterwards. */
 async function stillServes(plugin: SandboxedPlugin, body: string, kind: 'verifier' | 'critic' = 'verifier') {
-  const healthy = await load(raw(kind, body), kind);
+  const healthy = await load(await raw(kind, body), kind);
   const [outcome] = await healthy.verifyBatch([VERIFIER_INPUT]);
   expect(outcome).toEqual({ ok: true, value: { score: 1, correct: true, details: {} } });
   healthy.dispose();
@@ -76,7 +82,7 @@ async function stillServes(plugin: SandboxedPlugin, body: string, kind: 'verifie
 /** Every test below runs once per engine (the engine comes from CGRPO_SANDBOX_ENGINE, set per block). */
 function suite(engine: 'quickjs' | 'isolated-vm'): void {
   it('loads plugins into the requested engine', async () => {
-    const plugin = await load(raw('verifier', GOOD_VERIFIER), 'verifier');
+    const plugin = await load(await raw('verifier', GOOD_VERIFIER), 'verifier');
     expect(plugin.engine).toBe(engine);
     plugin.dispose();
   });
@@ -84,7 +90,7 @@ function suite(engine: 'quickjs' | 'isolated-vm'): void {
   describe('hostile plugins fail cleanly', () => {
     it('an infinite loop times out, and the same plugin serves the next call in a fresh instance', async () => {
       const plugin = await load(
-        raw('verifier', `if (input.response === 'loop') { for (;;) {} } ${GOOD_VERIFIER}`),
+        await raw('verifier', `if (input.response === 'loop') { for (;;) {} } ${GOOD_VERIFIER}`),
         'verifier',
       );
       const started = Date.now();
@@ -100,7 +106,7 @@ function suite(engine: 'quickjs' | 'isolated-vm'): void {
 
     it('a loop inside a batch fails only that call; the others are answered', async () => {
       const plugin = await load(
-        raw('verifier', `if (input.response === 'loop') { for (;;) {} } ${GOOD_VERIFIER}`),
+        await raw('verifier', `if (input.response === 'loop') { for (;;) {} } ${GOOD_VERIFIER}`),
         'verifier',
       );
       const outcomes = await plugin.verifyBatch([
@@ -115,7 +121,10 @@ function suite(engine: 'quickjs' | 'isolated-vm'): void {
     });
 
     it('deep recursion fails with `stack`', async () => {
-      const plugin = await load(raw('verifier', 'const f = (n) => f(n + 1) + 1; return f(0);'), 'verifier');
+      const plugin = await load(
+        await raw('verifier', 'const f = (n) => f(n + 1) + 1; return f(0);'),
+        'verifier',
+      );
       const error = await failing(plugin);
       expect(error.reason).toBe('stack');
       await stillServes(plugin, GOOD_VERIFIER);
@@ -128,7 +137,7 @@ function suite(engine: 'quickjs' | 'isolated-vm'): void {
         'const a = []; for (;;) a.push(new Array(10000).fill(a.length));',
       ]) {
         const plugin = await load(
-          raw('verifier', body),
+          await raw('verifier', body),
           'verifier',
           {},
           { limits: { timeout_ms: 5000, memory_mb: 32 } },
@@ -142,36 +151,106 @@ function suite(engine: 'quickjs' | 'isolated-vm'): void {
     });
 
     it.each([
-      ['require', "require('fs'); return 1;", /'?require'? is not defined/],
       ['process', 'return process.env.HOME;', /'?process'? is not defined/],
       ['fetch', "fetch('http://127.0.0.1/'); return 1;", /'?fetch'? is not defined/],
       ['setTimeout', 'setTimeout(() => {}, 1); return 1;', /'?setTimeout'? is not defined/],
+      ['WebAssembly', 'return WebAssembly.Memory;', /'?WebAssembly'? is not defined/],
       [
-        'dynamic import',
-        "return import('node:fs').then(() => ({ score: 1, correct: true }));",
-        /node:fs|module|not supported/i,
+        'a computed dynamic import',
+        "const m = ['node', 'fs'].join(':'); return import(m).then(() => ({ score: 1, correct: true }));",
+        /node:fs|module|not supported|not allowed/i,
       ],
     ])('%s does not exist in the sandbox', async (_name, body, message) => {
-      const plugin = await load(raw('verifier', body), 'verifier');
+      const plugin = await load(await raw('verifier', body), 'verifier');
       const error = await failing(plugin);
       expect(error.reason).toBe('threw');
       expect(error.detail).toMatch(message);
       plugin.dispose();
     });
 
-    it('a static import of a Node module fails at load, naming the plugin', async () => {
-      const bundle = raw('verifier', GOOD_VERIFIER, "import fs from 'node:fs';");
+    // bundles that `cgrpo plugins build` would never produce, as a runner may still be handed them
+    it.each([
+      ['a static import', "import fs from 'node:fs';", "import 'node:fs'"],
+      ['a re-export', "export * from 'zod';", "import 'zod'"],
+      [
+        'a dynamic import',
+        "const load = () => import('node:child_process');",
+        "dynamic import 'node:child_process'",
+      ],
+      ['a require call', "const load = () => require('fs');", "require 'fs'"],
+    ])('%s in the bundle is refused at load with a plugin error', async (_name, line, shown) => {
+      const bundle = `${line}\nexport default { __cgrpo_plugin: 1, kind: 'verifier', sdk_version: '0.1.0', shaping: null,
+        parseConfig: (c) => ({ ok: true, value: c }), configJsonSchema: () => ({}), run: () => ({ score: 1, correct: true }) };`;
       const error = await load(bundle, 'verifier').catch((e: unknown) => e);
       expect(error).toBeInstanceOf(PluginError);
       expect((error as PluginError).reason).toBe('load');
-      expect((error as PluginError).message).toMatch(
-        /^plugin acme\/test-plugin@1\.0\.0: load: the bundle did not load/,
+      expect((error as PluginError).message).toBe(
+        `plugin acme/test-plugin@1.0.0: load: the bundle imports other modules (${shown}); a plugin bundle must be self-contained: build it with \`cgrpo plugins build\`, which bundles the SDK and everything it uses`,
       );
+    });
+
+    it('a result over the size cap is measured and refused inside the sandbox', async () => {
+      const plugin = await load(
+        await raw(
+          'verifier',
+          "return { score: 1, correct: true, details: { blob: 'x'.repeat(3 * 1024 * 1024) } };",
+        ),
+        'verifier',
+        {},
+        { limits: { timeout_ms: 5000, memory_mb: 64 } },
+      );
+      const error = await failing(plugin);
+      expect(error.reason).toBe('invalid_result');
+      // the harness's message (the host's own check, the second line of defence, says "bytes")
+      expect(error.detail).toMatch(
+        /^call 0: the result is 31457\d\d characters of JSON, more than the 1048576 allowed$/,
+      );
+      plugin.dispose();
+    });
+
+    it('a 200 MB result never reaches the host: it fails on the memory limit inside the sandbox', async () => {
+      const plugin = await load(
+        await raw(
+          'verifier',
+          "return { score: 1, correct: true, details: { blob: 'x'.repeat(200 * 1024 * 1024) } };",
+        ),
+        'verifier',
+        {},
+        { limits: { timeout_ms: 10_000, memory_mb: 64 } },
+      );
+      const before = process.memoryUsage().rss;
+      const error = await failing(plugin);
+      expect(['memory', 'invalid_result', 'timeout'], error.message).toContain(error.reason);
+      // QuickJS bounds the host (one WASM memory with a maximum); isolated-vm does not: V8 lets the
+      // string grow past the isolate's limit in the host process (~370 MB measured), one reason
+      // QuickJS is the default (docs/plugins.md, "The sandbox")
+      const bound = engine === 'quickjs' ? 150 : 1024;
+      expect(process.memoryUsage().rss - before).toBeLessThan(bound * 1024 * 1024);
+      plugin.dispose();
+    });
+
+    it('a log flood crosses into the host only up to the per-batch cap', async () => {
+      const logs: PluginLogEntry[] = [];
+      const plugin = await load(
+        await raw(
+          'verifier',
+          "for (let i = 0; i < 100000; i++) ctx.log('x'.repeat(10000)); return { score: 1, correct: true };",
+        ),
+        'verifier',
+        { onLog: (entry) => logs.push(entry), limits: { maxLogLinesPerBatch: 20 } },
+        { limits: { timeout_ms: 20_000, memory_mb: 32 } },
+      );
+      const [outcome] = await plugin.verifyBatch([VERIFIER_INPUT]);
+      expect(outcome.ok).toBe(true);
+      expect(logs).toHaveLength(21);
+      expect(logs[0].message).toHaveLength(4000);
+      expect(logs[20].message).toBe('[cgrpo: more than 20 log lines in this batch; the rest are dropped]');
+      plugin.dispose();
     });
 
     it('globalThis and Function-constructor tricks only reach the sandbox global', async () => {
       const plugin = await load(
-        raw(
+        await raw(
           'verifier',
           `const viaFunction = Function('return this')();
          const viaConstructor = (() => {}).constructor('return globalThis')();
@@ -207,7 +286,7 @@ function suite(engine: 'quickjs' | 'isolated-vm'): void {
 
     it('prototype pollution stays inside the sandbox and does not break the harness', async () => {
       const plugin = await load(
-        raw(
+        await raw(
           'verifier',
           `Object.prototype.polluted = 'yes';
          Array.prototype.map = () => { throw new Error('map hijacked'); };
@@ -243,7 +322,7 @@ function suite(engine: 'quickjs' | 'isolated-vm'): void {
         /cyclic|circular/i,
       ],
     ])('returning %s fails with invalid_result or threw', async (_name, body, message) => {
-      const plugin = await load(raw('verifier', body), 'verifier');
+      const plugin = await load(await raw('verifier', body), 'verifier');
       const error = await failing(plugin);
       expect(['invalid_result', 'threw']).toContain(error.reason);
       expect(error.message).toMatch(message);
@@ -256,7 +335,7 @@ function suite(engine: 'quickjs' | 'isolated-vm'): void {
       ['0/0', 'NaN'],
     ])('a %s score is rejected, never passed on', async (expression, shown) => {
       const plugin = await load(
-        raw('verifier', `return { score: ${expression}, correct: true };`),
+        await raw('verifier', `return { score: ${expression}, correct: true };`),
         'verifier',
       );
       const error = await failing(plugin);
@@ -274,7 +353,7 @@ function suite(engine: 'quickjs' | 'isolated-vm'): void {
       ['a rejected non-Error', 'return Promise.reject(7);', 'threw a non-Error value: 7'],
       ['an Error', "throw new TypeError('bad input');", 'TypeError: bad input'],
     ])('throwing %s is reported as `threw` with what was thrown', async (_name, body, shown) => {
-      const plugin = await load(raw('verifier', body), 'verifier');
+      const plugin = await load(await raw('verifier', body), 'verifier');
       const error = await failing(plugin);
       expect(error.reason).toBe('threw');
       expect(error.detail).toBe(`call 0 threw ${shown}`);
@@ -282,9 +361,13 @@ function suite(engine: 'quickjs' | 'isolated-vm'): void {
     });
 
     it('a huge critique is truncated with a note', async () => {
-      const plugin = await load(raw('critic', "return { critique: 'x'.repeat(5_000_000) };"), 'critic', {
-        limits: { maxCritiqueChars: 1000 },
-      });
+      const plugin = await load(
+        await raw('critic', "return { critique: 'x'.repeat(5_000_000) };"),
+        'critic',
+        {
+          limits: { maxCritiqueChars: 1000 },
+        },
+      );
       const [outcome] = await plugin.critiqueBatch([CRITIC_INPUT]);
       if (!outcome.ok) throw outcome.error;
       expect(outcome.value.critique.startsWith('x'.repeat(1000))).toBe(true);
@@ -294,14 +377,14 @@ function suite(engine: 'quickjs' | 'isolated-vm'): void {
     });
 
     it('a promise that can never settle fails with never_settled instead of hanging', async () => {
-      const plugin = await load(raw('verifier', 'return new Promise(() => {});'), 'verifier');
+      const plugin = await load(await raw('verifier', 'return new Promise(() => {});'), 'verifier');
       const error = await failing(plugin);
       expect(error.reason).toBe('never_settled');
       plugin.dispose();
     });
 
     it('a bundle that does not match its manifest sha256 is refused', async () => {
-      const bundle = raw('verifier', GOOD_VERIFIER);
+      const bundle = await raw('verifier', GOOD_VERIFIER);
       const manifest = { ...manifestFor(bundle, { kind: 'verifier' }), sha256: 'a'.repeat(64) };
       const error = await SandboxedPlugin.load(bundle, manifest).catch((e: unknown) => e);
       expect((error as PluginError).reason).toBe('integrity');
@@ -312,13 +395,15 @@ function suite(engine: 'quickjs' | 'isolated-vm'): void {
       const e1 = await load(notPlugin, 'verifier').catch((e: unknown) => e);
       expect((e1 as PluginError).reason).toBe('load');
       expect((e1 as PluginError).message).toMatch(/default export is not a plugin/);
-      const e2 = await load(raw('critic', 'return { critique: "" };'), 'verifier').catch((e: unknown) => e);
+      const e2 = await load(await raw('critic', 'return { critique: "" };'), 'verifier').catch(
+        (e: unknown) => e,
+      );
       expect((e2 as PluginError).reason).toBe('manifest');
       expect((e2 as PluginError).message).toMatch(/the bundle is a critic but the manifest says verifier/);
     });
 
     it('an infinite loop at module top level times out at load', async () => {
-      const error = await load(`for (;;) {}\n${raw('verifier', GOOD_VERIFIER)}`, 'verifier').catch(
+      const error = await load(`for (;;) {}\n${await raw('verifier', GOOD_VERIFIER)}`, 'verifier').catch(
         (e: unknown) => e,
       );
       expect((error as PluginError).reason).toBe('timeout');
@@ -520,7 +605,91 @@ export default defineShaping({ expression: 'p ^ alpha / (p ^ alpha + gamma)', pa
   });
 }
 
-for (const engine of ['quickjs', 'isolated-vm'] as const) {
+// isolated-vm 6.2 needs Node >= 22 (no build for Node 20's ABI): its block runs where it loads, and
+// asking for it elsewhere must fail with a clear load error
+const engines =
+  ivmUnavailableReason() === null ? (['quickjs', 'isolated-vm'] as const) : (['quickjs'] as const);
+
+const CHILD = path.join(import.meta.dirname, 'crash-child.ts');
+
+/** Runs hostile plugins in a child process: a crash of the host shows as a signal exit there. */
+function child(engine: string, scenarios: string[]) {
+  const r = spawnSync(process.execPath, ['--no-node-snapshot', '--import', 'tsx', CHILD, ...scenarios], {
+    env: { ...process.env, CGRPO_SANDBOX_ENGINE: engine },
+    encoding: 'utf8',
+    timeout: 240_000,
+  });
+  const last = r.stdout.trim().split('\n').pop() ?? '';
+  return {
+    status: r.status,
+    signal: r.signal,
+    stderr: r.stderr,
+    report: last.startsWith('{') ? JSON.parse(last) : null,
+  };
+}
+
+describe('no plugin can end the runner process (a real child process per engine)', () => {
+  it.each(engines)(
+    '%s: busy-wait-then-allocate, OOM inside JSON.stringify, and the exit after them',
+    (engine) => {
+      const r = child(engine, ['busy-then-allocate', 'stringify-oom', 'busy-then-allocate']);
+      expect({ status: r.status, signal: r.signal }, r.stderr.slice(-2000)).toEqual({
+        status: 0,
+        signal: null,
+      });
+      for (const outcome of Object.values(
+        r.report.outcomes as Record<string, { ok: boolean; reason: string }>,
+      )) {
+        expect(outcome.ok).toBe(false);
+        expect(['memory', 'timeout']).toContain(outcome.reason);
+      }
+    },
+    300_000,
+  );
+
+  it('QuickJS: host peak RSS under eight hostile plugins stays within a 64 MB limit + 200 MB', () => {
+    const r = child('quickjs', [
+      'busy-then-allocate',
+      'stringify-oom',
+      'unbounded-growth',
+      'huge-buffers',
+      'huge-result',
+      'result-at-limit',
+      'log-flood',
+      'wasm',
+    ]);
+    expect({ status: r.status, signal: r.signal }, r.stderr.slice(-2000)).toEqual({
+      status: 0,
+      signal: null,
+    });
+    expect(r.report.peakMaxRssMb - r.report.baselineMaxRssMb).toBeLessThan(r.report.memoryMb + 200);
+  }, 300_000);
+});
+
+describe('engine choice', () => {
+  it('auto is QuickJS; isolated-vm where it does not load is a clear load error', async () => {
+    const bundle = await raw('verifier', GOOD_VERIFIER);
+    const plugin = await SandboxedPlugin.load(bundle, manifestFor(bundle, { kind: 'verifier' }), {
+      engine: 'auto',
+    });
+    expect(plugin.engine).toBe('quickjs');
+    plugin.dispose();
+    const reason = ivmUnavailableReason();
+    const forced = await SandboxedPlugin.load(bundle, manifestFor(bundle, { kind: 'verifier' }), {
+      engine: 'isolated-vm',
+    }).catch((e: unknown) => e);
+    if (reason === null) {
+      expect((forced as SandboxedPlugin).engine).toBe('isolated-vm');
+      (forced as SandboxedPlugin).dispose();
+    } else {
+      expect((forced as PluginError).message).toBe(
+        `plugin acme/test-plugin@1.0.0: load: the isolated-vm sandbox engine is not usable here: ${reason}`,
+      );
+    }
+  });
+});
+
+for (const engine of engines) {
   describe(`${engine} engine`, () => {
     beforeAll(() => {
       process.env.CGRPO_SANDBOX_ENGINE = engine;
