@@ -6,12 +6,14 @@ import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import { type Cas, mathjsCas } from '../plugins/builtin/math/cas';
 import { computeEngineCas } from '../plugins/builtin/math/cas-compute-engine';
-import { verifyMath, verifyMathWithCas } from '../plugins/builtin/math/index';
+import { type MathVerifierConfig, verifyMath, verifyMathWithCas } from '../plugins/builtin/math/index';
 
 interface Case {
   response: string;
   reference: string;
   expected: boolean;
+  /** Per-case verifier config (the parity cases set float_rounding or allow_set_relation_comparison). */
+  config?: MathVerifierConfig;
 }
 
 // What a runner sees: building the verifier (which now pays mathjs's one-time warm-up), its first
@@ -68,16 +70,19 @@ function typicalCase(i: number): Case {
 }
 
 function symbolicCases(): Case[] {
-  return CASES.filter((c) => verifyMath(c).details.rule.startsWith('symbolic'));
+  return CASES.filter((c) => verifyMath(c, c.config).details.rule.startsWith('symbolic'));
 }
 
 function throughput(cases: Case[], seconds: number, cas: Cas): number {
-  for (const c of cases.slice(0, 50)) verifyMathWithCas(cas, c); // warm-up (JIT, CAS instance)
+  for (const c of cases.slice(0, 50)) verifyMathWithCas(cas, c, c.config); // warm-up (JIT, CAS instance)
   let n = 0;
   const start = performance.now();
   const end = start + seconds * 1000;
   while (performance.now() < end) {
-    for (let k = 0; k < 50; k++) verifyMathWithCas(cas, cases[(n + k) % cases.length]!);
+    for (let k = 0; k < 50; k++) {
+      const c = cases[(n + k) % cases.length]!;
+      verifyMathWithCas(cas, c, c.config);
+    }
     n += 50;
   }
   return n / ((performance.now() - start) / 1000);
@@ -88,7 +93,7 @@ function accuracy(cas: Cas) {
   let casTier = 0;
   let casAgree = 0;
   for (const c of CASES) {
-    const r = verifyMathWithCas(cas, c);
+    const r = verifyMathWithCas(cas, c, c.config);
     const ok = r.correct === c.expected;
     if (ok) agree++;
     if (/^(symbolic|cas_error)/.test(r.details.rule)) {

@@ -118,10 +118,12 @@ describe('Math-Verify parity kinds (issue 18)', () => {
   it('evaluates matrix arithmetic exactly, entry by entry', () => {
     const m = (rows: string) => String.raw`\begin{pmatrix}${rows}\end{pmatrix}`;
     const ok = (response: string, reference: string) => verifyMath({ response, reference }).correct;
-    expect(ok(`\\boxed{${m('1 & 2 \\\\ 3 & 4')}${m('0 & 1 \\\\ 1 & 0')}}`, m('2 & 1 \\\\ 4 & 3'))).toBe(true);
-    expect(ok(`\\boxed{${m('0 & 1 \\\\ 1 & 0')}${m('1 & 2 \\\\ 3 & 4')}}`, m('2 & 1 \\\\ 4 & 3'))).toBe(
-      false,
-    );
+    // A B = [[1, 5], [3, 11]] while B A = [[4, 6], [6, 8]]: the order of a product matters
+    const a = m('1 & 2 \\\\ 3 & 4');
+    const b = m('1 & 1 \\\\ 0 & 2');
+    expect(ok(`\\boxed{${a}${b}}`, m('1 & 5 \\\\ 3 & 11'))).toBe(true);
+    expect(ok(`\\boxed{${b}${a}}`, m('1 & 5 \\\\ 3 & 11'))).toBe(false);
+    expect(ok(`\\boxed{${b}${a}}`, m('4 & 6 \\\\ 6 & 8'))).toBe(true);
     expect(ok(`\\boxed{${m('4 \\\\ 6')} - ${m('1 \\\\ 1')}}`, m('3 \\\\ 5'))).toBe(true);
     expect(ok(`\\boxed{\\frac{1}{2}${m('4 \\\\ 6')}}`, m('2 \\\\ 3'))).toBe(true);
     expect(ok(`\\boxed{${m('1 & 2')}${m('1 & 2')}}`, m('5'))).toBe(false); // 1x2 times 1x2 is undefined

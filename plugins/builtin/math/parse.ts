@@ -139,8 +139,9 @@ export function tokenize(s: string): Tok[] {
         continue;
       }
       // a numeral in another base: 204_5, 1011_{2} (the digits must be valid in that base)
-      const based = /^([0-9A-Za-z]+)_\{?\s*(\d{1,2})\s*\}?/.exec(s.slice(i));
-      if (based && /^\d/.test(based[1]!)) {
+      // (letters only as upper-case digits above base 10: 10a_{12} is 10 times a_{12})
+      const based = /^([0-9A-Z]+)_\{?\s*(\d{1,2})\s*\}?/.exec(s.slice(i));
+      if (based && (/^\d+$/.test(based[1]!) || Number(based[2]) > 10)) {
         const value = numeralValue(based[1]!, Number(based[2]));
         if (value !== null) {
           out.push({ t: 'num', v: value });
@@ -258,7 +259,7 @@ export function tokenize(s: string): Tok[] {
 function numeralValue(digits: string, base: number): string | null {
   if (base < 2 || base > 36 || digits.length > 40) return null;
   let value = 0n;
-  for (const ch of digits.toLowerCase()) {
+  for (const ch of digits) {
     const d = Number.parseInt(ch, 36);
     if (Number.isNaN(d) || d >= base) return null;
     value = value * BigInt(base) + BigInt(d);
