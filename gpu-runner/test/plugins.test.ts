@@ -7,7 +7,13 @@ import { parseJobSpec } from '@cgrpo/contract';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ChatServer, startChatServer } from '../../plugins/builtin/critics/chat-server';
 import { bundleSource, manifestFor } from '../../plugins/sandbox/test-support';
-import { type ResolveOptions, resolvePlugins } from '../src/job/plugins';
+import {
+  PLUGIN_LOG_BURST,
+  type PluginLogEvent,
+  pluginLogLimiter,
+  type ResolveOptions,
+  resolvePlugins,
+} from '../src/job/plugins';
 import { Logger } from '../src/log';
 import { jobFailure } from './job-error';
 
@@ -73,7 +79,8 @@ function host(
 }
 
 const CONTAINS = `
-import { defineVerifier, z } from '@cgrpo/plugins/sdk';
+import { defineVerifier } from '@cgrpo/plugins/sdk';
+import * as z from '@cgrpo/plugins/sdk/zod';
 export default defineVerifier({
   config: z.object({ bonus: z.number().min(0).max(1).default(0) }),
   verify(input, ctx) {
@@ -124,6 +131,54 @@ describe('job plugins: built-ins', () => {
     expect(await code({ verifier: { plugin: 'acme/grader@1.0.0' } })).toMatch(
       /^plugin_unknown: verifier\.plugin: acme\/grader@1\.0\.0: the API has no published bundle/,
     );
+  });
+});
+
+describe('job plugins: ctx.log lines become job.log events', () => {
+  it('each line of a published plugin reaches onPluginLog with plugin, role, call and level', async () => {
+    const verifier = await publish('acme/contains@1.0.0', 'verifier', CONTAINS);
+    const events: PluginLogEvent[] = [];
+    const plugins = await resolvePlugins(
+      spec({ verifier: { plugin: 'acme/contains@1.0.0' } }),
+      host([{ role: 'verifier', plugin: verifier }], { onPluginLog: (e) => events.push(e) }),
+    );
+    try {
+      await Promise.all(
+        ['7', 'x'].map((response) =>
+          plugins.verify({ question: 'q', response, reference: '7', metadata: {} }),
+        ),
+      );
+      expect(events.sort((a, b) => a.call - b.call)).toEqual([
+        { plugin: 'acme/contains@1.0.0', role: 'verifier', call: 0, level: 'info', message: 'checking q' },
+        { plugin: 'acme/contains@1.0.0', role: 'verifier', call: 1, level: 'info', message: 'checking q' },
+      ]);
+    } finally {
+      plugins.dispose();
+    }
+  });
+
+  it('the rate limit lets a burst through, then 5 a second, and says how many it dropped', () => {
+    let t = 0;
+    const out: PluginLogEvent[] = [];
+    const limit = pluginLogLimiter(
+      (e) => out.push(e),
+      () => t,
+    );
+    const line = {
+      plugin: 'acme/p@1.0.0',
+      role: 'critic',
+      call: 0,
+      level: 'info' as const,
+      message: 'x'.repeat(5000),
+    };
+    for (let i = 0; i < 1000; i++) limit(line);
+    expect(out).toHaveLength(PLUGIN_LOG_BURST);
+    expect(out[0].message).toHaveLength(1000);
+    t = 1000; // one second later: 5 more tokens
+    for (let i = 0; i < 10; i++) limit(line);
+    expect(out).toHaveLength(PLUGIN_LOG_BURST + 5);
+    expect(out[PLUGIN_LOG_BURST].dropped).toBe(1000 - PLUGIN_LOG_BURST);
+    expect(out[PLUGIN_LOG_BURST + 1].dropped).toBeUndefined();
   });
 });
 

@@ -112,6 +112,7 @@ async function prepareJob(ctx: JobContext, host: PluginHostOptions, own: Owned):
     download: (path) => api.download(path),
     generate: selfCritic.generate,
     log,
+    onPluginLog: (data) => reporter.event('job.log', { ...data }),
   });
   own.plugins = plugins;
   if (plugins.sandboxed.length)

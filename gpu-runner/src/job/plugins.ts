@@ -60,7 +60,7 @@ export interface PluginHostOptions {
   llm?: InferenceEndpoint | null;
   /** Bounds on every sandboxed plugin, whatever its manifest asks for. */
   sandbox?: Partial<SandboxLimits>;
-  /** The sandbox engine (default auto: isolated-vm where usable, else QuickJS). */
+  /** The sandbox engine (default auto: QuickJS; isolated-vm only when asked for). */
   sandboxEngine?: 'auto' | SandboxEngine;
 }
 
@@ -74,6 +74,54 @@ export interface ResolveOptions extends PluginHostOptions {
   timeoutMs?: number;
   log?: Logger;
   env?: NodeJS.ProcessEnv;
+  /** Receives plugin ctx.log lines, rate-limited, as `job.log` event data (the executor reports them). */
+  onPluginLog?: (data: PluginLogEvent) => void;
+}
+
+/** The data of one `job.log` event: a plugin's ctx.log line. */
+export interface PluginLogEvent {
+  plugin: string;
+  role: string;
+  call: number;
+  level: 'info' | 'warn' | 'error';
+  message: string;
+  /** Lines the rate limit dropped since the previous event. */
+  dropped?: number;
+}
+
+/** Plugin log lines a job reports: a burst of this many, then this many per second. */
+export const PLUGIN_LOG_BURST = 50;
+export const PLUGIN_LOG_PER_SECOND = 5;
+/** Characters of a line kept in its event. */
+const PLUGIN_LOG_CHARS = 1000;
+
+/**
+ * A token bucket over one job's plugin log lines: lines past the rate are counted, and the next line
+ * let through says how many were dropped. `now` is injectable for tests.
+ */
+export function pluginLogLimiter(
+  emit: (data: PluginLogEvent) => void,
+  now: () => number = Date.now,
+): (data: PluginLogEvent) => void {
+  let tokens = PLUGIN_LOG_BURST;
+  let last = now();
+  let dropped = 0;
+  return (data) => {
+    const t = now();
+    tokens = Math.min(PLUGIN_LOG_BURST, tokens + ((t - last) / 1000) * PLUGIN_LOG_PER_SECOND);
+    last = t;
+    if (tokens < 1) {
+      dropped += 1;
+      return;
+    }
+    tokens -= 1;
+    emit({
+      ...data,
+      message: data.message.slice(0, PLUGIN_LOG_CHARS),
+      ...(dropped > 0 ? { dropped } : {}),
+    });
+    dropped = 0;
+  };
 }
 
 function guarded<I, O>(
@@ -223,6 +271,7 @@ async function loadSandboxed(
   const llm = use.grants.includes('llm.chat') ? llmEndpoint(use, options) : { endpoint: null };
   if (llm.problem) throw fail('plugin_error', llm.problem);
   const log = options.log?.child({ plugin: use.plugin, role });
+  const jobLog = options.onPluginLog;
   try {
     const plugin = await SandboxedPlugin.load(new TextDecoder().decode(bytes), resolved.manifest, {
       grants: use.grants,
@@ -230,6 +279,7 @@ async function loadSandboxed(
       ...(options.sandbox ? { limits: options.sandbox } : {}),
       ...(options.sandboxEngine ? { engine: options.sandboxEngine } : {}),
       onLog: (entry) => {
+        jobLog?.({ plugin: use.plugin, role, call: entry.call, level: entry.level, message: entry.message });
         const fields = { call: entry.call };
         if (entry.level === 'error') log?.error(entry.message, fields);
         else if (entry.level === 'warn') log?.warn(entry.message, fields);
@@ -256,7 +306,9 @@ async function loadSandboxed(
   }
 }
 
-export async function resolvePlugins(spec: JobSpec, options: ResolveOptions = {}): Promise<JobPlugins> {
+export async function resolvePlugins(spec: JobSpec, input: ResolveOptions = {}): Promise<JobPlugins> {
+  // one rate limit for all of the job's plugins
+  const options = input.onPluginLog ? { ...input, onPluginLog: pluginLogLimiter(input.onPluginLog) } : input;
   const timeoutMs = options.timeoutMs ?? 10_000;
   const loaded: SandboxedPlugin[] = [];
   const dispose = () => {
