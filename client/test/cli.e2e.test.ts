@@ -62,7 +62,8 @@ afterAll(async () => {
   await api?.stop();
 });
 
-describe('cgrpo CLI against the local stack', () => {
+// Each CLI call is a Node process start (tsx compiles on the fly): slow on a loaded machine.
+describe('cgrpo CLI against the local stack', { timeout: 180_000 }, () => {
   it('every route the typed client calls is in the OpenAPI document', async () => {
     const doc = (await (await fetch(`${api.url}/v1/openapi.json`)).json()) as {
       paths: Record<string, Record<string, unknown>>;
@@ -119,7 +120,7 @@ describe('cgrpo CLI against the local stack', () => {
     expect(result.verified).toBe(true);
     expect(result.bytes).toBe(bytes.length);
     expect(createHash('sha256').update(bytes).digest('hex')).toBe(result.sha256);
-  }, 300_000);
+  }, 480_000);
 
   it('metrics --csv has one row per step; compare and rollouts read the finished job', async () => {
     const csv = await cgrpo(['jobs', 'metrics', jobId, '--csv']);
