@@ -6,7 +6,7 @@ export interface Env {
   ARTIFACTS: R2Bucket;
   JOBS_QUEUE: Queue;
   ASSETS?: Fetcher;
-  /** "development" enables the local bootstrap route; anything else is production. */
+  /** "development" enables local conveniences (see isProduction); anything else, staging included, is production. */
   ENVIRONMENT: string;
   /** Secret that authorises POST /v1/bootstrap outside development (`wrangler secret put BOOTSTRAP_TOKEN`). */
   BOOTSTRAP_TOKEN?: string;
@@ -30,4 +30,12 @@ export interface AppEnv {
     db: Db;
     principal: Principal;
   };
+}
+
+/**
+ * The one definition of production for every component (bootstrap, webhooks, SSRF rules): every
+ * deployment that does not say ENVIRONMENT=development, so a staging or misspelt value is strict.
+ */
+export function isProduction(env: { ENVIRONMENT?: string }): boolean {
+  return env.ENVIRONMENT !== 'development';
 }

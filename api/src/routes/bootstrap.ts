@@ -2,6 +2,7 @@ import { BootstrapRequestSchema, BootstrapResponseSchema } from '@cgrpo/contract
 import { createRoute } from '@hono/zod-openapi';
 import { eq } from 'drizzle-orm';
 import { accounts } from '../db/schema';
+import { isProduction } from '../env';
 import { ApiError } from '../errors';
 import { iso, newId } from '../ids';
 import { errors, json, jsonBody, router } from '../openapi';
@@ -30,8 +31,7 @@ bootstrap.openapi(
     const client = c.req.header('cf-connecting-ip');
     const local = client === undefined || /^(127\.|::1$|::ffff:127\.)/.test(client);
     const allowed =
-      (c.env.ENVIRONMENT === 'development' && local) ||
-      (token !== undefined && token.length >= 16 && given === token);
+      (!isProduction(c.env) && local) || (token !== undefined && token.length >= 16 && given === token);
     if (!allowed) {
       throw new ApiError(
         403,

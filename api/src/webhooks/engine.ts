@@ -19,6 +19,7 @@ import {
   webhookEvents,
   webhookJobSecrets,
 } from '../db/webhooks-schema';
+import { isProduction } from '../env';
 import { endpointWants, type WebhookPayload } from './payloads';
 import { nextRetryDelaySeconds, retrySchedule } from './schedule';
 import { attemptDelivery } from './send';
@@ -67,7 +68,7 @@ export interface WebhookSettings {
 }
 
 export function webhookSettings(env: WebhookEnv, overrides: Partial<WebhookSettings> = {}): WebhookSettings {
-  const production = env.ENVIRONMENT === 'production';
+  const production = isProduction(env);
   return {
     production,
     policy: { allowLoopback: !production && env.WEBHOOKS_ALLOW_LOOPBACK === 'true' },

@@ -1,11 +1,13 @@
 // SSRF guard for endpoint URLs. An endpoint URL is user input that our server will POST to, so in
-// production it must be https and must not reach our own network: loopback, private, link-local
-// (cloud metadata at 169.254.169.254), CGNAT, multicast and reserved ranges are refused, both
-// when the URL is given as an IP and when a host name resolves to one. Host names are resolved
-// again before every attempt (DNS can change after registration). Local development may allow
-// loopback receivers through an explicit setting (WEBHOOKS_ALLOW_LOOPBACK in wrangler.toml).
-// Remaining gap, documented: the fetch resolves the name again, so a DNS-rebinding attacker with
-// a zero-TTL record could still race us; on Cloudflare's network private ranges are unreachable anyway.
+// production (every ENVIRONMENT except "development", see isProduction in env.ts) it must be https
+// and must not reach our own network: loopback, private, link-local (cloud metadata at
+// 169.254.169.254), CGNAT, multicast and reserved ranges are refused, both when the URL is given as
+// an IP (in any IPv6 form that embeds or translates IPv4) and when a host name resolves to one.
+// Host names are resolved again before every attempt (DNS can change after registration).
+// Development allows loopback receivers through WEBHOOKS_ALLOW_LOOPBACK and resolves no names.
+// Remaining gap, documented in docs/webhooks.md: a Worker's fetch() resolves the name itself and
+// cannot be pinned to the address checked here, so a DNS-rebinding attacker with a zero-TTL record
+// could still race us; Cloudflare's egress does not route to private ranges, which is the backstop.
 
 export interface UrlPolicy {
   /** Loopback targets (127.0.0.0/8, ::1, localhost) are allowed, over http too. Local dev only. */
@@ -89,18 +91,47 @@ export function forbiddenAddressReason(address: string, policy: UrlPolicy): stri
     value = parseIPv6(address);
     width = 128;
     if (value === null) return 'not an IP address';
-    // IPv4-mapped (::ffff:a.b.c.d) and NAT64 (64:ff9b::a.b.c.d) addresses reach the embedded IPv4 one.
-    const top = value >> 32n;
-    if (top === 0xffffn || top === 0x64ff9b0000000000000000n) {
-      return forbiddenAddressReason(
-        [24n, 16n, 8n, 0n].map((s) => String((value! >> s) & 0xffn)).join('.'),
-        policy,
-      );
+    const embedding = ipv4Embedding(value);
+    if (embedding) {
+      // Every IPv6 form that carries or translates to an IPv4 address is refused: by the embedded
+      // address's own reason where there is one, else as the form itself (a public IPv4 target is
+      // written as IPv4). Loopback in development stays reachable through the mapped form too.
+      const inner = embedding.ipv4 === null ? null : forbiddenAddressReason(embedding.ipv4, policy);
+      if (inner) return inner;
+      if (
+        embedding.ipv4 !== null &&
+        policy.allowLoopback &&
+        forbiddenAddressReason(embedding.ipv4, { allowLoopback: false }) === 'loopback'
+      )
+        return null;
+      return embedding.label;
     }
   }
   const loopback = LOOPBACK.find((r) => inRange(value!, width, r));
   if (loopback) return policy.allowLoopback ? null : 'loopback';
   return FORBIDDEN.find((r) => inRange(value!, width, r))?.[3] ?? null;
+}
+
+const v4At = (value: bigint, shift: bigint) =>
+  [24n, 16n, 8n, 0n].map((s) => String((value >> (shift + s)) & 0xffn)).join('.');
+
+/**
+ * The IPv6 forms that embed or translate to IPv4, with the IPv4 address where its position is fixed:
+ * IPv4-compatible ::a.b.c.d (::/96, but not :: or ::1), IPv4-mapped ::ffff:a.b.c.d, IPv4-translated
+ * ::ffff:0:a.b.c.d (SIIT), NAT64 64:ff9b::/96 and the local-use 64:ff9b:1::/48 (where the address
+ * sits depends on the operator's prefix length), 6to4 2002:aabb:ccdd::/48 and Teredo 2001::/32
+ * (server and obfuscated client addresses).
+ */
+function ipv4Embedding(value: bigint): { label: string; ipv4: string | null } | null {
+  const top96 = value >> 32n;
+  if (top96 === 0n && value > 1n) return { label: 'IPv4-compatible IPv6', ipv4: v4At(value, 0n) };
+  if (top96 === 0xffffn) return { label: 'IPv4-mapped IPv6', ipv4: v4At(value, 0n) };
+  if (top96 === 0xffff0000n) return { label: 'IPv4-translated IPv6', ipv4: v4At(value, 0n) };
+  if (top96 === 0x64ff9b0000000000000000n) return { label: 'NAT64 (64:ff9b::/96)', ipv4: v4At(value, 0n) };
+  if (value >> 80n === 0x64ff9b0001n) return { label: 'local-use NAT64 (64:ff9b:1::/48)', ipv4: null };
+  if (value >> 112n === 0x2002n) return { label: '6to4 (2002::/16)', ipv4: v4At(value, 80n) };
+  if (value >> 96n === 0x20010000n) return { label: 'Teredo (2001::/32)', ipv4: null };
+  return null;
 }
 
 function isLoopbackName(host: string): boolean {
