@@ -269,21 +269,25 @@ export class CgrpoClient {
           yield event;
         }
       } catch (error) {
-        // A dropped connection (proxy, restart, `terminated`): resume from the last event id.
+        // A dropped connection (proxy, restart, undici's `terminated`): poll the events route
+        // once from the last event id, then reconnect.
         if (signal?.aborted || (error instanceof CgrpoApiError && error.status >= 400 && error.status < 500))
           throw error;
-        if (++failures > 10) throw error;
-        await new Promise((r) => setTimeout(r, Math.min(5000, 250 * 2 ** failures)));
-        continue;
+        if (typeof process !== 'undefined' && process.env?.CGRPO_DEBUG)
+          console.error(`stream of ${id} dropped: ${String(error)}; resuming from event ${after ?? 0}`);
+        if (++failures > 30) throw error;
+        await new Promise((r) => setTimeout(r, Math.min(2000, 100 * 2 ** failures)));
       }
       // The stream closes when the job ends, or after 5 minutes: reconnect unless the job is over.
       const job = await this.getJob(id);
-      if (TERMINAL_JOB_STATUSES.includes(job.status) && !gotAny) return;
-      if (TERMINAL_JOB_STATUSES.includes(job.status)) {
-        const rest = await this.events(id, after, 1000);
-        for (const e of rest.data) yield e;
-        return;
+      const rest = await this.events(id, after, 1000);
+      for (const e of rest.data) {
+        after = String(e.id);
+        gotAny = true;
+        yield e;
       }
+      if (gotAny) failures = 0;
+      if (TERMINAL_JOB_STATUSES.includes(job.status) && rest.data.length < 1000) return;
     }
   }
 
