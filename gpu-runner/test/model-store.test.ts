@@ -15,9 +15,12 @@ import {
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { apiFileDownload, cachedBundles } from '../src/download';
 import { listCachedModels } from '../src/hub/cache';
 import { pullModel } from '../src/hub/pull';
 import { fetchModelArtifact, resolveModel, resolveModelDir } from '../src/job/model-store';
@@ -320,5 +323,82 @@ describe('models from the Hugging Face Hub (loopback hub, HF cache layout)', () 
     expect(existsSync(join(home, 'hub', '.locks', 'models--cgrpo-test--tiny-llama', 'cgrpo.lock'))).toBe(
       false,
     );
+  });
+});
+
+describe('large artifacts: streamed to disk, bundles cached by sha256', () => {
+  /** a loopback file server standing in for the API's download routes */
+  async function serve(files: Record<string, Uint8Array>) {
+    const hits: string[] = [];
+    const server = createServer((req, res) => {
+      hits.push(req.url ?? '');
+      const body = files[req.url ?? ''];
+      if (!body) {
+        res.writeHead(404);
+        res.end();
+        return;
+      }
+      res.writeHead(200, { 'content-length': body.length });
+      res.end(body);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const send = async (_m: string, path: string) => {
+      const res = await fetch(`${base}${path}`);
+      if (!res.ok) throw Object.assign(new Error(`HTTP ${res.status}`), { status: res.status });
+      return res;
+    };
+    const get = async (path: string) => new Uint8Array(await (await send('GET', path)).arrayBuffer());
+    return { hits, send, get, close: () => new Promise((r) => server.close(r)) };
+  }
+
+  it('a model archive is streamed to disk, checked, extracted', async () => {
+    const archive = gz(['-C', TINY, '.']);
+    const api = await serve({ '/v1/runner/artifacts/art_stream/content': archive });
+    try {
+      const cache = mkdtempSync(join(tmpdir(), 'cgrpo-cache-'));
+      const dir = await fetchModelArtifact('artifact://art_stream', { toFile: apiFileDownload(api) }, cache);
+      expect(
+        readFileSync(join(dir, 'model.safetensors')).equals(readFileSync(join(TINY, 'model.safetensors'))),
+      ).toBe(true);
+      const dest = join(cache, 'copy.tgz');
+      const got = await apiFileDownload(api)('/v1/runner/artifacts/art_stream/content', dest, {
+        sha256: sha256(archive),
+      });
+      expect(got).toEqual({ bytes: archive.length, sha256: sha256(archive) });
+      await expect(
+        apiFileDownload(api)('/v1/runner/artifacts/art_stream/content', join(cache, 'bad.tgz'), {
+          sha256: '0'.repeat(64),
+        }),
+      ).rejects.toThrow(/^download_integrity: .*expected 0{64}; the file was discarded/);
+      expect(existsSync(join(cache, 'bad.tgz')) || existsSync(join(cache, 'bad.tgz.part'))).toBe(false);
+    } finally {
+      await api.close();
+    }
+  });
+
+  it('plugin bundles are downloaded once per runner and re-checked on every read', async () => {
+    const bundle = new TextEncoder().encode('export default { verify: () => 1 };');
+    const digest = sha256(bundle);
+    const evil = new TextEncoder().encode('export default { verify: () => 0 };');
+    const api = await serve({
+      [`/v1/runner/bundles/${digest}`]: bundle,
+      [`/v1/runner/bundles/${'a'.repeat(64)}`]: evil,
+    });
+    try {
+      const dir = mkdtempSync(join(tmpdir(), 'cgrpo-bundles-'));
+      const download = cachedBundles(dir, api.get);
+      expect(await download(`/v1/runner/bundles/${digest}`)).toEqual(bundle);
+      expect(await download(`/v1/runner/bundles/${digest}`)).toEqual(bundle);
+      expect(api.hits.length).toBe(1);
+      // a cached file changed on disk is not trusted: downloaded again
+      writeFileSync(join(dir, `${digest}.js`), evil);
+      expect(await download(`/v1/runner/bundles/${digest}`)).toEqual(bundle);
+      expect(api.hits.length).toBe(2);
+      await expect(download(`/v1/runner/bundles/${'a'.repeat(64)}`)).rejects.toThrow(/download_integrity/);
+      expect(existsSync(join(dir, `${'a'.repeat(64)}.js`))).toBe(false);
+    } finally {
+      await api.close();
+    }
   });
 });

@@ -8,6 +8,7 @@ import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, write
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { extract } from 'tar';
+import type { FileDownload } from '../download';
 import { REPO_ID } from '../hub/cache';
 import { HubError, pullModel } from '../hub/pull';
 import type { Logger } from '../log';
@@ -95,7 +96,7 @@ const ARCHIVE_HINT =
  */
 export async function fetchModelArtifact(
   id: string,
-  download: (path: string) => Promise<Uint8Array>,
+  download: ((path: string) => Promise<Uint8Array>) | { toFile: FileDownload },
   cacheDir: string,
   log?: Logger,
 ): Promise<string> {
@@ -111,9 +112,18 @@ export async function fetchModelArtifact(
   mkdirSync(staging, { recursive: true });
   try {
     const t0 = performance.now();
-    let bytes: Uint8Array;
+    const archive = join(staging, '.archive');
+    const path = `/v1/runner/artifacts/${artifact}/content`;
+    let bytes: number;
     try {
-      bytes = await download(`/v1/runner/artifacts/${artifact}/content`);
+      // streamed to disk when the caller can (archives of real checkpoints are GBs)
+      if (typeof download === 'function') {
+        const body = await download(path);
+        writeFileSync(archive, body);
+        bytes = body.length;
+      } else {
+        bytes = (await download.toFile(path, archive)).bytes;
+      }
     } catch (e) {
       const message = e instanceof Error ? e.message : String(e);
       const status = (e as { status?: unknown }).status;
@@ -121,8 +131,6 @@ export async function fetchModelArtifact(
         throw new JobError('model_not_found', `model.id: ${id}: no such artifact in this account`);
       throw new JobError('model_download_failed', `model.id: ${id}: download failed: ${message}`, true);
     }
-    const archive = join(staging, '.archive');
-    writeFileSync(archive, bytes);
     const files = join(staging, 'files');
     mkdirSync(files);
     try {
@@ -141,7 +149,7 @@ export async function fetchModelArtifact(
     renameSync(files, target);
     log?.info('model artifact ready', {
       artifact,
-      bytes: bytes.length,
+      bytes,
       seconds: Number(((performance.now() - t0) / 1000).toFixed(2)),
     });
     return checkpointIn(target, id);
