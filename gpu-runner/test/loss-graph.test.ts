@@ -228,12 +228,12 @@ describe('∂L/∂logp of the loss graph equals computeLoss().dLossDLogp (1e-6)'
     const got = await graphLossAndGrad(algo, seqs);
     expect(Math.abs(got.loss - want.loss)).toBeLessThan(1e-6);
     let nonzero = 0;
-    want.dLossDLogp.forEach((row, s) =>
-      row.forEach((w, t) => {
+    for (const [s, row] of want.dLossDLogp.entries()) {
+      for (const [t, w] of row.entries()) {
         expect(Math.abs(got.dLogp[s][t] - w), `sequence ${s} token ${t}`).toBeLessThan(1e-6);
         if (Math.abs(w) > 1e-4) nonzero++;
-      }),
-    );
+      }
+    }
     expect(got.pads.every((v) => v === 0)).toBe(true);
     // most tokens carry a gradient that a doubled or dropped term would move by far more than 1e-6
     expect(nonzero).toBeGreaterThan(10);
@@ -262,13 +262,13 @@ describe('the refinement term at p in 0.1–0.9 (closed form p/(p+γ), γ = 0.1)
     const w = 1 / (2 * 5);
     const closed = ratioShaping(0.1);
     let loss = 0;
-    seqs.forEach((s, b) =>
-      s.logp.forEach((l, t) => {
+    for (const [b, s] of seqs.entries()) {
+      for (const [t, l] of s.logp.entries()) {
         const { f, dfDLogp } = closed(Math.exp(l));
         loss += -s.advantage * f * w;
         expect(Math.abs(got.dLogp[b][t] - -s.advantage * dfDLogp * w)).toBeLessThan(1e-6);
-      }),
-    );
+      }
+    }
     expect(Math.abs(got.loss - loss)).toBeLessThan(1e-6);
     // hand-worked: p = 0.5, A = 1 → Ψ = 0.1·0.5/0.36 = 0.138889, × w = 0.0138889
     expect(got.dLogp[0][2]).toBeCloseTo(-0.0138889, 6);
