@@ -564,11 +564,19 @@ function evalMatrix(n: Node): Node {
   }
 }
 
+/** Products build entry nodes of size ~n per factor: bounded so a chain of big ones stays cheap. */
+const MAX_MATRIX_NODES = 5_000;
+
 function matrixProduct(a: MatrixNode, b: MatrixNode): MatrixNode | null {
   const inner = b.rows.length;
   if (a.rows.some((r) => r.length !== inner) || inner === 0) return null;
   const cols = b.rows[0]!.length;
   if (b.rows.some((r) => r.length !== cols)) return null;
+  if (
+    countNodes(a, MAX_MATRIX_NODES) * cols + countNodes(b, MAX_MATRIX_NODES) * a.rows.length >
+    MAX_MATRIX_NODES
+  )
+    return null;
   return {
     k: 'matrix',
     rows: a.rows.map((r) =>

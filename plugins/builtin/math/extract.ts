@@ -118,13 +118,36 @@ interface Env {
   content: string;
 }
 
-const ENV_RE =
-  /\$\$([\s\S]+?)\$\$|\\\[([\s\S]+?)\\\]|(?<![\\\d])\$((?:\\\$|[^\n$])+?)\$|\\\(([\s\S]+?)\\\)|(?<![\\\w}])(-?\\frac\{-?\d+(?:\.\d+)?\}\{-?\d+(?:\.\d+)?\})/g;
+// Display and \( \) environments are bounded (4,000 characters) so that many unclosed openers
+// cost linear time, not a scan to the end of the text for each. One capture group per part.
+const ENV_PARTS = [
+  String.raw`\$\$([\s\S]{1,4000}?)\$\$`,
+  String.raw`\\\[([\s\S]{1,4000}?)\\\]`,
+  String.raw`(?<![\\\d])\$((?:\\\$|[^\n$])+?)\$`,
+  String.raw`\\\(([\s\S]{1,4000}?)\\\)`,
+  String.raw`(?<![\\\w}])(-?\\frac\{-?\d+(?:\.\d+)?\}\{-?\d+(?:\.\d+)?\})`,
+];
+
+// The parts whose closing delimiter is absent from the text are replaced by a never-matching
+// group: an opener that cannot be closed would otherwise be scanned 4,000 characters each time.
+const envRegexes = new Map<string, RegExp>();
+
+function envRegexFor(s: string): RegExp {
+  const present = [s.includes('$$'), s.includes('\\]'), true, s.includes('\\)'), true];
+  const key = present.map(Number).join('');
+  let re = envRegexes.get(key);
+  if (re === undefined) {
+    re = new RegExp(ENV_PARTS.map((part, i) => (present[i] ? part : '(?!)()')).join('|'), 'g');
+    envRegexes.set(key, re);
+  }
+  return re;
+}
 
 function findEnvs(s: string): Env[] {
   const envs: Env[] = [];
-  ENV_RE.lastIndex = 0;
-  for (let m = ENV_RE.exec(s); m !== null; m = ENV_RE.exec(s)) {
+  const re = envRegexFor(s);
+  re.lastIndex = 0;
+  for (let m = re.exec(s); m !== null; m = re.exec(s)) {
     const content = m[1] ?? m[2] ?? m[3] ?? m[4] ?? m[5] ?? '';
     // \( on its own line ... \) on its own line is not inline math (see BROKEN_INLINE)
     if (m[4] !== undefined && /^[ \t]*\n[\s\S]*\n[ \t]*$/.test(content)) continue;
@@ -162,15 +185,22 @@ const NUMBER_RE =
  * Inline `$`/`\(` delimiters whose opening ends its line and whose closing starts its line
  * ("$\n9\n$") are not math in Math-Verify and not an answer here: numbers inside are skipped.
  */
-const BROKEN_INLINE = /(?<![\\$])\$[ \t]*\n[^$]*?\n[ \t]*\$(?!\$)|\\\([ \t]*\n[\s\S]*?\n[ \t]*\\\)/g;
+const BROKEN_INLINE =
+  /(?<![\\$])\$[ \t]*\n[^$]{0,2000}?\n[ \t]*\$(?!\$)|\\\([ \t]*\n[\s\S]{0,2000}?\n[ \t]*\\\)/g;
 const BROKEN_INLINE_HINT = /(?:\$|\\\()[ \t]*\n/;
 
+let brokenCache: { text: string; spans: [number, number][] } = { text: '', spans: [] };
+
+/** Computed once per response (the anchored strategies ask for numbers many times). */
 function brokenInlineSpans(s: string): [number, number][] {
-  if (!BROKEN_INLINE_HINT.test(s)) return [];
+  if (brokenCache.text === s) return brokenCache.spans;
   const spans: [number, number][] = [];
-  BROKEN_INLINE.lastIndex = 0;
-  for (let m = BROKEN_INLINE.exec(s); m !== null; m = BROKEN_INLINE.exec(s))
-    spans.push([m.index, m.index + m[0].length]);
+  if (BROKEN_INLINE_HINT.test(s) && (s.includes('\\)') || /\n[ \t]*\$/.test(s))) {
+    BROKEN_INLINE.lastIndex = 0;
+    for (let m = BROKEN_INLINE.exec(s); m !== null; m = BROKEN_INLINE.exec(s))
+      spans.push([m.index, m.index + m[0].length]);
+  }
+  brokenCache = { text: s, spans };
   return spans;
 }
 

@@ -276,6 +276,19 @@ describe('verifyMath contract', () => {
     }
   });
 
+  it('stays linear on many unclosed \\( \\[ $$ openers and broken inline math', () => {
+    for (const response of [
+      'x \\(\n'.repeat(20_000),
+      '\\[ 1 '.repeat(20_000),
+      '$$ 2 '.repeat(20_000) + '$',
+      '$\n1'.repeat(20_000),
+    ]) {
+      const t = performance.now();
+      verifyMath({ response, reference: '1' });
+      expect(performance.now() - t).toBeLessThan(1_000);
+    }
+  });
+
   it('never throws, whatever the input', () => {
     let seed = 42;
     const rand = () => {
