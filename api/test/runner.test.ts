@@ -289,6 +289,50 @@ describe('a leased job', () => {
     expect((await download.arrayBuffer()).byteLength).toBe(whole.byteLength);
   });
 
+  it('keeps one checkpoint per (job, step): a second upload of a stored step answers with the first', async () => {
+    const { account, runner, leased, url, job } = await running();
+    const upload = async (text: string) => {
+      const init = await expectJson<{ checkpoint_id: string; part_url: string }>(`${url}/checkpoints`, 201, {
+        key: runner.token,
+        json: { lease_id: leased.lease_id, step: 4 },
+      });
+      const bytes = new TextEncoder().encode(text);
+      const part = await expectJson<{ part_number: number; etag: string }>(
+        init.part_url.replace('{part_number}', '1'),
+        200,
+        {
+          key: runner.token,
+          method: 'PUT',
+          body: bytes,
+          headers: { 'x-lease-id': leased.lease_id, 'content-length': String(bytes.byteLength) },
+        },
+      );
+      return expectJson<{ id: string; step: number }>(
+        `${url}/checkpoints/${init.checkpoint_id}/complete`,
+        200,
+        {
+          key: runner.token,
+          json: { lease_id: leased.lease_id, parts: [part], sha256: 'a'.repeat(64), size: bytes.byteLength },
+        },
+      );
+    };
+    const first = await upload('weights at step 4');
+    const second = await upload('weights at step 4');
+    expect(second.id).toBe(first.id);
+    const listed = await expectJson<{ data: { id: string; step: number }[] }>(
+      `/v1/jobs/${job.id}/checkpoints`,
+      200,
+      {
+        key: account.apiKey,
+      },
+    );
+    expect(listed.data.map((c) => c.id)).toEqual([first.id]);
+    const events = await expectJson<{ data: { type: string }[] }>(`/v1/jobs/${job.id}/events`, 200, {
+      key: account.apiKey,
+    });
+    expect(events.data.filter((e) => e.type === 'job.checkpoint')).toHaveLength(1);
+  });
+
   it('completes, recording the final checkpoint and the summary', async () => {
     const { account, runner, leased, url, job } = await running();
     const done = await expectJson<{ status: string }>(`${url}/complete`, 200, {

@@ -120,7 +120,8 @@ export async function startApi(opts: { leaseSeconds?: number } = {}): Promise<Lo
     });
     await waitFor(
       `the API on ${url} (log: ${log.slice(-500)})`,
-      async () => (await fetch(`${url}/v1/openapi.json`)).ok,
+      // a bounded try: a workerd still starting may accept the connection and not answer yet
+      async () => (await fetch(`${url}/v1/openapi.json`, { signal: AbortSignal.timeout(10_000) })).ok,
       90_000,
     );
   };

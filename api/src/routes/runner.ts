@@ -560,7 +560,8 @@ runnerRouter.openapi(
     method: 'post',
     path: '/jobs/{id}/checkpoints/{checkpoint_id}/complete',
     tags,
-    summary: 'Complete a checkpoint upload; it becomes the resume point of later attempts',
+    summary:
+      'Complete a checkpoint upload; it becomes the resume point of later attempts (a step already stored answers with the stored checkpoint)',
     security: bearerSecurity,
     request: { params: CheckpointParams, body: jsonBody(CheckpointCompleteSchema) },
     responses: { 200: json(CheckpointSchema, 'The checkpoint'), ...errors, ...conflictError },
@@ -589,6 +590,19 @@ runnerRouter.openapi(
         `the stored checkpoint is ${head?.size ?? 0} bytes, the runner said ${body.size}; upload it again`,
         [{ path: 'size', message: 'does not match the uploaded bytes' }],
       );
+    }
+    // one checkpoint per (job, step): a second upload of a stored step is discarded, the first kept
+    const stored = await db
+      .select()
+      .from(checkpoints)
+      .where(
+        and(eq(checkpoints.jobId, id), eq(checkpoints.step, row.step), eq(checkpoints.status, 'complete')),
+      )
+      .get();
+    if (stored) {
+      await c.env.ARTIFACTS.delete(row.r2Key);
+      await db.delete(checkpoints).where(eq(checkpoints.id, row.id)).run();
+      return c.json(toCheckpoint(stored), 200);
     }
     const [updated] = await db
       .update(checkpoints)

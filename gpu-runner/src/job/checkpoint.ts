@@ -151,12 +151,14 @@ export async function uploadCheckpoint(
   }
   const sha256 = createHash('sha256').update(bytes).digest('hex');
   try {
-    await api.checkpointComplete(
+    // the API answers with the checkpoint it keeps for this step (an earlier upload of the step wins)
+    const stored = await api.checkpointComplete(
       jobId,
       state.checkpoint_id,
       { lease_id: leaseId, parts: state.parts, sha256, size: bytes.length },
       retry,
     );
+    return { id: stored.id, size: stored.size ?? bytes.length, sha256: stored.sha256 ?? sha256 };
   } catch (e) {
     if (!(e instanceof ApiError && e.code === 'upload_finished')) throw e;
   }
