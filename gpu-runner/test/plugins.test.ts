@@ -3,7 +3,7 @@
 // scripted OpenAI-compatible server. The "download" is a function over in-memory bundles here; the
 // end-to-end test (plugins.e2e.test.ts) downloads them from the real API.
 import type { PluginManifest, ResolvedPlugin } from '@cgrpo/contract';
-import { parseJobSpec } from '@cgrpo/contract';
+import { parseJobSpec, RunnerEventSchema } from '@cgrpo/contract';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ChatServer, startChatServer } from '../../plugins/builtin/critics/chat-server';
 import { bundleSource, manifestFor } from '../../plugins/sandbox/test-support';
@@ -152,6 +152,8 @@ describe('job plugins: ctx.log lines become job.log events', () => {
         { plugin: 'acme/contains@1.0.0', role: 'verifier', call: 0, level: 'info', message: 'checking q' },
         { plugin: 'acme/contains@1.0.0', role: 'verifier', call: 1, level: 'info', message: 'checking q' },
       ]);
+      // what the executor sends to POST /v1/runner/jobs/{id}/events is a valid runner event
+      expect(RunnerEventSchema.safeParse({ seq: 0, type: 'job.log', data: events[0] }).success).toBe(true);
     } finally {
       plugins.dispose();
     }
