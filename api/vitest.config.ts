@@ -25,6 +25,7 @@ export default defineConfig({
     // Each test makes many real requests into workerd; on a loaded 2-core CI box 5 s is too tight.
     testTimeout: 30_000,
     // A real HTTP receiver on 127.0.0.1 for webhook deliveries (port via inject('webhookReceiverPort')).
-    globalSetup: ['test/webhooks.receiver.ts'],
+    // The OpenAPI checkers (@seriousme/openapi-schema-validator, @redocly/cli) on 127.0.0.1 (openapi.test.ts).
+    globalSetup: ['test/webhooks.receiver.ts', 'test/openapi.linter.ts'],
   },
 });

@@ -1,6 +1,8 @@
+import { ErrorBodySchema } from '@cgrpo/contract';
 import { OpenAPIHono } from '@hono/zod-openapi';
 import { drizzle } from 'drizzle-orm/d1';
 import { HTTPException } from 'hono/http-exception';
+import { z } from 'zod';
 import { requireUser } from './auth';
 import * as schema from './db/schema';
 import { DOCS_PAGE } from './docs-page';
@@ -8,6 +10,7 @@ import type { AppEnv, Env } from './env';
 import { ApiError, errorBody, handleError, validationHook } from './errors';
 import { newId } from './ids';
 import { jsonBodyLimits } from './json-limits';
+import { finishOpenApiDocument } from './openapi';
 import { handleQueueBatch } from './queue';
 import { account } from './routes/account';
 import { artifactsRouter } from './routes/artifacts';
@@ -57,7 +60,7 @@ app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', {
   scheme: 'bearer',
   description: 'API key (cgrpo_sk_…) on user routes; runner token (cgrpo_rt_…) on /v1/runner/*',
 });
-app.doc31('/v1/openapi.json', {
+const OPENAPI_CONFIG = {
   openapi: '3.1.0',
   info: {
     title: 'cgrpo API',
@@ -65,6 +68,15 @@ app.doc31('/v1/openapi.json', {
     description: 'Critique-GRPO fine-tuning service: jobs, datasets, plugins, runners.',
   },
   servers: [{ url: '/' }],
+};
+let openApiDocument: Record<string, unknown> | undefined;
+app.get('/v1/openapi.json', (c) => {
+  // Generated once per isolate, then completed (operationIds, security, shared error responses).
+  openApiDocument ??= finishOpenApiDocument(
+    app.getOpenAPI31Document(OPENAPI_CONFIG) as unknown as Record<string, unknown>,
+    z.toJSONSchema(ErrorBodySchema, { io: 'output' }) as Record<string, unknown>,
+  );
+  return c.json(openApiDocument);
 });
 app.get('/docs', (c) => c.html(DOCS_PAGE));
 // Everything outside /v1 is the dashboard (api/public, served by the ASSETS binding).
