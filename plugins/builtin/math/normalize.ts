@@ -246,7 +246,7 @@ const NOT_UNIT_WORDS =
 
 function isUnitText(text: string): boolean {
   const t = text.trim();
-  return t !== '' && t !== 'e' && t !== 'i' && !/[,;]/.test(t) && !NOT_UNIT_WORDS.test(t);
+  return t !== 'e' && t !== 'i' && /^[a-zA-Z][a-zA-Z\s/^.·\-\d]*$/.test(t) && !NOT_UNIT_WORDS.test(t);
 }
 
 function stripTrailingPunctuation(s: string): string {
