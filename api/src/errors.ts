@@ -58,7 +58,10 @@ export function validationHook(
   if (result.success) return;
   const target = 'target' in result ? result.target : undefined;
   const where = target === 'query' ? 'query parameters' : target === 'param' ? 'path' : 'request body';
-  const fields = fieldErrorsFromZod(result.error, target === 'query' || target === 'param' ? target : '');
+  // A problem with the whole body (not an object, …) is named `body`, never an empty path.
+  const fields = fieldErrorsFromZod(result.error, target === 'query' || target === 'param' ? target : '').map(
+    (f) => (f.path === '' ? { ...f, path: 'body' } : f),
+  );
   const error = invalid(`the ${where} is invalid: ${describeFields(fields)}`, fields);
   return c.json(errorBody(c, error), 400);
 }

@@ -97,7 +97,8 @@ app.onError((err, c) => {
       status === 415
         ? 'send the body as application/json (or the media type the route documents)'
         : err.message || 'bad request';
-    return c.json(errorBody(c, new ApiError(status as 400, code, message)), status as 400);
+    const fields = [{ path: 'body', message: status === 415 ? 'unsupported media type' : message }];
+    return c.json(errorBody(c, new ApiError(status as 400, code, message, fields)), status as 400);
   }
   return handleError(err, c);
 });
