@@ -47,6 +47,8 @@ export const CriticInputSchema = z.object({
   response: z.string(),
   reference: z.string(),
   verification: VerifierResultSchema,
+  /** The dataset's worked solution, when the job maps one (datasets.train.fields.solution; §8.7). */
+  solution: z.string().optional(),
 });
 export type CriticInput = z.infer<typeof CriticInputSchema>;
 

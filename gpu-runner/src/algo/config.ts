@@ -108,9 +108,11 @@ function shapingSpecOf(config: Record<string, unknown> | undefined): ShapingSpec
  */
 export function fromHyperparameters(
   hp: Hyperparameters,
-  algorithm: Algorithm,
+  jobAlgorithm: Algorithm | 'sft' | 'evaluate',
   shapingConfig?: Record<string, unknown>,
 ): AlgoConfig {
+  // SFT and evaluation jobs train no RL objective; their config is GRPO's (never used for a loss)
+  const algorithm: Algorithm = jobAlgorithm === 'critique-grpo' ? 'critique-grpo' : 'grpo';
   return {
     algorithm,
     groupSize: hp.group_size,

@@ -69,7 +69,7 @@ export interface LossContext {
   entropy: Tensor;
   mask: Tensor;
   /** log-softmax over the vocabulary [batch, seq, vocab], e.g. for token accuracy (argmax = target) */
-  logProbs: Tensor;
+  logProbs?: Tensor;
   /** declares an extra per-step input (advantages, old log-probs, ...); dims may use 'batch' and 'seq' */
   input(name: string, dtype: DType, shape: Dim[]): Tensor;
 }

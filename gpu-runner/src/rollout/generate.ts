@@ -160,7 +160,7 @@ async function generateNow(
       r.tokens.push(tok);
       if (eos.has(tok)) r.done = 'eos';
       else if (stops.length > 0) {
-        const text = model.tokenizer.decode(r.tokens);
+        const text = model.tokenizer.decode(r.tokens, { skipSpecialTokens: true });
         const longest = Math.max(...stops.map((s) => s.length));
         const hit = findStop(text, stops, r.text.length - longest);
         r.text = text;
@@ -211,10 +211,8 @@ async function generateNow(
       prompt: r.prompt,
       sample: r.sample,
       tokens: r.tokens,
-      text:
-        r.done === 'stop'
-          ? r.text
-          : model.tokenizer.decode(r.tokens, { skipSpecialTokens: r.done === 'eos' }),
+      // what verifiers, critics and the rollout store read: special tokens are not text (HF skip_special_tokens)
+      text: r.done === 'stop' ? r.text : model.tokenizer.decode(r.tokens, { skipSpecialTokens: true }),
       finishReason: r.done ?? 'length',
     }));
 }
@@ -322,7 +320,7 @@ async function generateInGraphNow(
       prompt: row.prompt,
       sample: row.sample,
       tokens,
-      text: model.tokenizer.decode(tokens, { skipSpecialTokens: finishReason === 'eos' }),
+      text: model.tokenizer.decode(tokens, { skipSpecialTokens: true }),
       finishReason,
     };
   });

@@ -43,7 +43,13 @@ Student's solution:
 
 End your review with one final line that reads either "Conclusion: correct [END]" or "Conclusion: incorrect [END]".`;
 
-export const COT_PLACEHOLDERS = ['question', 'response', 'reference', 'reference_section'] as const;
+export const COT_PLACEHOLDERS = [
+  'question',
+  'response',
+  'reference',
+  'solution',
+  'reference_section',
+] as const;
 
 const cotFields = {
   /** Placeholders: {question}, {response} (required), {reference}, {reference_section}. */
@@ -122,14 +128,19 @@ export const LlmCriticConfigSchema = z
 export type LlmCriticConfig = z.output<typeof LlmCriticConfigSchema>;
 
 export function buildCritiqueMessages(
-  input: Pick<CriticInput, 'question' | 'response' | 'reference'>,
+  input: Pick<CriticInput, 'question' | 'response' | 'reference' | 'solution'>,
   config: Pick<SelfCriticConfig, 'prompt_template' | 'system_prompt' | 'show_reference'>,
 ): ChatMessage[] {
   const values: Record<string, string> = {
     question: input.question,
     response: input.response,
     reference: input.reference,
-    reference_section: config.show_reference ? `Reference answer:\n${input.reference}\n\n` : '',
+    solution: input.solution ?? '',
+    // §8.7: with show_reference, the critic sees the reference answer and, when the dataset maps
+    // one, the worked solution
+    reference_section: config.show_reference
+      ? `Reference answer:\n${input.reference}\n\n${input.solution ? `Reference solution:\n${input.solution}\n\n` : ''}`
+      : '',
   };
   const content = config.prompt_template.replace(/\{([a-z_]+)\}/g, (whole, name: string) =>
     Object.hasOwn(values, name) ? values[name] : whole,
