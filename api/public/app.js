@@ -77,6 +77,10 @@ function h(tag, attrs = {}, ...children) {
     if (c !== null && c !== undefined) el.append(c instanceof Node ? c : String(c));
   return el;
 }
+/** A labelled control: the label holds only its text, so the control's accessible name is exact. */
+function field(text, control) {
+  return h('div', { class: 'field' }, h('label', { for: control.id }, text), control);
+}
 const fmt = (v, d = 3) =>
   v === null || v === undefined || Number.isNaN(v) ? '–' : Number(Number(v).toFixed(d));
 const badge = (s) => h('span', { class: `badge ${s}` }, s);
@@ -155,7 +159,13 @@ function lineChart(title, labels) {
       width: width(),
       height: 200,
       scales: { x: { time: false } },
-      axes: [{ label: 'step' }, {}],
+      axes: [
+        { label: 'step' },
+        {
+          size: 56,
+          values: (u, splits) => splits.map((v) => (v == null ? '' : String(Number(v.toPrecision(3))))),
+        },
+      ],
       series: [
         { label: 'step' },
         ...labels.map((l, i) => ({
@@ -170,7 +180,10 @@ function lineChart(title, labels) {
     [[], ...labels.map(() => [])],
     el,
   );
-  const ro = new ResizeObserver(() => plot.setSize({ width: width(), height: 200 }));
+  // Resized on the next frame (a resize inside the observer callback would loop).
+  const ro = new ResizeObserver(() =>
+    requestAnimationFrame(() => plot.setSize({ width: width(), height: 200 })),
+  );
   ro.observe(el);
   cleanup.push(() => ro.disconnect());
   return {
@@ -210,19 +223,30 @@ function loginView(params) {
   const form = h(
     'form',
     { class: 'row', 'aria-label': 'Sign in' },
-    h('label', { for: 'api-key' }, 'API key', input),
+    field('API key', input),
     h('button', { class: 'primary', type: 'submit' }, 'Sign in'),
   );
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
-    sessionStorage.setItem(KEY, input.value.trim());
-    try {
-      await getJson('/account');
+    const key = input.value.trim();
+    // Checked with a plain fetch: api() would route a 401 back to this page and drop the message.
+    const res = await fetch('/v1/account', { headers: { authorization: `Bearer ${key}` } }).catch(
+      (error) => error,
+    );
+    if (res instanceof Response && res.ok) {
+      sessionStorage.setItem(KEY, key);
       location.hash = '#/jobs';
-    } catch (error) {
-      sessionStorage.removeItem(KEY);
-      err.textContent = `Sign-in failed (${error.message}). Use the key \`npm start\` printed, or one from POST /v1/keys.`;
+      return;
     }
+    let why = res instanceof Response ? String(res.status) : String(res.message ?? res);
+    if (res instanceof Response) {
+      try {
+        const body = await res.json();
+        why = `${body.error.code}: ${body.error.message}`;
+      } catch {}
+    }
+    err.textContent = `Sign-in failed (${why}). Use the key \`npm start\` printed, or create one with POST /v1/keys.`;
+    input.focus();
   });
   render(
     h('h1', {}, 'Sign in'),
@@ -471,10 +495,10 @@ async function rolloutsTab(id, panel, params) {
   const form = h(
     'form',
     { class: 'filters', 'aria-label': 'Filter rollouts' },
-    h('label', { for: 'ro-step' }, 'Step', stepSel),
-    h('label', { for: 'ro-kind' }, 'Kind', kindSel),
-    h('label', { for: 'ro-min' }, 'Min reward', minR),
-    h('label', { for: 'ro-max' }, 'Max reward', maxR),
+    field('Step', stepSel),
+    field('Kind', kindSel),
+    field('Min reward', minR),
+    field('Max reward', maxR),
     h('button', { type: 'submit' }, 'Show'),
   );
   const load = async () => {
@@ -610,9 +634,9 @@ async function compareView(params) {
   const form = h(
     'form',
     { class: 'filters', 'aria-label': 'Pick two jobs' },
-    h('label', { for: 'cmp-a' }, 'Job A', a),
-    h('label', { for: 'cmp-b' }, 'Job B', b),
-    h('label', { for: 'cmp-metric' }, 'Metric', metric),
+    field('Job A', a),
+    field('Job B', b),
+    field('Metric', metric),
     h('button', { type: 'submit', class: 'primary' }, 'Compare'),
   );
   const out = h('div', {});

@@ -106,8 +106,8 @@ describe('dashboard in chromium', () => {
     await page.screenshot({ path: join(DOCS, 'dashboard-job.png'), fullPage: true });
 
     await page.getByRole('tab', { name: 'Rollouts' }).click();
-    await page.getByLabel('Step').selectOption('1');
-    await page.getByLabel('Kind').selectOption('initial');
+    await page.getByLabel('Step', { exact: true }).selectOption('1');
+    await page.getByLabel('Kind', { exact: true }).selectOption('initial');
     await page.getByRole('button', { name: 'Show' }).click();
     // a row whose critique column says yes, opened with the keyboard
     const row = page
@@ -121,7 +121,18 @@ describe('dashboard in chromium', () => {
     expect(await critique.textContent()).not.toBe('–');
     await page.screenshot({ path: join(DOCS, 'dashboard-rollout.png'), fullPage: true });
 
-    await waitFor('a webhook delivery', async () => received > 0, 60_000);
+    await waitFor(
+      'every webhook delivery to be delivered',
+      async () => {
+        const d = await api.request<{ data: { status: string }[] }>(
+          'GET',
+          `/v1/webhooks/endpoints/${endpointId}/deliveries`,
+        );
+        return d.body.data.length > 0 && d.body.data.every((x) => x.status === 'delivered');
+      },
+      120_000,
+      1000,
+    );
     const before = received;
     await page.goto(`${api.url}/#/webhooks?endpoint=${endpointId}`);
     const redeliver = page.getByRole('button', { name: 'Redeliver' }).first();
@@ -164,7 +175,7 @@ describe('dashboard in chromium', () => {
       el.textContent = text;
     }, `$ cgrpo jobs follow ${jobId}\n${r.stdout}$ echo $?\n0`);
     await page.locator('#t').screenshot({ path: join(DOCS, 'cli-follow.png') });
-  });
+  }, 240_000);
 });
 
 async function expectVisible(locator: { waitFor(o: { state: 'visible'; timeout: number }): Promise<void> }) {

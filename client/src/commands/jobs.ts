@@ -152,7 +152,7 @@ export async function follow(api: CgrpoClient, id: string, json: boolean): Promi
     }
     if (json) process.stdout.write(`${JSON.stringify({ type: 'progress', job_id: id, ...s })}\n`);
     else if (bar) bar.update(s.step, { reward: fmt(s.reward), pass: fmt(s.pass), status });
-    else console.log(followLine(s));
+    else if (s.step > 0) console.log(followLine(s));
   };
   for await (const e of api.stream(id)) {
     if (e.type === 'job.progress') await onProgress(e);
