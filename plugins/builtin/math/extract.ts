@@ -77,8 +77,13 @@ function findBoxes(s: string): Box[] {
   return boxes;
 }
 
-const LATEX_SPACE = /\\(?:q?quad|[,;:! ]|enspace|thinspace)/g;
 const SEPARATOR = /(?:^|[^a-zA-Z])(?:and|or)(?:[^a-zA-Z]|$)|[,;]/;
+const CORRECTION =
+  /\b(?:but|however|thus|hence|so|therefore|actually|wait|instead|correct(?:ion|ed)?|mistake|wrong|not|no)\b/i;
+
+/** What may stand between two boxes of one answer: joining words, spacing, delimiters. */
+const JOINERS =
+  /\\(?:q?quad|[,;:! ()[\]]|enspace|thinspace)|\\(?:text|mbox|mathrm)\s*\{\s*(?:and|or)?\s*\}|\b(?:and|or)\b/g;
 
 function boxedCandidates(s: string): Candidate[] {
   const boxes = findBoxes(s);
@@ -89,12 +94,15 @@ function boxedCandidates(s: string): Candidate[] {
     let first = i;
     while (first > 0) {
       const between = s.slice(boxes[first - 1]!.end, boxes[first]!.start);
-      // joined by nothing, by "and"/","/";", or by symbols only ("\boxed{35} +++ \boxed{4}")
+      // joined by nothing, by "and"/"or"/","/";" ("\boxed{1} papers and \boxed{2} bins"), spacing or
+      // symbols ("\boxed{35} +++ \boxed{4}"); never across a correction or a conclusion
+      // ("\boxed{1} thus but \boxed{2} and \boxed{3}" answers 2, 3)
       const joined =
         between.trim() === '' ||
         (between.length < 70 &&
           !/\n\s*\n/.test(between) &&
-          (SEPARATOR.test(between) || !/[a-zA-Z0-9]/.test(between.replace(LATEX_SPACE, ''))));
+          !CORRECTION.test(between) &&
+          (SEPARATOR.test(between) || !/[a-zA-Z0-9]/.test(between.replace(JOINERS, ''))));
       if (joined) first--;
       else break;
     }
