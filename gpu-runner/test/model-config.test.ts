@@ -203,3 +203,29 @@ describe('adapter target_modules', () => {
     }
   });
 });
+
+describe('weights move into the engine worker', () => {
+  it("setState with transfer detaches the sender's buffers and the worker holds the values", async () => {
+    const m = await CausalLM.load(join(MODELS, 'tiny-qwen3'), { engine });
+    try {
+      const g = await m.decodeGraph();
+      const H = m.config.hiddenSize;
+      const moved = new Float32Array(H).fill(0.5);
+      const copied = new Float32Array(H).fill(0.25);
+      await g.setState(
+        'transfer-test',
+        { 'model.norm.weight': { dims: [H], data: moved } },
+        { transfer: true },
+      );
+      expect(moved.byteLength).toBe(0);
+      expect(
+        Array.from((await g.getState('transfer-test', ['model.norm.weight']))['model.norm.weight'].data),
+      ).toEqual(new Array(H).fill(0.5));
+      await g.setState('transfer-test', { 'model.norm.weight': { dims: [H], data: copied } });
+      expect(copied.byteLength).toBe(H * 4);
+      await g.dropState('transfer-test');
+    } finally {
+      await m.close();
+    }
+  });
+});

@@ -59,7 +59,8 @@ interface Host {
     feeds: Record<string, WireTensor>,
     options?: RunOptions,
   ): Promise<{ outputs: Record<string, WireTensor>; ms: number }>;
-  setState(key: string, values: Record<string, WireTensor>): Promise<void>;
+  /** `transfer`: move the values' buffers to the host instead of copying them (they are detached) */
+  setState(key: string, values: Record<string, WireTensor>, transfer?: boolean): Promise<void>;
   getState(key: string, names?: string[]): Promise<Record<string, WireTensor>>;
   dropState(key: string): Promise<void>;
   release(hash: string): Promise<void>;
@@ -106,11 +107,14 @@ class WorkerHost implements Host {
     return host;
   }
   private call<T>(method: string, ...args: unknown[]): Promise<T> {
+    return this.callTransferring<T>(method, args, []);
+  }
+  private callTransferring<T>(method: string, args: unknown[], transfer: ArrayBuffer[]): Promise<T> {
     const id = this.next++;
     return new Promise<T>((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
       this.worker.ref();
-      this.worker.postMessage({ id, method, args });
+      this.worker.postMessage({ id, method, args }, transfer);
     }).finally(() => {
       if (this.pending.size === 0) this.worker.unref();
     });
@@ -119,7 +123,17 @@ class WorkerHost implements Host {
     this.call<{ inputNames: string[]; outputNames: string[] }>('load', hash, bytes);
   run = (hash: string, feeds: Record<string, WireTensor>, options?: RunOptions) =>
     this.call<{ outputs: Record<string, WireTensor>; ms: number }>('run', hash, feeds, options);
-  setState = (key: string, values: Record<string, WireTensor>) => this.call<void>('setState', key, values);
+  setState = (key: string, values: Record<string, WireTensor>, transfer = false) => {
+    // each buffer once (views may share one); a buffer that is not plain (shared) is copied
+    const buffers = new Set<ArrayBuffer>();
+    if (transfer) {
+      for (const v of Object.values(values)) {
+        const b = (v.data as { buffer?: unknown }).buffer;
+        if (b instanceof ArrayBuffer) buffers.add(b);
+      }
+    }
+    return this.callTransferring<void>('setState', [key, values], [...buffers]);
+  };
   getState = (key: string, names?: string[]) => this.call<Record<string, WireTensor>>('getState', key, names);
   dropState = (key: string) => this.call<void>('dropState', key);
   release = (hash: string) => this.call<void>('release', hash);
@@ -244,8 +258,12 @@ export class CompiledModel {
     return { outputs: Object.fromEntries(Object.entries(outputs).map(([k, v]) => [k, fromWire(v)])), ms };
   }
   /** Puts values into the runtime-side state `key` (kept on the worker between runs). */
-  async setState(key: string, values: Record<string, Feed>): Promise<void> {
-    await this.host.setState(key, this.wireFeeds(values));
+  async setState(
+    key: string,
+    values: Record<string, Feed>,
+    opts: { transfer?: boolean } = {},
+  ): Promise<void> {
+    await this.host.setState(key, this.wireFeeds(values), opts.transfer);
   }
   async getState(key: string, names?: string[]): Promise<Record<string, TensorValue>> {
     const out = await this.host.getState(key, names);

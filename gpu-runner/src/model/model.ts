@@ -305,7 +305,8 @@ export class CausalLM {
       if (!g.model.inputs.some((s) => s.name === name)) continue;
       feeds[name] = { dims, data };
     }
-    await g.setState(this.stateKey, feeds);
+    // moved into the worker, not copied: the map's arrays are fresh copies no caller keeps
+    await g.setState(this.stateKey, feeds, { transfer: true });
   }
 
   /** Current weights (graph layout) copied out of the runtime state. */
