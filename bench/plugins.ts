@@ -3,12 +3,20 @@
 // where it loads; QuickJS in WASM, the fallback), interleaved round by round so the shared box's
 // noise hits all of them alike: calls/s over batches of 512, single-call latency p50/p99, cold
 // start, memory per sandbox. Runs with --no-node-snapshot (isolated-vm's requirement).
+// `npm run bench:plugins -- --hostile`: the runner's peak RSS while eight hostile plugins (64 MB limit)
+// run one after another in a child process per engine, and the bundle sizes of the example plugins.
+import { spawnSync } from 'node:child_process';
 import { cpSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { PluginManifest, VerifierInput } from '@cgrpo/contract';
-import { resolveEngine, type SandboxEngine, SandboxedPlugin } from '@cgrpo/plugins/sandbox';
+import {
+  ivmUnavailableReason,
+  resolveEngine,
+  type SandboxEngine,
+  SandboxedPlugin,
+} from '@cgrpo/plugins/sandbox';
 import type { PluginContext, VerifierDefinition } from '@cgrpo/plugins/sdk';
 import { buildPlugin } from '../client/src/plugins/build';
 
@@ -176,4 +184,38 @@ async function main() {
   rmSync(work, { recursive: true, force: true });
 }
 
-await main();
+/** Peak RSS of a child process running every hostile scenario, per engine; bundle sizes. */
+async function hostile(): Promise<void> {
+  const child = path.join(root, 'plugins/sandbox/crash-child.ts');
+  const { HOSTILE } = await import(pathToFileURL(child).href);
+  const scenarios = Object.keys(HOSTILE as Record<string, string>);
+  const engines = ivmUnavailableReason() === null ? ['quickjs', 'isolated-vm'] : ['quickjs'];
+  const lines = [`node ${process.version}; hostile plugins, one after another: ${scenarios.join(', ')}`];
+  for (const engine of engines) {
+    const r = spawnSync(process.execPath, ['--no-node-snapshot', '--import', 'tsx', child, ...scenarios], {
+      env: { ...process.env, CGRPO_SANDBOX_ENGINE: engine },
+      encoding: 'utf8',
+    });
+    const report = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}');
+    const outcomes = Object.entries(report.outcomes ?? {})
+      .map(([k, v]) => `${k}=${(v as { ok: boolean; reason?: string }).reason ?? 'ok'}`)
+      .join(' ');
+    lines.push(
+      `${engine.padEnd(12)} exit ${r.status ?? r.signal}; limit ${report.memoryMb} MB; peak RSS ${report.peakMaxRssMb} MB after a well-behaved plugin ${report.baselineMaxRssMb} MB: +${report.peakMaxRssMb - report.baselineMaxRssMb} MB; ${outcomes}`,
+    );
+  }
+  const work = mkdtempSync(path.join(os.tmpdir(), 'cgrpo-bench-size-'));
+  for (const name of ['rubric-critic', 'json-answer-verifier']) {
+    const dir = path.join(work, name);
+    cpSync(path.join(root, 'examples/plugins', name), dir, {
+      recursive: true,
+      filter: (src) => !src.includes(`${path.sep}dist`),
+    });
+    const built = await buildPlugin(dir);
+    lines.push(`bundle ${name}: ${built.bundle.length} bytes`);
+  }
+  rmSync(work, { recursive: true, force: true });
+  console.log(lines.join('\n'));
+}
+
+await (process.argv.includes('--hostile') ? hostile() : main());

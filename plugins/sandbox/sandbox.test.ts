@@ -632,7 +632,13 @@ describe('no plugin can end the runner process (a real child process per engine)
   it.each(engines)(
     '%s: busy-wait-then-allocate, OOM inside JSON.stringify, and the exit after them',
     (engine) => {
-      const r = child(engine, ['busy-then-allocate', 'stringify-oom', 'busy-then-allocate']);
+      const r = child(engine, [
+        'busy-then-allocate',
+        'busy-1800-then-allocate',
+        'stringify-oom',
+        'busy-then-allocate',
+        'busy-then-allocate',
+      ]);
       expect({ status: r.status, signal: r.signal }, r.stderr.slice(-2000)).toEqual({
         status: 0,
         signal: null,
