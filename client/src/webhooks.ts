@@ -102,8 +102,15 @@ export async function signWebhook(
   timestampSeconds: number,
   rawBody: string | Uint8Array,
 ): Promise<string> {
+  if (!Number.isSafeInteger(timestampSeconds) || timestampSeconds < 0) {
+    // A fractional, negative or unsafe timestamp would sign a string no receiver can reproduce.
+    throw new WebhookVerificationError(
+      'invalid_timestamp',
+      `timestampSeconds must be a non-negative integer (seconds since the epoch), got ${timestampSeconds}`,
+    );
+  }
   const body = toBytes(rawBody);
-  const prefix = encoder.encode(`${id}.${Math.floor(timestampSeconds)}.`);
+  const prefix = encoder.encode(`${id}.${timestampSeconds}.`);
   const content = new Uint8Array(prefix.length + body.length);
   content.set(prefix, 0);
   content.set(body, prefix.length);
@@ -133,7 +140,9 @@ function timingSafeEqual(a: string, b: string): boolean {
 /**
  * Checks a delivery and returns its parsed body. Pass the body exactly as received (bytes or
  * string, before any JSON parsing). Throws `WebhookVerificationError` when the headers are missing,
- * the timestamp is outside the tolerance, or no `v1` signature matches the secret.
+ * the timestamp is outside the tolerance, or no `v1` signature matches the secret. A correctly
+ * signed empty body is valid (the signature covers `id.timestamp.`; cgrpo never sends one, some
+ * relays do) and resolves to `{type: '', timestamp: <webhook-timestamp>, data: {}}`.
  * Deduplicate on the `webhook-id` header: it is identical on every retry of one event.
  */
 export async function verifyWebhook<D = Record<string, unknown>>(
@@ -188,6 +197,10 @@ export async function verifyWebhook<D = Record<string, unknown>>(
     );
   }
   const text = new TextDecoder().decode(body);
+  if (text.trim() === '') {
+    // Nothing to parse: the event is what the signed headers say, with no type and no data.
+    return { type: '', timestamp: new Date(Number(timestamp) * 1000).toISOString(), data: {} as D };
+  }
   try {
     return JSON.parse(text) as WebhookEvent<D>;
   } catch {
