@@ -1,7 +1,7 @@
 // `cgrpo plugins`: init → build → test on real files with the real sandbox, then publish / list /
 // show / download against the real local API (wrangler dev with local D1 + R2), and the downloaded
 // bundle loaded into the sandbox the way a runner does.
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -81,6 +81,10 @@ describe('cgrpo plugins init / build / test', () => {
     await cli('init', 'hint', '--kind', 'critic', '--owner', 'acme', '--dir', dir);
     const tested = await cli('test', '--dir', dir, '--input', path.join(dir, 'samples.jsonl'));
     expect(tested.out).toContain('2 passed, 0 failed');
+    // the bundle holds only the zod the critic uses (all of zod and its locales was ~455 KB)
+    const bundleBytes = statSync(path.join(dir, 'dist/plugin.mjs')).size;
+    expect(bundleBytes).toBeGreaterThan(20_000);
+    expect(bundleBytes).toBeLessThan(120_000);
 
     const project = JSON.parse(readFileSync(path.join(dir, 'plugin.json'), 'utf8'));
     writeFileSync(path.join(dir, 'plugin.json'), JSON.stringify({ ...project, kind: 'verifier' }));
