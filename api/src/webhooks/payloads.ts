@@ -90,14 +90,21 @@ const exampleJob = {
   metadata: { team: 'math' },
 };
 
+/** An example built by the same function that builds real deliveries (so docs cannot drift). */
 function example(
-  type: string,
+  type: JobWebhookEventType,
   sequence: number,
   job: Partial<typeof exampleJob> & { status: string },
   data: Record<string, unknown> = {},
 ): WebhookPayload {
-  const merged = { ...exampleJob, ...job };
-  return { type, timestamp: merged.updated_at, data: { ...data, job: merged, sequence } };
+  const { metadata, ...state } = { ...exampleJob, ...job };
+  return jobEventPayload({
+    type,
+    createdAt: state.updated_at,
+    job: { ...state, spec: { metadata } },
+    sequence,
+    data,
+  });
 }
 
 /** One example body per event type, used by the OpenAPI document and docs/webhooks.md. */
