@@ -522,7 +522,7 @@ async function rolloutsTab(id, panel, params) {
             (i, tr) => {
               for (const row of list.querySelectorAll('tr.selected')) row.classList.remove('selected');
               tr.classList.add('selected');
-              showRollout(data, data[i], detail);
+              showRollout(id, data, data[i], detail).catch(showError);
             },
           )
         : h('p', {}, 'No rollouts match.'),
@@ -536,17 +536,20 @@ async function rolloutsTab(id, panel, params) {
   await load();
 }
 
-function showRollout(all, r, detail) {
-  // The refinement of an initial sample (same prompt, same sample index), if one was kept.
-  const refinement =
-    r.kind === 'refinement'
-      ? r
-      : all.find(
-          (x) =>
-            x.kind === 'refinement' &&
-            x.prompt_index === r.prompt_index &&
-            (x.refines ?? x.sample) === r.sample,
-        );
+async function showRollout(jobId, all, r, detail) {
+  // The refinement of an initial sample has the same prompt and sample index; when the list is
+  // filtered to initial samples, it is fetched.
+  const match = (list) =>
+    list.find((x) => x.kind === 'refinement' && x.prompt_index === r.prompt_index && x.sample === r.sample);
+  let refinement = r.kind === 'refinement' ? r : match(all);
+  if (!refinement && r.kind === 'initial' && typeof r.step === 'number') {
+    const more = await getJson(`/jobs/${jobId}/rollouts?step=${r.step}&kind=refinement&limit=1000`).catch(
+      () => ({
+        data: [],
+      }),
+    );
+    refinement = match(more.data);
+  }
   const sec = (title, text, cls) =>
     h('section', { class: cls }, h('h3', {}, title), h('pre', {}, text ?? '–'));
   detail.replaceChildren(
