@@ -307,9 +307,10 @@ export function findCandidates(response: string, strategy: Strategy, envs: Env[]
       return latexCandidates(response, envs);
     case 'number': {
       const numbers = numberCandidates(response);
-      // a one-line answer written as equations ("W(x)=1 or W(x)=-1") is read whole, not as its last number
+      // a one-line answer written as equations ("W(x)=1 or W(x)=-1") or as one expression
+      // ("10\sqrt3 + \sqrt{4}", "\frac{3}{4}i") is read whole, not as its last number or fraction
       const t = response.trim();
-      if (t.length <= 120 && !t.includes('\n') && !t.includes('$') && /=/.test(t) && !looksLikeProse(t))
+      if (t.length <= 120 && !t.includes('\n') && !t.includes('$') && isOneLineMath(t))
         numbers.push({ strategy: 'number', start: 0, end: response.length, text: t, percent: false });
       return numbers;
     }
@@ -320,6 +321,12 @@ export function findCandidates(response: string, strategy: Strategy, envs: Env[]
         : [];
     }
   }
+}
+
+/** Equations, or one expression with an operator or a command (not a list, not "5 7"). */
+function isOneLineMath(t: string): boolean {
+  if (looksLikeProse(t)) return false;
+  return /=/.test(t) || (/[\\^+*/]/.test(t) && !t.includes(',') && !/\d\s+\d/.test(t));
 }
 
 /**
