@@ -22,6 +22,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { apiFileDownload, cachedBundles } from '../src/download';
 import { listCachedModels } from '../src/hub/cache';
+import { modelsCommand } from '../src/hub/cli';
 import { pullModel } from '../src/hub/pull';
 import { fetchModelArtifact, resolveModel, resolveModelDir } from '../src/job/model-store';
 import { createTar } from '../src/job/tar';
@@ -399,6 +400,41 @@ describe('large artifacts: streamed to disk, bundles cached by sha256', () => {
       expect(existsSync(join(dir, `${'a'.repeat(64)}.js`))).toBe(false);
     } finally {
       await api.close();
+    }
+  });
+});
+
+describe('cgrpo-runner models pull / list', () => {
+  it('pulls into the cache and lists it; errors are one line naming what to do', async () => {
+    const hub = new LoopbackHub({
+      'cgrpo-test/tiny-qwen2': { dir: join(MODELS, 'tiny-qwen2'), commit: COMMIT },
+    });
+    await hub.start();
+    try {
+      const home = mkdtempSync(join(tmpdir(), 'cgrpo-hf-'));
+      const env = { HF_HOME: home, HF_ENDPOINT: hub.url };
+      const lines: string[] = [];
+      const out = (l: string) => lines.push(l);
+      expect(await modelsCommand(['pull', 'cgrpo-test/tiny-qwen2', '--revision', 'main'], out, env)).toBe(0);
+      expect(lines.at(-1)).toMatch(
+        new RegExp(
+          `^cgrpo-test/tiny-qwen2: ${join(home, 'hub')}/models--cgrpo-test--tiny-qwen2/snapshots/${COMMIT} \\(\\d+\\.\\d MiB downloaded`,
+        ),
+      );
+      lines.length = 0;
+      expect(await modelsCommand(['list'], out, env)).toBe(0);
+      expect(lines).toEqual([
+        `Hugging Face cache: ${join(home, 'hub')}`,
+        expect.stringMatching(/^cgrpo-test\/tiny-qwen2 {2}c0ffee000000 \(main\) {2}\d+\.\d MiB$/),
+      ]);
+      lines.length = 0;
+      expect(await modelsCommand(['pull', 'nobody/nothing'], out, env)).toBe(1);
+      expect(lines).toEqual([
+        expect.stringMatching(/^model_not_found: model\.id: nobody\/nothing@main: no such model/),
+      ]);
+      expect(await modelsCommand(['pull'], out, env)).toBe(2);
+    } finally {
+      await hub.stop();
     }
   });
 });
