@@ -325,7 +325,7 @@ export function findCandidates(response: string, strategy: Strategy, envs: Env[]
 
 /** Equations, or one expression with an operator or a command (not a list, not "5 7"). */
 function isOneLineMath(t: string): boolean {
-  if (looksLikeProse(t)) return false;
+  if (looksLikeProse(t) || /\\(?:boxed|fbox)/.test(t)) return false;
   return /=/.test(t) || (/[\\^+*/]/.test(t) && !t.includes(',') && !/\d\s+\d/.test(t));
 }
 
