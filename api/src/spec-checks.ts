@@ -1,5 +1,6 @@
 import {
   BUILTIN_PLUGINS,
+  CHECKPOINT_MODEL_PREFIX,
   type FieldError,
   type JobSpec,
   PLUGIN_REF_PATTERN,
@@ -8,7 +9,7 @@ import {
 } from '@cgrpo/contract';
 import { checkShaping } from '@cgrpo/plugins/shaping';
 import { and, eq } from 'drizzle-orm';
-import { artifacts, plugins } from './db/schema';
+import { artifacts, checkpoints, jobs, plugins } from './db/schema';
 import type { Db } from './env';
 import { configValidator, pluginNameProblems, readStoredManifest } from './plugin-manifest';
 
@@ -61,6 +62,25 @@ export async function checkSpecReferences(db: Db, accountId: string, spec: JobSp
           message: `${perStep} is more than the ${row.rows} rows of ${id} (drop_last is on); lower it to at most ${row.rows} or add rows`,
         });
     }
+  }
+  if (spec.model.id.startsWith(CHECKPOINT_MODEL_PREFIX)) {
+    const id = spec.model.id.slice(CHECKPOINT_MODEL_PREFIX.length);
+    const row = await db
+      .select({ status: checkpoints.status })
+      .from(checkpoints)
+      .innerJoin(jobs, eq(jobs.id, checkpoints.jobId))
+      .where(and(eq(checkpoints.id, id), eq(jobs.accountId, accountId)))
+      .get();
+    if (!row)
+      fields.push({
+        path: 'model.id',
+        message: `checkpoint ${id} not found in this account; list a job's checkpoints with GET /v1/jobs/{id}/checkpoints`,
+      });
+    else if (row.status !== 'complete')
+      fields.push({
+        path: 'model.id',
+        message: `checkpoint ${id} is still uploading; retry when it is complete`,
+      });
   }
   if (spec.model.id.startsWith('artifact://')) {
     const id = spec.model.id.slice('artifact://'.length);

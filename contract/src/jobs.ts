@@ -181,7 +181,7 @@ export const RolloutRecordSchema = z
   .looseObject({
     step: z.number().int(),
     prompt_index: z.number().int().optional(),
-    kind: z.enum(['initial', 'refinement']).optional(),
+    kind: z.enum(['initial', 'refinement', 'evaluation']).optional(),
     reward: z.number().nullable().optional(),
   })
   .meta({ id: 'RolloutRecord' });

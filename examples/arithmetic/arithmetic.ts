@@ -1,5 +1,5 @@
-// The shipped arithmetic task: seeded multi-step problems (2–3-digit addition and subtraction,
-// 2-digit × 1-digit multiplication, short expressions), their worked solutions, and wrong
+// The shipped arithmetic task: seeded multi-step problems (2- and 3-digit addition and
+// subtraction, 2-digit × 1-digit multiplication, expressions of two operations), their worked solutions, and wrong
 // solutions with critiques for the feedback-following corpus. Pure functions of a seed, so
 // `generate.ts` writes the same bytes on every machine.
 
@@ -47,23 +47,23 @@ const PHRASINGS = ['Compute {e}.', 'What is {e}?', 'Evaluate {e}.', 'Calculate {
 
 /** The problem shapes, with numbers drawn per shape; every intermediate result stays >= 0. */
 const SHAPES: ((r: TaskRng) => { terms: number[]; ops: Op[] })[] = [
-  (r) => ({ terms: [r.int(10, 999), r.int(10, 999)], ops: ['+'] }),
+  (r) => ({ terms: [r.int(10, 99), r.int(10, 99)], ops: ['+'] }),
   (r) => {
-    const a = r.int(20, 999);
+    const a = r.int(20, 99);
     return { terms: [a, r.int(10, a)], ops: ['-'] };
   },
   (r) => {
-    const a = r.int(10, 500);
-    const b = r.int(10, 500);
-    return { terms: [a, b, r.int(10, a + b)], ops: ['+', '-'] };
+    const a = r.int(10, 99);
+    const b = r.int(10, 99);
+    return { terms: [a, b, r.int(10, Math.min(99, a + b))], ops: ['+', '-'] };
   },
   (r) => ({ terms: [r.int(10, 99), r.int(2, 9)], ops: ['*'] }),
-  (r) => ({ terms: [r.int(10, 99), r.int(2, 9), r.int(10, 999)], ops: ['*', '+'] }),
-  (r) => ({ terms: [r.int(10, 999), r.int(10, 99), r.int(2, 9)], ops: ['+', '*'] }),
+  (r) => ({ terms: [r.int(10, 99), r.int(2, 9), r.int(10, 99)], ops: ['*', '+'] }),
+  (r) => ({ terms: [r.int(10, 99), r.int(10, 99), r.int(2, 9)], ops: ['+', '*'] }),
+  (r) => ({ terms: [r.int(100, 999), r.int(100, 999)], ops: ['+'] }),
   (r) => {
-    const a = r.int(100, 999);
-    const b = r.int(10, a);
-    return { terms: [a, b, r.int(10, 500)], ops: ['-', '+'] };
+    const a = r.int(200, 999);
+    return { terms: [a, r.int(100, a)], ops: ['-'] };
   },
 ];
 

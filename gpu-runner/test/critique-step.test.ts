@@ -190,8 +190,9 @@ describe('a scripted Critique-GRPO step in the real TrainingLoop', () => {
       expect(seqs).toHaveLength(at);
 
       // per-token loss inputs: response positions only, the right kind flags, sum_over_max_len weights
-      const [batch, width] = feeds.adv.dims as number[];
-      const data = (k: string) => feeds[k].data as Float32Array;
+      const tensor = (k: string) => feeds[k] as { dims: number[]; data: Float32Array };
+      const [batch, width] = tensor('adv').dims;
+      const data = (k: string) => tensor(k).data;
       const lMax = spec.hyperparameters.max_response_tokens;
       seqs.forEach((s, b) => {
         const isRef = b % (n + 1) === n;

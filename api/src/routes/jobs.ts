@@ -527,7 +527,7 @@ const RolloutsQuery = z.strictObject({
   step: z.coerce.number().int().min(0).optional(),
   min_reward: z.coerce.number().optional(),
   max_reward: z.coerce.number().optional(),
-  kind: z.enum(['initial', 'refinement']).optional(),
+  kind: z.enum(['initial', 'refinement', 'evaluation']).optional(),
   limit: z.coerce.number().int().min(1).max(5000).default(100),
 });
 

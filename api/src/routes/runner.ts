@@ -640,6 +640,32 @@ runnerRouter.openapi(
   },
 );
 
+runnerRouter.openapi(
+  createRoute({
+    method: 'get',
+    path: '/checkpoints/{checkpoint_id}',
+    tags,
+    operationId: 'runnerGetCheckpoint',
+    summary: "A checkpoint of the runner's account by id (jobs that start from `model.id: checkpoint:<id>`)",
+    security: bearerSecurity,
+    request: { params: z.object({ checkpoint_id: z.string().min(1).max(100) }) },
+    responses: { 200: json(CheckpointSchema, 'The checkpoint'), ...errors },
+  }),
+  async (c) => {
+    const runner = runnerOf(c);
+    const { checkpoint_id } = c.req.valid('param');
+    const db = c.get('db');
+    const row = await db
+      .select({ checkpoint: checkpoints })
+      .from(checkpoints)
+      .innerJoin(jobs, eq(jobs.id, checkpoints.jobId))
+      .where(and(eq(checkpoints.id, checkpoint_id), eq(jobs.accountId, runner.accountId)))
+      .get();
+    if (!row) throw notFound(`checkpoint ${checkpoint_id}`);
+    return c.json(toCheckpoint(row.checkpoint), 200);
+  },
+);
+
 // ---- rollouts ---------------------------------------------------------------------------------
 
 runnerRouter.openapi(

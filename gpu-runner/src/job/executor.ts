@@ -6,7 +6,7 @@
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import type { JobSpec } from '@cgrpo/contract';
-import { type AlgoConfig, fromHyperparameters } from '../algo/config';
+import { type AlgoConfig, fromHyperparameters, scheduleForJob } from '../algo/config';
 import { ApiError } from '../api-client';
 import { createEngine, type Engine } from '../engine';
 import { CausalLM, type ModelTrainer } from '../model/model';
@@ -18,10 +18,13 @@ import {
   saveCheckpointFolder,
   type TrainerState,
 } from './checkpoint';
+import { isCheckpointModel, resolveCheckpointModel } from './checkpoint-model';
 import { type Example, loadDataset } from './dataset';
+import { evaluatePolicy } from './evaluate';
 import { critiqueGrpoLoss } from './loss-graph';
 import { fetchModelArtifact, resolveModel } from './model-store';
 import { type JobPlugins, type PluginHostOptions, type PolicyGenerate, resolvePlugins } from './plugins';
+import { SftLoop, sftFormat, sftLoss } from './sft';
 import { batchRows, type StepResult, streamSeed, TrainingLoop } from './train';
 import { type JobContext, JobError, type JobOutcome, type StopReason } from './types';
 
@@ -63,20 +66,43 @@ interface Owned {
   plugins: JobPlugins | null;
 }
 
+/** What the step loop drives: Critique-GRPO/GRPO (TrainingLoop) or SFT (SftLoop). */
+export interface StepLoop {
+  currentStep: number;
+  step(step: number): Promise<StepResult>;
+}
+
 async function run(ctx: JobContext, host: PluginHostOptions, own: Owned): Promise<JobOutcome> {
   const job = await prepareJob(ctx, host, own);
+  if (job.spec.algorithm === 'evaluate') return evaluateOnly(ctx, job, own);
   const policy = await loadPolicy(ctx, job, own);
-  const loop = new TrainingLoop(
-    job.spec,
-    job.algo,
-    policy.model,
-    policy.trainer,
-    job.plugins,
-    job.train,
-    policy.reference,
-  );
+  const loop: StepLoop =
+    job.spec.algorithm === 'sft'
+      ? new SftLoop(policy.model, policy.trainer, job.train, sftFormat(job.spec), {
+          perStep: job.spec.hyperparameters.prompts_per_step,
+          seed: job.spec.seed,
+          dropLast: job.spec.hyperparameters.drop_last,
+        })
+      : new TrainingLoop(
+          job.spec,
+          job.algo,
+          policy.model,
+          policy.trainer,
+          job.plugins,
+          job.train,
+          policy.reference,
+        );
   job.selfCritic.attach(policy.model, loop);
   return trainSteps(ctx, job, policy, loop);
+}
+
+/** The job's engine, created once (model loading and checkpoint merging share it). */
+async function engineOf(ctx: JobContext, own: Owned): Promise<Engine> {
+  own.engine ??= await createEngine({
+    device: ctx.device === 'auto' ? 'auto' : ctx.device,
+    ...(ctx.threads ? { threads: ctx.threads } : {}),
+  });
+  return own.engine;
 }
 
 // ---- prepare the job ---------------------------------------------------------------------------
@@ -97,14 +123,19 @@ async function prepareJob(ctx: JobContext, host: PluginHostOptions, own: Owned):
   const { lease, api, reporter, log } = ctx;
   const spec = lease.spec;
   const hp = spec.hyperparameters;
-  const modelDir = spec.model.id.startsWith('artifact://')
-    ? await fetchModelArtifact(
-        spec.model.id,
-        (path) => api.download(path),
-        join(ctx.workDir, '..', 'model-cache'),
-        log,
-      )
-    : await resolveModel(spec.model, ctx.modelDirs, { log });
+  const cacheDir = join(ctx.workDir, '..', 'model-cache');
+  const resolveBase = (id: string): Promise<string> =>
+    id.startsWith('artifact://')
+      ? fetchModelArtifact(id, (path) => api.download(path), cacheDir, log)
+      : resolveModel({ ...spec.model, id }, ctx.modelDirs, { log });
+  const modelDir = isCheckpointModel(spec.model.id)
+    ? await resolveCheckpointModel(spec.model.id, {
+        api,
+        cacheDir,
+        engine: () => engineOf(ctx, own),
+        resolveBase,
+      })
+    : await resolveBase(spec.model.id);
   const selfCritic = new SelfCritic(spec);
   const plugins = await resolvePlugins(spec, {
     ...host,
@@ -119,11 +150,11 @@ async function prepareJob(ctx: JobContext, host: PluginHostOptions, own: Owned):
     reporter.event('job.progress', { phase: 'plugins', sandboxed: plugins.sandboxed });
   // a published shaping plugin's expression replaces the spec's (it is compiled into the loss graph)
   const algo = fromHyperparameters(hp, spec.algorithm, plugins.shaping ?? spec.shaping?.config);
-  const train = await loadDataset(spec.datasets.train, api, 'datasets.train');
+  const train = await loadDataset(spec.datasets.train, api, 'datasets.train', spec.algorithm === 'sft');
   const validation = spec.datasets.validation
     ? await loadDataset(spec.datasets.validation, api, 'datasets.validation')
     : null;
-  batchRows(1, train.length, hp.prompts_per_step, spec.seed, hp.drop_last); // fails early if too small
+  if (spec.algorithm !== 'evaluate') batchRows(1, train.length, hp.prompts_per_step, spec.seed, hp.drop_last); // fails early if too small
   return { spec, modelDir, plugins, algo, train, validation, selfCritic };
 }
 
@@ -134,14 +165,14 @@ async function prepareJob(ctx: JobContext, host: PluginHostOptions, own: Owned):
  */
 class SelfCritic {
   private policy: CausalLM | null = null;
-  private loop: TrainingLoop | null = null;
+  private loop: StepLoop | null = null;
   private step = -1;
   private calls = 0;
   private queue: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly spec: JobSpec) {}
 
-  attach(policy: CausalLM, loop: TrainingLoop): void {
+  attach(policy: CausalLM, loop: StepLoop): void {
     this.policy = policy;
     this.loop = loop;
   }
@@ -200,11 +231,7 @@ async function loadPolicy(ctx: JobContext, job: PreparedJob, own: Owned): Promis
     );
     log.info('resuming', { from_step: resumed.step, checkpoint: lease.resume_from.id });
   }
-  const engine = await createEngine({
-    device: ctx.device === 'auto' ? 'auto' : ctx.device,
-    ...(ctx.threads ? { threads: ctx.threads } : {}),
-  });
-  own.engine = engine; // closed even when loading the model fails
+  const engine = await engineOf(ctx, own); // closed even when loading the model fails
   const adapter = spec.model.adapter;
   const lora =
     adapter.type === 'lora'
@@ -221,21 +248,15 @@ async function loadPolicy(ctx: JobContext, job: PreparedJob, own: Owned): Promis
     ...(resumeDir && adapter.type === 'lora' ? { adapterPath: resumeDir } : lora ? { lora } : {}),
   });
   own.model = model;
-  const schedule =
-    hp.lr_schedule === 'constant'
-      ? { kind: 'constant' as const, lr: hp.learning_rate, warmupSteps: hp.warmup_steps }
-      : {
-          kind: hp.lr_schedule,
-          lr: hp.learning_rate,
-          warmupSteps: hp.warmup_steps,
-          totalSteps: hp.total_steps * hp.mini_batches_per_step * hp.epochs_per_step,
-        };
+  const sft = spec.algorithm === 'sft';
   const trainer = await model.trainer({
     mode: adapter.type,
-    loss: critiqueGrpoLoss(algo),
-    temperature: hp.temperature,
+    // SFT: the likelihood of the completion as written (temperature 1); RL: the sampling policy's
+    loss: sft ? sftLoss : critiqueGrpoLoss(algo),
+    temperature: sft ? 1 : hp.temperature,
     optimizer: {
-      lr: schedule,
+      // warmup and total in optimizer steps (rollout steps × mini-batches × epochs; SFT: 1 per step)
+      lr: scheduleForJob(hp),
       beta1: hp.adam_beta1,
       beta2: hp.adam_beta2,
       eps: hp.adam_eps,
@@ -259,7 +280,7 @@ async function trainSteps(
   ctx: JobContext,
   job: PreparedJob,
   policy: LoadedPolicy,
-  loop: TrainingLoop,
+  loop: StepLoop,
 ): Promise<JobOutcome> {
   const { lease, reporter, control } = ctx;
   const { spec } = job;
@@ -281,7 +302,7 @@ async function trainSteps(
     if (control.signal.aborted) throw new JobError('lease_lost', 'lease lost', true);
     control.progress(step, `step ${step}/${hp.total_steps}`);
     const result = await loop.step(step);
-    const evaluation = await evaluateIfDue(job, loop, step);
+    const evaluation = await evaluateIfDue(job, policy.model, step);
     const values = { ...result.values, ...evaluation };
     lastValues = values;
     if (step > alreadyStored) await reportStep(ctx, step, result, values, evaluation);
@@ -298,14 +319,65 @@ async function trainSteps(
 /** The evaluation values of this step, when one is due (every `every_steps`, and at the end). */
 async function evaluateIfDue(
   job: PreparedJob,
-  loop: TrainingLoop,
+  model: CausalLM,
   step: number,
 ): Promise<Record<string, number | null> | null> {
   const { spec, validation } = job;
   const due =
     (spec.evaluation.every_steps > 0 && step % spec.evaluation.every_steps === 0) ||
     (spec.evaluation.at_end && step === spec.hyperparameters.total_steps);
-  return validation && due ? loop.evaluate(validation, step) : null;
+  if (!validation || !due) return null;
+  return (
+    await evaluatePolicy(model, job.plugins.verify, validation, step, evaluationOptions(job.spec, step))
+  ).values;
+}
+
+/** The spec's evaluation settings (the same for every job kind), seeded per step. */
+function evaluationOptions(spec: JobSpec, step: number) {
+  const ev = spec.evaluation;
+  const hp = spec.hyperparameters;
+  return {
+    samplesPerPrompt: ev.samples_per_prompt,
+    temperature: ev.temperature,
+    topP: ev.top_p,
+    maxPrompts: ev.max_prompts,
+    seed: streamSeed(spec.seed, 'eval', step),
+    maxNewTokens: hp.max_response_tokens,
+    maxPromptTokens: hp.max_prompt_tokens,
+    systemPrompt: hp.system_prompt,
+    promptTemplate: hp.prompt_template,
+  };
+}
+
+// ---- evaluation jobs ---------------------------------------------------------------------------
+
+/**
+ * `algorithm: 'evaluate'`: no training. The model (or checkpoint) answers every prompt of
+ * datasets.validation (datasets.train when there is none) samples_per_prompt times; the metrics
+ * are stored as step 0 and every response, with its verdict, in the rollout store.
+ */
+async function evaluateOnly(ctx: JobContext, job: PreparedJob, own: Owned): Promise<JobOutcome> {
+  const { reporter } = ctx;
+  const model = await CausalLM.load(job.modelDir, { engine: await engineOf(ctx, own) });
+  own.model = model;
+  const examples = job.validation ?? job.train;
+  reporter.event('job.progress', { phase: 'started', step: 0, total_steps: 0, prompts: examples.length });
+  ctx.control.progress(0, `evaluating ${examples.length} prompts`);
+  const { values, records } = await evaluatePolicy(
+    model,
+    job.plugins.verify,
+    examples,
+    0,
+    evaluationOptions(job.spec, 0),
+  );
+  reporter.event('job.evaluated', { step: 0, ...values });
+  reporter.metric(0, values);
+  const gz = gzipSync(`${records.map((r) => JSON.stringify(r)).join('\n')}\n`);
+  await reporter.room(gz.byteLength, ctx.control.signal);
+  reporter.rollouts(0, gz);
+  await reporter.drain(FINAL_DRAIN_MS);
+  ctx.log.info('evaluated', { prompts: values['eval/prompts'], 'eval/pass@1': values['eval/pass@1'] });
+  return { status: 'succeeded', summary: { steps: 0, ...values } };
 }
 
 // ---- report a step -----------------------------------------------------------------------------
