@@ -163,7 +163,7 @@ function lineChart(title, labels) {
         { label: 'step' },
         {
           size: 56,
-          values: (u, splits) => splits.map((v) => (v == null ? '' : String(Number(v.toPrecision(3))))),
+          values: (_u, splits) => splits.map((v) => (v == null ? '' : String(Number(v.toPrecision(3))))),
         },
       ],
       series: [
@@ -490,7 +490,7 @@ async function rolloutsTab(id, panel, params) {
   );
   const minR = h('input', { id: 'ro-min', type: 'number', step: 'any', inputmode: 'decimal', size: '6' });
   const maxR = h('input', { id: 'ro-max', type: 'number', step: 'any', inputmode: 'decimal', size: '6' });
-  const list = h('div', {});
+  const list = h('div', { id: 'rollout-list' });
   const detail = h('div', { id: 'rollout-detail', 'aria-live': 'polite' });
   const form = h(
     'form',
@@ -501,13 +501,19 @@ async function rolloutsTab(id, panel, params) {
     field('Max reward', maxR),
     h('button', { type: 'submit' }, 'Show'),
   );
+  let loads = 0;
   const load = async () => {
     const q = new URLSearchParams({ step: stepSel.value, limit: '200' });
     if (kindSel.value) q.set('kind', kindSel.value);
     if (minR.value !== '') q.set('min_reward', minR.value);
     if (maxR.value !== '') q.set('max_reward', maxR.value);
+    const token = ++loads;
+    list.setAttribute('aria-busy', 'true');
     const { data } = await getJson(`/jobs/${id}/rollouts?${q}`);
+    if (token !== loads) return; // a newer filter was applied meanwhile
     detail.replaceChildren();
+    list.dataset.loaded = `${stepSel.value}:${kindSel.value || 'all'}`;
+    list.removeAttribute('aria-busy');
     list.replaceChildren(
       data.length
         ? table(

@@ -111,6 +111,7 @@ describe('dashboard in chromium', () => {
     await page.getByLabel('Step', { exact: true }).selectOption('1');
     await page.getByLabel('Kind', { exact: true }).selectOption('initial');
     await page.getByRole('button', { name: 'Show' }).click();
+    await page.locator('#rollout-list[data-loaded="1:initial"]').waitFor();
     // a row whose critique column says yes, opened with the keyboard
     const row = page
       .locator('tr.clickable', { has: page.locator('td:nth-child(5)', { hasText: 'yes' }) })
