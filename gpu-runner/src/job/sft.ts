@@ -106,6 +106,8 @@ export class SftLoop {
         'train/loss': r.loss,
         'train/token_accuracy': r.metrics.token_accuracy?.[0] ?? null,
         'train/completion_tokens': tokens,
+        'tokens/generated': 0,
+        'tokens/trained': tokens,
         'train/truncated_fraction': seqs.filter((s) => s.truncated).length / seqs.length,
         'train/epoch': epoch,
         loss: r.loss,

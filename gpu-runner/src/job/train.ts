@@ -143,6 +143,9 @@ export class TrainingLoop {
             'dynamic_sampling/kept_groups': groups.length,
           }
         : {}),
+      // budgets (issue: cost caps) and the learning bench count these
+      'tokens/generated': state.generation.generatedTokens,
+      'tokens/trained': sequences.reduce((n, q) => n + q.tokens.length - q.start, 0),
       tokens_per_second: state.generation.generatedTokens / seconds,
       step_seconds: seconds,
       ...Object.fromEntries(PHASES.map((p) => [`time/${p}`, state.times[p] / 1000])),
