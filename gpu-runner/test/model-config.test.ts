@@ -219,7 +219,10 @@ describe('weights move into the engine worker', () => {
       );
       expect(moved.byteLength).toBe(0);
       expect(
-        Array.from((await g.getState('transfer-test', ['model.norm.weight']))['model.norm.weight'].data),
+        Array.from(
+          (await g.getState('transfer-test', ['model.norm.weight']))['model.norm.weight']
+            .data as Float32Array,
+        ),
       ).toEqual(new Array(H).fill(0.5));
       await g.setState('transfer-test', { 'model.norm.weight': { dims: [H], data: copied } });
       expect(copied.byteLength).toBe(H * 4);
