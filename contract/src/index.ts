@@ -1,4 +1,5 @@
 export const CONTRACT_VERSION = '0.1.0';
+export * from './budgets';
 export * from './errors';
 export * from './job-spec';
 export * from './jobs';

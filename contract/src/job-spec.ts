@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { AlarmsSchema, BudgetsSchema } from './budgets';
 import type { FieldError } from './errors';
 import { fieldErrorsFromZod } from './errors';
 import { PluginCapabilitySchema, PluginUseSchema } from './plugins';
@@ -389,6 +390,8 @@ export const WEBHOOK_EVENT_TYPES = [
   'job.succeeded',
   'job.failed',
   'job.cancelled',
+  'job.budget_reached',
+  'job.alarm',
 ] as const;
 export const WebhookEventTypeSchema = oneOf(WEBHOOK_EVENT_TYPES);
 export type WebhookEventType = z.infer<typeof WebhookEventTypeSchema>;
@@ -479,6 +482,10 @@ const specFields = {
   runner_labels: z.array(LabelSchema).max(32).default([]),
   /** Free-form string tags kept with the job. */
   metadata: z.record(str(1, 100), str(0, 1000)).default({}),
+  /** Spend caps (docs/budgets-and-alarms.md); absent = no caps. */
+  budgets: BudgetsSchema.optional(),
+  /** Health alarm thresholds; absent = the defaults (alarms are on). */
+  alarms: AlarmsSchema.optional(),
 };
 
 export const JobSpecInputSchema = z
@@ -645,6 +652,8 @@ export function resolveJobSpec(input: ParsedJobSpecInput): JobSpecResult {
     evaluation: input.evaluation,
     checkpoint_every: input.checkpoint_every,
     ...(input.webhook ? { webhook: input.webhook } : {}),
+    ...(input.budgets ? { budgets: input.budgets } : {}),
+    ...(input.alarms ? { alarms: input.alarms } : {}),
     runner_labels: input.runner_labels,
     metadata: input.metadata,
     verifier: input.verifier ?? DEFAULT_VERIFIER,

@@ -78,6 +78,8 @@ export const JOB_EVENT_TYPES = [
   'job.succeeded',
   'job.failed',
   'job.cancelled',
+  'job.budget_reached',
+  'job.alarm',
 ] as const;
 export const JobEventTypeSchema = z.enum(JOB_EVENT_TYPES).meta({ id: 'JobEventType' });
 export type JobEventType = z.infer<typeof JobEventTypeSchema>;

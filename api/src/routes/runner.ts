@@ -29,6 +29,7 @@ import { and, desc, eq, isNull, sql } from 'drizzle-orm';
 import type { Context } from 'hono';
 import { z } from 'zod';
 import { requireRunner, runnerOf } from '../auth';
+import { checkJobHealth } from '../budgets';
 import { insertIgnoringDuplicates } from '../bulk';
 import {
   apiKeys,
@@ -453,6 +454,8 @@ runnerRouter.openapi(
       },
     );
     checkBatchLease(after[1], runner.accountId, id, body.lease_id, body.attempt);
+    // budgets and health alarms over the stored points (records events, may request a pause)
+    if (accepted > 0) await checkJobHealth(c.get('db'), c.env, id);
     return c.json({ accepted, duplicates: body.points.length - accepted }, 200);
   },
 );

@@ -10,6 +10,8 @@ export const JOB_WEBHOOK_EVENT_TYPES = [
   'job.succeeded',
   'job.failed',
   'job.cancelled',
+  'job.budget_reached',
+  'job.alarm',
 ] as const;
 export type JobWebhookEventType = (typeof JOB_WEBHOOK_EVENT_TYPES)[number];
 
@@ -163,6 +165,43 @@ export const PAYLOAD_EXAMPLES: Record<string, WebhookPayload> = {
     updated_at: '2026-11-22T08:10:00.000Z',
     finished_at: '2026-11-22T08:10:00.000Z',
   }),
+  'job.budget_reached': example(
+    'job.budget_reached',
+    9,
+    {
+      status: 'running',
+      current_step: 61,
+      started_at: '2026-11-22T08:00:05.000Z',
+      updated_at: '2026-11-22T08:25:00.000Z',
+    },
+    {
+      budget: 'generated_tokens',
+      limit: 2000000,
+      used: 2011520,
+      step: 61,
+      action: 'pause',
+      usage: { generated_tokens: 2011520, trained_tokens: 1530112, runner_seconds: 1495, cost_usd: 1.42 },
+    },
+  ),
+  'job.alarm': example(
+    'job.alarm',
+    10,
+    {
+      status: 'running',
+      current_step: 80,
+      started_at: '2026-11-22T08:00:05.000Z',
+      updated_at: '2026-11-22T08:31:00.000Z',
+    },
+    {
+      rule: 'entropy',
+      message: 'entropy below 0.01 on each of the last 3 steps (collapse)',
+      metric: 'entropy',
+      window: { from_step: 78, to_step: 80 },
+      values: [0.008, 0.004, 0.002],
+      threshold: 0.01,
+      action: 'event',
+    },
+  ),
   'webhook.test': {
     type: 'webhook.test',
     timestamp: '2026-11-22T08:00:00.000Z',

@@ -1,0 +1,88 @@
+import {
+  BudgetsSchema,
+  JobEstimateSchema,
+  JobSchema,
+  type JobSpec,
+  JobSpecInputSchema,
+  resolveJobSpec,
+} from '@cgrpo/contract';
+import { createRoute } from '@hono/zod-openapi';
+import { z } from 'zod';
+import { userOf } from '../auth';
+import { checkJobHealth, estimateJob, RUNNER_CLASSES, type RunnerClass } from '../budgets';
+import { invalid } from '../errors';
+import { getAccountJob, requestResume, toJob } from '../lifecycle';
+import { bearerSecurity, conflictError, errors, json, jsonBody, router } from '../openapi';
+
+// Budgets as users see them: an estimate before a run, and raising a job's caps (optionally
+// resuming it) after it paused on one. Enforcement is in ../budgets.ts.
+
+export const budgetsRouter = router();
+const tags = ['jobs'];
+
+const runnerClasses = Object.keys(RUNNER_CLASSES) as [RunnerClass, ...RunnerClass[]];
+
+budgetsRouter.openapi(
+  createRoute({
+    method: 'post',
+    path: '/jobs/estimate',
+    tags,
+    summary: 'Estimate tokens, runner time and cost of a spec before submitting it',
+    description:
+      'A simple model (docs/budgets-and-alarms.md): responses fill `response_fill` of max_response_tokens; throughput by runner class; cost from `spec.budgets.prices`.',
+    security: bearerSecurity,
+    request: {
+      body: jsonBody(
+        z.strictObject({
+          spec: JobSpecInputSchema,
+          runner_class: z.enum(runnerClasses).default('gpu-small'),
+          response_fill: z.number().gt(0).max(1).default(0.5),
+        }),
+      ),
+    },
+    responses: { 200: json(JobEstimateSchema, 'The estimate'), ...errors },
+  }),
+  async (c) => {
+    userOf(c);
+    const body = c.req.valid('json');
+    const resolved = resolveJobSpec(body.spec);
+    if (!resolved.ok)
+      throw invalid(
+        'the job spec is invalid',
+        resolved.fields.map((f) => ({ ...f, path: `spec.${f.path}` })),
+      );
+    return c.json(estimateJob(resolved.spec, body.runner_class, body.response_fill), 200);
+  },
+);
+
+budgetsRouter.openapi(
+  createRoute({
+    method: 'post',
+    path: '/jobs/{id}/budgets',
+    tags,
+    summary: "Change a job's caps (e.g. raise the one it paused on), optionally resuming it",
+    security: bearerSecurity,
+    request: {
+      params: z.object({ id: z.string().min(1).max(100) }),
+      body: jsonBody(z.strictObject({ budgets: BudgetsSchema, resume: z.boolean().default(false) })),
+    },
+    responses: { 200: json(JobSchema, 'The job with its new caps'), ...errors, ...conflictError },
+  }),
+  async (c) => {
+    const { accountId } = userOf(c);
+    const db = c.get('db');
+    const { id } = c.req.valid('param');
+    const body = c.req.valid('json');
+    const job = await getAccountJob(db, accountId, id);
+    const spec = JSON.parse(job.spec) as JobSpec;
+    spec.budgets = body.budgets;
+    await c.env.DB.prepare('UPDATE jobs SET spec = ?1, updated_at = ?2 WHERE id = ?3')
+      .bind(JSON.stringify(spec), Date.now(), id)
+      .run();
+    let row = await getAccountJob(db, accountId, id);
+    if (body.resume) row = await requestResume(db, c.env, row);
+    // a lowered cap may already be reached
+    await checkJobHealth(db, c.env, id);
+    return c.json(toJob(await getAccountJob(db, accountId, row.id)), 200);
+  },
+);
