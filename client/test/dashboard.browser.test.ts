@@ -1,8 +1,8 @@
 // The dashboard end to end in a real browser: Debian's chromium driven by playwright-core, against
 // the real API under wrangler dev (which serves api/public as the Worker's static assets), a real
 // CPU runner that trains a tiny job, and a real webhook receiver on loopback. Sign in, open the
-// job, see a chart with points, open a rollout with a critique, redeliver a delivery. Writes the
-// screenshots in docs/ (dashboard and `cgrpo jobs follow`).
+// job, see a chart with points, open a rollout with a critique, redeliver a delivery. With
+// CGRPO_SCREENSHOTS=1 it writes the screenshots in docs/ (dashboard and `cgrpo jobs follow`).
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
@@ -25,7 +25,8 @@ import {
 const CHROMIUM = '/usr/bin/chromium';
 /** Evaluated in the page: the reward chart has drawn the 4 steps of the tiny job. */
 const CHART_HAS_4_POINTS = `Number(document.querySelector('figure[data-chart="Reward"]')?.getAttribute('data-points')) >= 4`;
-const DOCS = join(ROOT, 'docs');
+/** Screenshots go to docs/ only when asked (CGRPO_SCREENSHOTS=1), so a test run leaves the tree clean. */
+const DOCS = process.env.CGRPO_SCREENSHOTS ? join(ROOT, 'docs') : mkdtempSync(join(tmpdir(), 'cgrpo-shots-'));
 let api: LocalApi;
 let browser: BrowserContext;
 let receiver: Server;
