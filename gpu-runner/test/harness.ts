@@ -122,7 +122,7 @@ export async function startApi(opts: { leaseSeconds?: number } = {}): Promise<Lo
       `the API on ${url} (log: ${log.slice(-500)})`,
       // a bounded try: a workerd still starting may accept the connection and not answer yet
       async () => (await fetch(`${url}/v1/openapi.json`, { signal: AbortSignal.timeout(10_000) })).ok,
-      90_000,
+      180_000, // workerd starts in ~1 min on 2 busy cores
     );
   };
   const kill = async () => {

@@ -456,9 +456,6 @@ describe('cgrpo-runner with the production lease (60 s, heartbeat every 20 s)', 
     await new Promise((r) => setTimeout(r, OUTAGE_MS));
     const upAt = Date.now();
     expect(lastStep(runner.log()), 'the job must still be training when the API returns').toBeLessThan(TOTAL);
-    await api.restart();
-    const job = await waitStatus(id, ['succeeded'], 240_000);
-    await runner.exited;
     const normal = stepRate(runner.log(), normalFrom, downAt);
     const outage = stepRate(runner.log(), downAt, upAt);
     console.log(
@@ -466,6 +463,9 @@ describe('cgrpo-runner with the production lease (60 s, heartbeat every 20 s)', 
         `${outage.rate.toFixed(2)} steps/s during the ${OUTAGE_MS / 1000} s outage (${outage.steps} steps)`,
     );
     expect(outage.rate).toBeGreaterThanOrEqual(0.8 * normal.rate);
+    await api.restart();
+    const job = await waitStatus(id, ['succeeded'], 240_000);
+    await runner.exited;
     expect(runner.log()).toMatch(/heartbeat failed|reports buffered|api retry/);
     // the same lease carried on: no requeue, no second attempt
     expect(job.attempt).toBe(1);
