@@ -1,8 +1,8 @@
 // The `npm start` demo: one CPU runner against the local API (registered once, its token kept in
-// .cgrpo/runner.json) and a small Critique-GRPO job on the shipped tiny model and arithmetic
-// dataset, followed step by step, ending with its metrics as a terminal chart and an SVG file.
+// .cgrpo/runner.json); the starter model evaluated on held-out problems, a Critique-GRPO job from
+// it followed step by step, the trained model evaluated on the same problems, and what changed.
 //   startRunner({ url, registrationKey }) → { child, stop }
-//   submitDemoJob({ url, apiKey }) → job id      followJob({ url, apiKey, jobId }) → final job
+//   followJob({ url, apiKey, jobId }) → final job      runDemo({ url, apiKey, registrationKey })
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -13,37 +13,56 @@ const stateDir = path.join(root, '.cgrpo');
 const runnerConfigPath = path.join(stateDir, 'runner.json');
 const runnerBin = path.join(root, 'gpu-runner', 'bin', 'cgrpo-runner.mjs');
 
+/** Steps of the demo's Critique-GRPO job (CGRPO_DEMO_STEPS shortens it, e.g. in CI). */
+const DEMO_STEPS = Number(process.env.CGRPO_DEMO_STEPS ?? 20);
+/** Validation problems evaluated before and after (the same fixed sample, greedy). */
+const DEMO_EVAL = Number(process.env.CGRPO_DEMO_EVAL ?? 320);
+
+const ARITHMETIC = 'file:examples/datasets/arithmetic';
+
 /**
- * The demo job: also what docs/runner.md's curl example submits. The shipped tiny model has random
- * weights, so it cannot yet write `\boxed{}` answers; the demo's reward is whether the correct
- * digit appears in the 8-token response (builtin:regex), which such a model hits ~20% of the time
- * at first: dense enough to learn from in a minute of CPU. The end-to-end tests use builtin:math.
+ * The demo job: Critique-GRPO from the starter model cgrpo trains itself (gpu-runner/models/starter,
+ * `npm run models:starter`) on the shipped arithmetic task, rewarded by builtin:math (the boxed
+ * answer must equal the reference), critiqued by builtin:ground-truth. Also what
+ * docs/quickstart.md submits.
  */
 export const DEMO_JOB = {
-  name: 'demo: single-digit arithmetic on tiny-llama',
+  name: 'demo: Critique-GRPO on the starter model, multi-step arithmetic',
   algorithm: 'critique-grpo',
-  model: { id: 'tiny-llama', adapter: { type: 'lora', rank: 8, alpha: 16 } },
+  model: { id: 'starter', adapter: { type: 'full' } },
   datasets: {
-    train: { uri: 'file:examples/datasets/arith-train.jsonl' },
-    validation: { uri: 'file:examples/datasets/arith-val.jsonl' },
+    train: { uri: `${ARITHMETIC}/train.jsonl` },
+    validation: { uri: `${ARITHMETIC}/validation.jsonl` },
   },
-  verifier: { plugin: 'builtin:regex', config: { pattern: '{reference}', mode: 'match' } },
+  verifier: { plugin: 'builtin:math' },
   critic: { plugin: 'builtin:ground-truth' },
   seed: 1,
   checkpoint_every: 10,
-  evaluation: { every_steps: 10, samples_per_prompt: 4, temperature: 1, max_prompts: 20 },
+  evaluation: { every_steps: 0, at_end: false },
   hyperparameters: {
-    prompts_per_step: 8,
+    prompts_per_step: 16,
     group_size: 8,
-    max_response_tokens: 8,
-    max_prompt_tokens: 64,
-    learning_rate: 0.1,
-    total_steps: 80,
-    mini_batches_per_step: 2,
-    system_prompt: '',
-    prompt_template: '{question} =',
+    max_response_tokens: 48,
+    max_prompt_tokens: 256,
+    learning_rate: 1e-4,
+    total_steps: DEMO_STEPS,
+    mini_batches_per_step: 1,
   },
 };
+
+/** An evaluation job: the same fixed validation sample, greedy, for `model` (a name or checkpoint:<id>). */
+export function evaluationJob(model, label) {
+  return {
+    name: `demo: evaluate ${label}`,
+    algorithm: 'evaluate',
+    model: { id: model },
+    datasets: { train: { uri: `${ARITHMETIC}/validation.jsonl`, limit: DEMO_EVAL } },
+    verifier: { plugin: 'builtin:math' },
+    seed: 0,
+    evaluation: { samples_per_prompt: 1, temperature: 0, max_prompts: null },
+    hyperparameters: { max_response_tokens: 48, max_prompt_tokens: 256 },
+  };
+}
 
 async function call(url, token, method, route, body) {
   const res = await fetch(`${url}${route}`, {
@@ -210,47 +229,107 @@ function smooth(points, k = 5) {
   });
 }
 
-/** The whole demo: runner, job, progress, chart. Returns the runner handle (it keeps serving jobs). */
+/** Wilson score interval (95%) of k successes in n. */
+export function wilson(k, n, z = 1.96) {
+  if (n === 0) return [0, 1];
+  const p = k / n;
+  const d = 1 + (z * z) / n;
+  const c = (p + (z * z) / (2 * n)) / d;
+  const h = (z * Math.sqrt((p * (1 - p)) / n + (z * z) / (4 * n * n))) / d;
+  return [Math.max(0, c - h), Math.min(1, c + h)];
+}
+
+/** Runs an evaluation job to the end; returns pass@1, the sample size and its records. */
+async function evaluateModel({ url, apiKey, model, label, out }) {
+  const job = await call(url, apiKey, 'POST', '/v1/jobs', evaluationJob(model, label));
+  out(`[demo] evaluating ${label} on ${DEMO_EVAL} held-out problems (${job.id}) …`);
+  let status;
+  for (;;) {
+    status = await call(url, apiKey, 'GET', `/v1/jobs/${job.id}`);
+    if (['succeeded', 'failed', 'cancelled'].includes(status.status)) break;
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  if (status.status !== 'succeeded')
+    throw new Error(`evaluation of ${label} ended ${status.status}: ${status.error?.message ?? ''}`);
+  const [point] = (await call(url, apiKey, 'GET', `/v1/jobs/${job.id}/metrics`)).data;
+  const records = (await call(url, apiKey, 'GET', `/v1/jobs/${job.id}/rollouts?step=0&limit=5000`)).data;
+  const n = records.length;
+  const k = records.filter((r) => r.correct).length;
+  return { jobId: job.id, pass1: point.values['eval/pass@1'], n, k, records };
+}
+
+const pct = (v) => `${(100 * v).toFixed(1)}%`;
+const oneLine = (text) => text.replaceAll('\n', ' | ').slice(0, 110);
+
+/** The whole demo: runner, evaluation before, Critique-GRPO, evaluation after, what changed. */
 export async function runDemo({ url, apiKey, registrationKey, out = (l) => process.stdout.write(`${l}\n`) }) {
   const runner = await startRunner({ url, registrationKey });
-  const jobId = await submitDemoJob({ url, apiKey });
+  const t0 = Date.now();
+  const before = await evaluateModel({ url, apiKey, model: 'starter', label: 'the starter model', out });
+  const [lo0, hi0] = wilson(before.k, before.n);
+  out(`[demo] before: pass@1 ${pct(before.pass1)} (95% CI ${pct(lo0)}–${pct(hi0)}, ${before.k}/${before.n})`);
+
+  const { id: jobId } = await call(url, apiKey, 'POST', '/v1/jobs', DEMO_JOB);
   out(
-    `[demo] submitted ${jobId}: Critique-GRPO on tiny-llama (LoRA), single-digit arithmetic, ${DEMO_JOB.hyperparameters.total_steps} steps on the CPU`,
+    `[demo] submitted ${jobId}: Critique-GRPO on the starter model, ${DEMO_STEPS} steps × ${DEMO_JOB.hyperparameters.prompts_per_step} problems × ${DEMO_JOB.hyperparameters.group_size} samples, builtin:math + builtin:ground-truth critic`,
   );
+  out(`[demo] follow it live: npx cgrpo jobs follow ${jobId}`);
   const { job, points } = await followJob({ url, apiKey, jobId, out });
   if (job.status !== 'succeeded') {
     out(`[demo] the job ended ${job.status}: ${job.error ? `${job.error.code}: ${job.error.message}` : ''}`);
     return runner;
   }
+  const checkpoints = await call(url, apiKey, 'GET', `/v1/jobs/${jobId}/checkpoints`);
+  const final = checkpoints.data.find((c) => c.final);
+  const after = await evaluateModel({
+    url,
+    apiKey,
+    model: `checkpoint:${final.id}`,
+    label: 'the trained model',
+    out,
+  });
+  const [lo1, hi1] = wilson(after.k, after.n);
+
   const reward = points.map((p) => [p.step, pick(p.values, 'reward/mean') ?? 0]);
-  const evalPass = points
-    .filter((p) => pick(p.values, 'eval/pass@1', 'eval/pass_at_1') !== null)
-    .map((p) => [p.step, pick(p.values, 'eval/pass@1', 'eval/pass_at_1')]);
+  const refine = points
+    .map((p) => [p.step, pick(p.values, 'refinement/success_rate')])
+    .filter(([, v]) => v !== null);
   const series = [
     { name: 'train reward (mean of last 5 steps)', mark: '*', points: smooth(reward) },
-    { name: 'eval pass@1', mark: 'o', points: evalPass },
+    { name: 'refinement success', mark: 'o', points: smooth(refine) },
   ];
   out('');
-  for (const row of asciiChart(series)) out(`[demo] ${row}`);
+  for (const row of asciiChart(series, { max: 1 })) out(`[demo] ${row}`);
   mkdirSync(stateDir, { recursive: true });
   const svgPath = path.join(stateDir, `demo-${jobId}.svg`);
   writeFileSync(svgPath, svgChart(series, { title: `${DEMO_JOB.name} (${jobId})` }));
-  const first = reward.slice(0, 10).reduce((a, p) => a + p[1], 0) / Math.min(10, reward.length);
-  const last = reward.slice(-10).reduce((a, p) => a + p[1], 0) / Math.min(10, reward.length);
-  const checkpoints = await call(url, apiKey, 'GET', `/v1/jobs/${jobId}/checkpoints`);
-  const final = checkpoints.data.find((c) => c.final);
+  const refineMean = refine.length ? refine.reduce((a, p) => a + p[1], 0) / refine.length : null;
   out('');
   out(
-    `[demo] ${jobId} succeeded: mean train reward ${first.toFixed(3)} over the first 10 steps → ${last.toFixed(3)} over the last 10`,
+    `[demo] pass@1 on ${after.n} held-out problems (greedy, same sample): ${pct(before.pass1)} → ${pct(after.pass1)}`,
   );
-  if (evalPass.length)
-    out(`[demo] eval pass@1 by step: ${evalPass.map(([s, v]) => `${s}: ${v.toFixed(3)}`).join(', ')}`);
-  out(`[demo] chart: ${path.relative(process.cwd(), svgPath)}`);
-  if (final) {
+  out(
+    `[demo]   before ${pct(before.pass1)} (95% CI ${pct(lo0)}–${pct(hi0)})   after ${pct(after.pass1)} (95% CI ${pct(lo1)}–${pct(hi1)})`,
+  );
+  if (refineMean !== null)
     out(
-      `[demo] trained LoRA adapter (a tar of a PEFT folder): curl -H "Authorization: Bearer $KEY" ${url}/v1/jobs/${jobId}/checkpoints/${final.id}/content -o adapter.tar`,
+      `[demo] refinement success (a refinement after the critique is correct): ${pct(refineMean)} on average`,
     );
+  out('[demo] a few held-out problems, before → after:');
+  for (const i of [0, 1, 2, 3]) {
+    const b = before.records[i];
+    const a = after.records.find((r) => r.row === b.row) ?? after.records[i];
+    out(`[demo]   Q: ${oneLine(b.prompt.split('user\n').pop().split('\n')[0])}  (answer ${b.reference})`);
+    out(`[demo]     before ${b.correct ? '✓' : '✗'} ${oneLine(b.response)}`);
+    out(`[demo]     after  ${a.correct ? '✓' : '✗'} ${oneLine(a.response)}`);
   }
-  out('[demo] the runner stays up: POST more jobs to the API (see docs/runner.md); Ctrl-C stops everything');
+  out(
+    `[demo] chart: ${path.relative(process.cwd(), svgPath)}   (${((Date.now() - t0) / 1000).toFixed(0)} s in all)`,
+  );
+  out('[demo] next: docs/quickstart.md (SFT → evaluate → Critique-GRPO with curl or the cgrpo CLI),');
+  out(
+    `[demo]   the trained model: curl -H "Authorization: Bearer $CGRPO_API_KEY" ${url}/v1/jobs/${jobId}/checkpoints/${final.id}/content -o model.tar`,
+  );
+  out('[demo] the runner stays up: POST more jobs to the API; Ctrl-C stops everything');
   return runner;
 }

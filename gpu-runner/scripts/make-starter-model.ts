@@ -14,7 +14,7 @@ import {
   DEFAULT_SYSTEM_PROMPT,
 } from '@cgrpo/contract';
 import { getBuiltinVerifier } from '@cgrpo/plugins/builtin';
-import { arithmeticSplits, TaskRng, workedSolution } from '../../examples/arithmetic/arithmetic';
+import { arithmeticSplits, problemSet, TaskRng, workedSolution } from '../../examples/arithmetic/arithmetic';
 import { feedbackRow } from '../../examples/arithmetic/generate';
 import { fillTemplate } from '../src/algo/prompt';
 import { createEngine } from '../src/engine';
@@ -43,6 +43,7 @@ export const STARTER = {
   /** stop at the first evaluation at or above this greedy pass@1 (validation, first evalPrompts problems) */
   stopAt: 0.3,
   evalPrompts: 200,
+  sftProblems: 60_000,
 } as const;
 
 const CHAT_TEMPLATE = [
@@ -65,7 +66,14 @@ function qwenTokenizerFiles(): { json: Record<string, unknown>; config: Record<s
 function corpus(): { problems: Example[]; feedback: Example[]; validation: Example[]; seedTexts: string[] } {
   const { train, validation } = arithmeticSplits();
   const r = new TaskRng(99);
-  const problems: Example[] = train.map((p, i) => ({
+  // SFT sees many more problems than the RL training split (the same generator, its own seed,
+  // never a validation expression), so it learns arithmetic rather than memorising 6,000 answers
+  const sftProblems = problemSet(
+    STARTER.seed,
+    STARTER.sftProblems,
+    new Set(validation.map((p) => p.expression)),
+  );
+  const problems: Example[] = sftProblems.map((p, i) => ({
     line: i + 1,
     question: fillTemplate(DEFAULT_PROMPT_TEMPLATE, { question: p.question }),
     reference: String(p.answer),
@@ -195,7 +203,7 @@ export interface StarterLog {
 /** Builds and trains the starter model into `outDir`; returns the training log. */
 export async function makeStarterModel(
   outDir: string,
-  opts: { maxSteps?: number; onLog?: (l: StarterLog) => void } = {},
+  opts: { maxSteps?: number; onLog?: (l: StarterLog) => void; snapshots?: string } = {},
 ): Promise<StarterLog[]> {
   const s = STARTER;
   const { problems, feedback, validation, seedTexts } = corpus();
@@ -266,6 +274,14 @@ export async function makeStarterModel(
     }
     log.push(entry);
     opts.onLog?.(entry);
+    // a snapshot at every evaluation: the run can be stopped and its best point kept
+    if (entry.pass1 !== undefined && opts.snapshots) {
+      await model.saveCheckpoint(join(opts.snapshots, `step-${step}`));
+      writeFileSync(
+        join(opts.snapshots, `step-${step}`, 'training_log.json'),
+        `${JSON.stringify({ starter: STARTER, log }, null, 1)}\n`,
+      );
+    }
     if ((entry.pass1 ?? 0) >= s.stopAt) break;
   }
   rmSync(outDir, { recursive: true, force: true });
@@ -288,6 +304,7 @@ if (isMain) {
   const t0 = Date.now();
   await makeStarterModel(out, {
     maxSteps,
+    snapshots: process.env.CGRPO_STARTER_SNAPSHOTS,
     onLog: (l) => {
       if (l.step % 10 === 0 || l.pass1 !== undefined)
         console.log(
