@@ -169,3 +169,60 @@ describe('runner protocol', () => {
     ).toEqual(['points.0.extra', 'points.0.values.loss']);
   });
 });
+
+describe('SFT, evaluation and refinement-prompt knobs', () => {
+  const ok = (body: unknown) => {
+    const r = parseJobSpec(body);
+    if (!r.ok) throw new Error(JSON.stringify(r.fields));
+    return r.spec;
+  };
+
+  it('an SFT job gets SFT defaults, the completion field, and no critic or shaping', () => {
+    const spec = ok({ ...minimal, algorithm: 'sft' });
+    expect(spec.datasets.train.fields.completion).toBe('completion');
+    expect(spec.hyperparameters.learning_rate).toBe(1e-4);
+    expect(spec.hyperparameters.prompts_per_step).toBe(16);
+    expect(spec.critic).toBeNull();
+    expect(spec.shaping).toBeNull();
+    expect(JobSpecSchema.safeParse(spec).success).toBe(true);
+  });
+
+  it('refuses critique-only knobs and a completion field where they mean nothing', () => {
+    expect(fieldsOf({ ...minimal, algorithm: 'sft', critic: { plugin: 'builtin:ground-truth' } })).toEqual([
+      { path: 'critic', message: "only used by algorithm 'critique-grpo'; remove it" },
+    ]);
+    expect(
+      fieldsOf({ ...minimal, algorithm: 'evaluate', hyperparameters: { critic_fallback: 'drop' } })[0].path,
+    ).toBe('hyperparameters.critic_fallback');
+    expect(
+      fieldsOf({
+        ...minimal,
+        datasets: { train: { uri: 'artifact://art_x', fields: { completion: 'c' } } },
+      })[0].path,
+    ).toBe('datasets.train.fields.completion');
+  });
+
+  it('every GRPO preset has no entropy bonus, as its reference recipe; Critique-GRPO keeps 0.001', () => {
+    for (const preset of ['deepseekmath', 'verl-r1', 'dr-grpo', 'dapo'])
+      expect(
+        ok({ ...minimal, algorithm: 'grpo', hyperparameters: { preset } }).hyperparameters.entropy_coef,
+      ).toBe(0);
+    expect(ok(minimal).hyperparameters.entropy_coef).toBe(0.001);
+  });
+
+  it('critic_fallback defaults to the released code (ground-truth); first_correct is selectable', () => {
+    const spec = ok({ ...minimal, hyperparameters: { refinement_selection: 'first_correct' } });
+    expect(spec.hyperparameters.critic_fallback).toBe('ground-truth');
+    expect(spec.hyperparameters.refinement_selection).toBe('first_correct');
+    expect(spec.hyperparameters.max_refinement_prompt_tokens).toBeNull();
+  });
+
+  it('refuses a refinement budget that surely cannot hold the template alone, naming the field', () => {
+    const fields = fieldsOf({ ...minimal, hyperparameters: { max_refinement_prompt_tokens: 10 } });
+    expect(fields[0].path).toBe('hyperparameters.max_refinement_prompt_tokens');
+    expect(
+      ok({ ...minimal, hyperparameters: { max_refinement_prompt_tokens: 600 } }).hyperparameters
+        .max_refinement_prompt_tokens,
+    ).toBe(600);
+  });
+});
