@@ -440,7 +440,7 @@ describe('cgrpo-runner with the production lease (60 s, heartbeat every 20 s)', 
     const OUTAGE_MS = Math.max(20_000, Number(process.env.CGRPO_OUTAGE_MS ?? 25_000));
     const NORMAL_MS = 10_000;
     const CHECKPOINT_EVERY = 5;
-    const TOTAL = Number(process.env.CGRPO_OUTAGE_STEPS ?? 150);
+    const TOTAL = Number(process.env.CGRPO_OUTAGE_STEPS ?? 400);
     const id = await submit(
       tinyJob(
         { name: 'outage', checkpoint_every: CHECKPOINT_EVERY, evaluation: { every_steps: 0, at_end: false } },
@@ -481,5 +481,5 @@ describe('cgrpo-runner with the production lease (60 s, heartbeat every 20 s)', 
     expect(rollouts.body.steps.map((s) => s.step).sort((a, b) => a - b)).toEqual(
       Array.from({ length: TOTAL }, (_, i) => i + 1),
     );
-  }, 420_000);
+  }, 600_000);
 });
