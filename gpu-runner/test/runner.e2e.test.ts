@@ -440,11 +440,12 @@ describe('cgrpo-runner with the production lease (60 s, heartbeat every 20 s)', 
     const OUTAGE_MS = Math.max(20_000, Number(process.env.CGRPO_OUTAGE_MS ?? 25_000));
     const NORMAL_MS = 10_000;
     const CHECKPOINT_EVERY = 5;
-    const TOTAL = Number(process.env.CGRPO_OUTAGE_STEPS ?? 400);
+    const TOTAL = Number(process.env.CGRPO_OUTAGE_STEPS ?? 600);
     const id = await submit(
       tinyJob(
         { name: 'outage', checkpoint_every: CHECKPOINT_EVERY, evaluation: { every_steps: 0, at_end: false } },
-        { total_steps: TOTAL },
+        // longer responses: steps of ~0.1-0.3 s, so the job outlasts the outage
+        { total_steps: TOTAL, max_response_tokens: 12 },
       ),
     );
     const runner = startRunner(api, registerRunner(api, 'e2e-outage').token, { exitAfter: 1, threads: 1 });
