@@ -17,6 +17,7 @@ import { artifactsRouter } from './routes/artifacts';
 import { bootstrap } from './routes/bootstrap';
 import { budgetsRouter } from './routes/budgets';
 import { jobsRouter } from './routes/jobs';
+import { openaiRouter } from './routes/openai';
 import { pluginRunRouter } from './routes/plugin-run';
 import { pluginsRouter } from './routes/plugins';
 import { runnerRouter } from './routes/runner';
@@ -56,6 +57,11 @@ app.route('/v1', pluginsRouter);
 app.route('/v1/runner', runnerRouter);
 app.route('/v1/webhooks', webhooks);
 registerWebhookEventDocs(app.openAPIRegistry);
+// OpenAI-compatible fine-tuning routes (docs/openai-migration.md): they forward to /v1 in-process.
+app.route(
+  '/openai/v1',
+  openaiRouter((request, env, ctx) => app.fetch(request, env, ctx)),
+);
 
 app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', {
   type: 'http',
