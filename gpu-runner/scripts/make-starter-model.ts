@@ -258,7 +258,7 @@ export async function makeStarterModel(
       loss: r.values['train/loss'] as number,
       token_accuracy: r.values['train/token_accuracy'] ?? null,
     };
-    if (step % s.evalEvery === 0 || step === maxSteps) {
+    if (step % s.evalEvery === 0) {
       const ev = await evaluatePolicy(model, verify, validation, step, {
         samplesPerPrompt: 1,
         temperature: 0,
