@@ -8,6 +8,7 @@ import { gzipSync } from 'node:zlib';
 import type { JobSpec } from '@cgrpo/contract';
 import { type AlgoConfig, fromHyperparameters, scheduleForJob } from '../algo/config';
 import { ApiError } from '../api-client';
+import { apiFileDownload, cachedBundles } from '../download';
 import { createEngine, type Engine } from '../engine';
 import { CausalLM, type ModelTrainer } from '../model/model';
 import { generate } from '../rollout/generate';
@@ -126,7 +127,7 @@ async function prepareJob(ctx: JobContext, host: PluginHostOptions, own: Owned):
   const cacheDir = join(ctx.workDir, '..', 'model-cache');
   const resolveBase = (id: string): Promise<string> =>
     id.startsWith('artifact://')
-      ? fetchModelArtifact(id, (path) => api.download(path), cacheDir, log)
+      ? fetchModelArtifact(id, { toFile: apiFileDownload(api) }, cacheDir, log)
       : resolveModel({ ...spec.model, id }, ctx.modelDirs, { log });
   const modelDir = isCheckpointModel(spec.model.id)
     ? await resolveCheckpointModel(spec.model.id, {
@@ -140,7 +141,7 @@ async function prepareJob(ctx: JobContext, host: PluginHostOptions, own: Owned):
   const plugins = await resolvePlugins(spec, {
     ...host,
     resolved: lease.plugins,
-    download: (path) => api.download(path),
+    download: cachedBundles(join(ctx.workDir, '..', 'bundle-cache'), (path) => api.download(path)),
     generate: selfCritic.generate,
     log,
     onPluginLog: (data) => reporter.event('job.log', { ...data }),
