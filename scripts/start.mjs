@@ -266,6 +266,8 @@ export async function main(argv = process.argv.slice(2)) {
     [
       '',
       `cgrpo API   ${api.url}   (reference: ${api.url}/docs, OpenAPI: ${api.url}/v1/openapi.json)`,
+      `dashboard   ${api.url}/#/login?key=${account.api_key}   (signs you in; the key stays in this tab)`,
+      `CLI         export CGRPO_API_URL=${api.url} CGRPO_API_KEY=${account.api_key}; npx cgrpo jobs list`,
       `admin API key            ${account.api_key}`,
       `runner registration key  ${account.registration_key}`,
       `(saved in ${path.relative(process.cwd(), localConfigPath)}; Ctrl-C stops everything)`,
