@@ -17,6 +17,9 @@ export const HOSTILE: Record<string, string> = {
   // dies of memory exhaustion inside JSON.stringify of its own result
   'stringify-oom': `const a = []; for (let i = 0; i < 1e7; i++) a.push({ k: 'x'.repeat(64) + i });
     return { score: 1, correct: true, details: { a } };`,
+  // is inside JSON.stringify when the watchdog disposes its isolate, then the process exits
+  'stringify-at-deadline': `const o = Array.from({ length: 200000 }, (_, i) => ({ i, s: 'abc' + i }));
+    for (;;) JSON.stringify(o);`,
   'unbounded-growth': 'const a = []; for (;;) a.push(new Array(10000).fill(a.length));',
   'huge-buffers': 'const a = []; for (;;) a.push(new Uint8Array(16 * 1024 * 1024).fill(1));',
   'huge-result': "return { score: 1, correct: true, details: { blob: 'x'.repeat(200 * 1024 * 1024) } };",
@@ -57,4 +60,6 @@ if (process.argv[1]?.endsWith('crash-child.ts')) {
   process.stdout.write(
     `${JSON.stringify({ memoryMb: MEMORY_MB, baselineMaxRssMb: baseline, peakMaxRssMb: maxRssMb(), outcomes })}\n`,
   );
+  // exit at once, as a runner does on SIGTERM: nothing may still be running inside a disposed isolate
+  process.exit(0);
 }

@@ -630,14 +630,17 @@ function child(engine: string, scenarios: string[]) {
 
 describe('no plugin can end the runner process (a real child process per engine)', () => {
   it.each(engines)(
-    '%s: busy-wait-then-allocate, OOM inside JSON.stringify, and the exit after them',
+    '%s: busy-wait-then-allocate, OOM in JSON.stringify, disposed inside JSON.stringify, then process.exit',
     (engine) => {
       const r = child(engine, [
         'busy-then-allocate',
         'busy-1800-then-allocate',
         'stringify-oom',
         'busy-then-allocate',
-        'busy-then-allocate',
+        // isolated-vm only: QuickJS polls its deadline every 10,000 bytecode back-edges, so a loop
+        // around a slow native call (JSON.stringify of a big object) overruns it by minutes
+        // (open: docs/plugins.md, "The sandbox")
+        ...(engine === 'isolated-vm' ? ['stringify-at-deadline'] : []),
       ]);
       expect({ status: r.status, signal: r.signal }, r.stderr.slice(-2000)).toEqual({
         status: 0,
