@@ -1,5 +1,5 @@
 import type { Job, JobEvent } from '@cgrpo/contract';
-import { Hono } from 'hono';
+import { type Context, Hono } from 'hono';
 import type { AppEnv, Env } from '../env';
 
 // An OpenAI-compatible fine-tuning surface under /openai/v1 (docs/openai-migration.md): the
@@ -9,7 +9,11 @@ import type { AppEnv, Env } from '../env';
 // counterpart are refused with 422 naming the grader type.
 
 /** Calls the /v1 API in-process (index.ts passes `app.fetch`). */
-export type Forward = (request: Request, env: Env, ctx: ExecutionContext) => Response | Promise<Response>;
+export type Forward = (
+  request: Request,
+  env: Env,
+  ctx: Context<AppEnv>['executionCtx'],
+) => Response | Promise<Response>;
 
 type OpenAiError = { status: 400 | 404 | 409 | 422; code: string; message: string; param?: string };
 
@@ -227,7 +231,7 @@ export function openaiRouter(forward: Forward): Hono<AppEnv> {
 
   /** Calls /v1 with the caller's credentials; a cgrpo error becomes an OpenAI-shaped one. */
   async function v1<T>(
-    c: { req: { header: (n: string) => string | undefined }; env: Env; executionCtx: ExecutionContext },
+    c: Context<AppEnv>,
     method: string,
     path: string,
     body?: { json: unknown } | { raw: string; type: string },
