@@ -1,6 +1,8 @@
 // A job's datasets: downloaded (uploaded artifacts through the API, http(s) URLs) or read from the
 // runner's disk (`file:`), parsed as JSONL and mapped through the spec's field names.
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, realpathSync } from 'node:fs';
+import { delimiter, isAbsolute, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { DatasetRef } from '@cgrpo/contract';
 import { ApiError, RUNNER_ROUTES, type RunnerApi } from '../api-client';
 import { JobError } from './types';
@@ -13,6 +15,39 @@ export interface Example {
   solution?: string;
   /** The target completion of an SFT row (fields.completion). */
   completion?: string;
+}
+
+/**
+ * The runner's data roots: its working directory and the folders in CGRPO_DATA_ROOTS (separated
+ * by the platform's path delimiter). A `file:` dataset must resolve, symlinks followed, inside one.
+ */
+export function dataRoots(env: NodeJS.ProcessEnv = process.env): string[] {
+  const extra = (env.CGRPO_DATA_ROOTS ?? '').split(delimiter).filter(Boolean);
+  return [process.cwd(), ...extra].map((r) => resolve(r));
+}
+
+/** The file a `file:` URI names, refused unless it lies inside a data root. */
+export function confinedPath(uri: string, field: string, roots = dataRoots()): string {
+  const raw = uri.startsWith('file://') ? fileURLToPath(uri) : uri.slice('file:'.length);
+  const abs = resolve(raw);
+  let real: string;
+  try {
+    real = realpathSync(abs);
+  } catch {
+    throw new JobError('dataset_download_failed', `${field}.uri: ${uri}: no such file on this runner`);
+  }
+  const inside = roots.some((root) => {
+    const r = existsSync(root) ? realpathSync(root) : root;
+    const rel = relative(r, real);
+    return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel));
+  });
+  if (!inside) {
+    throw new JobError(
+      'dataset_path_refused',
+      `${field}.uri: ${uri} is outside this runner's data roots (${roots.join(', ')}); put the file under one or add its folder to CGRPO_DATA_ROOTS`,
+    );
+  }
+  return real;
 }
 
 async function fetchBytes(ref: DatasetRef, api: RunnerApi, field: string): Promise<Uint8Array> {
@@ -30,7 +65,7 @@ async function fetchBytes(ref: DatasetRef, api: RunnerApi, field: string): Promi
         );
       return new Uint8Array(await res.arrayBuffer());
     }
-    if (uri.startsWith('file:')) return readFileSync(uri.startsWith('file://') ? new URL(uri) : uri.slice(5));
+    if (uri.startsWith('file:')) return readFileSync(confinedPath(uri, field));
   } catch (e) {
     if (e instanceof JobError) throw e;
     const retryable = e instanceof ApiError ? e.retryable : false;
