@@ -57,6 +57,7 @@ import {
   jsonBody,
   router,
 } from '../openapi';
+import { readStoredManifest } from '../plugin-manifest';
 import { parsePluginRef } from '../spec-checks';
 import { publishRunnerEventWebhooks } from '../webhooks/job-events';
 import { artifactContent, getAccountArtifact, uploadPart } from './artifacts';
@@ -192,12 +193,15 @@ async function resolvePlugins(db: Db, spec: JobSpec): Promise<ResolvedPlugin[]> 
       .from(plugins)
       .where(and(eq(plugins.owner, ref.owner), eq(plugins.name, ref.name), eq(plugins.version, ref.version)))
       .get();
+    // a stored manifest that cannot be read is served as a missing plugin (the runner fails that
+    // job with plugin_not_found), never as a 500 on lease
+    const manifest = row ? readStoredManifest(row.manifest) : null;
     resolved.push({
       ...base,
       builtin: false,
-      sha256: row?.sha256 ?? null,
-      manifest: row ? JSON.parse(row.manifest) : null,
-      bundle_url: row ? `/v1/runner/bundles/${row.sha256}` : null,
+      sha256: manifest && row ? row.sha256 : null,
+      manifest,
+      bundle_url: manifest && row ? `/v1/runner/bundles/${row.sha256}` : null,
     });
   }
   return resolved;
