@@ -45,8 +45,8 @@ published plugins (run in the plugin sandbox):
   --no-llm              take no job that grants llm.chat to a plugin
   --plugin-timeout-ms N upper bound on a plugin's per-call time limit (default 60000)
   --plugin-memory-mb N  upper bound on a plugin's memory limit (default 512)
-  --sandbox-engine E    auto | isolated-vm | quickjs (default auto: isolated-vm where it loads and
-                        node runs with --no-node-snapshot, as bin/cgrpo-runner.mjs starts it)`;
+  --sandbox-engine E    auto | isolated-vm | quickjs (default auto = QuickJS: its memory limit bounds
+                        the runner; isolated-vm is faster, opt-in; docs/plugins.md, "The sandbox")`;
 
 function splitList(v: string | undefined): string[] {
   return (v ?? '')
@@ -184,11 +184,10 @@ async function run(argv: string[]): Promise<number> {
   } catch (e) {
     throw new UsageError(`--sandbox-engine: ${(e as Error).message}`);
   }
-  if (sandboxEngine === 'quickjs' && engineFlag === 'auto') {
-    log.info('plugin sandbox: QuickJS (slower than isolated-vm for published plugins)', {
-      why: ivmUnavailableReason(),
-    });
-  } else log.debug('plugin sandbox', { engine: sandboxEngine });
+  log.debug('plugin sandbox', {
+    engine: sandboxEngine,
+    ...(sandboxEngine === 'quickjs' && engineFlag === 'isolated-vm' ? { why: ivmUnavailableReason() } : {}),
+  });
   const host: PluginHostOptions = {
     sandboxEngine,
     llm: llmEndpoint
