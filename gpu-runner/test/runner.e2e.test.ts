@@ -465,7 +465,7 @@ describe('cgrpo-runner with the production lease (60 s, heartbeat every 20 s)', 
     );
     expect(outage.rate).toBeGreaterThanOrEqual(0.8 * normal.rate);
     await api.restart();
-    const job = await waitStatus(id, ['succeeded'], 240_000);
+    const job = await waitStatus(id, ['succeeded'], 480_000); // the backlog drains after the restart
     await runner.exited;
     expect(runner.log()).toMatch(/heartbeat failed|reports buffered|api retry/);
     // the same lease carried on: no requeue, no second attempt
@@ -482,5 +482,5 @@ describe('cgrpo-runner with the production lease (60 s, heartbeat every 20 s)', 
     expect(rollouts.body.steps.map((s) => s.step).sort((a, b) => a - b)).toEqual(
       Array.from({ length: TOTAL }, (_, i) => i + 1),
     );
-  }, 600_000);
+  }, 900_000);
 });
