@@ -89,8 +89,11 @@ app.get('/v1/openapi.json', (c) => {
 app.get('/docs', (c) => c.html(DOCS_PAGE));
 // Everything outside /v1 is the dashboard (api/public, served by the ASSETS binding).
 app.get('*', async (c, next) => {
-  if (c.req.path.startsWith('/v1/') || !c.env.ASSETS) return next();
-  return c.env.ASSETS.fetch(c.req.raw);
+  if (c.req.path.startsWith('/v1/') || c.req.path.startsWith('/openai/') || !c.env.ASSETS) return next();
+  const asset = await c.env.ASSETS.fetch(c.req.raw);
+  // a path that is no file of the dashboard gets the API's JSON 404, not an empty body
+  if (asset.status === 404) return next();
+  return asset;
 });
 
 app.notFound((c) =>
