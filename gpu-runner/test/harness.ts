@@ -306,3 +306,41 @@ export function tinyJob(
     ...overrides,
   };
 }
+
+/** A job as the e2e tests read it back. */
+export interface JobView {
+  id: string;
+  status: string;
+  runner_id: string | null;
+  error: { code: string; message: string } | null;
+}
+
+/** POSTs a job spec and returns the new job's id (throws with the API's answer otherwise). */
+export async function submitJob(api: LocalApi, spec: Record<string, unknown>): Promise<string> {
+  const res = await api.request<{ id: string }>('POST', '/v1/jobs', spec);
+  if (res.status !== 201) throw new Error(`POST /v1/jobs: ${res.status} ${JSON.stringify(res.body)}`);
+  return res.body.id;
+}
+
+/** Waits for a job to reach succeeded, failed or cancelled. */
+export function jobFinished(api: LocalApi, id: string, timeoutMs = 200_000): Promise<JobView> {
+  return waitFor(
+    `job ${id} to finish`,
+    async () => {
+      const j = (await api.request<JobView>('GET', `/v1/jobs/${id}`)).body;
+      return ['succeeded', 'failed', 'cancelled'].includes(j.status) ? j : null;
+    },
+    timeoutMs,
+    500,
+  );
+}
+
+/** A job's stored metric points, by step. */
+export async function jobMetrics(api: LocalApi, id: string) {
+  return (
+    await api.request<{ data: { step: number; values: Record<string, number | null> }[] }>(
+      'GET',
+      `/v1/jobs/${id}/metrics`,
+    )
+  ).body.data;
+}

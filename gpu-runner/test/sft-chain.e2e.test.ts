@@ -4,7 +4,16 @@
 // evaluation job on that checkpoint measures it (pass@1, per-response records in the rollout
 // store, no training); a Critique-GRPO job starts from the same checkpoint and trains to the end.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { type LocalApi, registerRunner, startApi, startRunner, stopRunners, waitFor } from './harness';
+import {
+  jobFinished,
+  jobMetrics,
+  type LocalApi,
+  registerRunner,
+  startApi,
+  startRunner,
+  stopRunners,
+  submitJob,
+} from './harness';
 
 let api: LocalApi;
 
@@ -16,38 +25,9 @@ afterAll(async () => {
   await api?.stop();
 });
 
-interface Job {
-  id: string;
-  status: string;
-  error: { code: string; message: string } | null;
-}
-
-async function submit(spec: Record<string, unknown>): Promise<string> {
-  const res = await api.request<{ id: string }>('POST', '/v1/jobs', spec);
-  expect(res.status, JSON.stringify(res.body)).toBe(201);
-  return res.body.id;
-}
-
-function finished(id: string, timeoutMs = 200_000): Promise<Job> {
-  return waitFor(
-    `job ${id} to finish`,
-    async () => {
-      const j = (await api.request<Job>('GET', `/v1/jobs/${id}`)).body;
-      return ['succeeded', 'failed', 'cancelled'].includes(j.status) ? j : null;
-    },
-    timeoutMs,
-    500,
-  );
-}
-
-async function metrics(id: string) {
-  return (
-    await api.request<{ data: { step: number; values: Record<string, number | null> }[] }>(
-      'GET',
-      `/v1/jobs/${id}/metrics`,
-    )
-  ).body.data;
-}
+const submit = (spec: Record<string, unknown>) => submitJob(api, spec);
+const finished = (id: string) => jobFinished(api, id);
+const metrics = (id: string) => jobMetrics(api, id);
 
 const ARITHMETIC = 'file:examples/datasets/arithmetic';
 
