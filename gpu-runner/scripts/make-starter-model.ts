@@ -17,11 +17,11 @@ import { getBuiltinVerifier } from '@cgrpo/plugins/builtin';
 import { arithmeticSplits, problemSet, TaskRng, workedSolution } from '../../examples/arithmetic/arithmetic';
 import { feedbackRow } from '../../examples/arithmetic/generate';
 import { fillTemplate } from '../src/algo/prompt';
-import { createEngine } from '../src/engine';
+import { createEngine, type Schedule } from '../src/engine';
 import type { Example } from '../src/job/dataset';
 import { evaluatePolicy } from '../src/job/evaluate';
 import type { VerifyFn } from '../src/job/plugins';
-import { SftLoop } from '../src/job/sft';
+import { SftLoop, sftLoss } from '../src/job/sft';
 import { CausalLM } from '../src/model/model';
 import { Rng } from '../src/model/rng';
 import { type TensorToWrite, writeSafetensors } from '../src/model/safetensors';
@@ -39,6 +39,9 @@ export const STARTER = {
   lr: 3e-3,
   warmup: 50,
   maxSteps: 3000,
+  /** phase 2 (only when phase 1 ends below stopAt): this many more steps at a constant rate */
+  phase2Steps: 3000,
+  phase2Lr: 1e-3,
   evalEvery: 100,
   /** stop at the first evaluation at or above this greedy pass@1 (validation, first evalPrompts problems) */
   stopAt: 0.3,
@@ -200,30 +203,30 @@ export interface StarterLog {
   pass1?: number | null;
 }
 
-/** Builds and trains the starter model into `outDir`; returns the training log. */
-export async function makeStarterModel(
-  outDir: string,
-  opts: { maxSteps?: number; onLog?: (l: StarterLog) => void; snapshots?: string } = {},
-): Promise<StarterLog[]> {
+interface PhaseOptions {
+  onLog?: (l: StarterLog) => void;
+  snapshots?: string;
+}
+
+/**
+ * Trains `model` with SFT from global step `first` to `last` (the data order continues across
+ * phases), evaluating every evalEvery steps and stopping at the first evaluation >= stopAt.
+ * Returns the log and whether it stopped there.
+ */
+async function trainPhase(
+  model: CausalLM,
+  lr: Schedule,
+  first: number,
+  last: number,
+  data: ReturnType<typeof corpus>,
+  log: StarterLog[],
+  opts: PhaseOptions,
+): Promise<boolean> {
   const s = STARTER;
-  const { problems, feedback, validation, seedTexts } = corpus();
-  const work = `${outDir}.untrained`;
-  rmSync(work, { recursive: true, force: true });
-  writeUntrainedStarter(work, seedTexts);
-  const engine = await createEngine({ device: 'cpu', threads: 1 });
-  const model = await CausalLM.load(work, { engine });
-  const maxSteps = opts.maxSteps ?? s.maxSteps;
   const trainer = await model.trainer({
     mode: 'full',
-    loss: (await import('../src/job/sft')).sftLoss,
-    optimizer: {
-      lr: { kind: 'cosine', lr: s.lr, warmupSteps: s.warmup, totalSteps: s.maxSteps, minLr: s.lr / 10 },
-      beta1: 0.9,
-      beta2: 0.98,
-      eps: 1e-8,
-      weightDecay: 0.01,
-      maxGradNorm: 1,
-    },
+    loss: sftLoss,
+    optimizer: { lr, beta1: 0.9, beta2: 0.98, eps: 1e-8, weightDecay: 0.01, maxGradNorm: 1 },
   });
   // two loops over one trainer: worked-solution batches and (shorter, every third step)
   // feedback batches, so no batch pads short rows to the long refinement prompts
@@ -233,12 +236,12 @@ export async function makeStarterModel(
     maxPromptTokens: 512,
     maxCompletionTokens: 128,
   };
-  const solutions = new SftLoop(model, trainer, problems, format, {
+  const solutions = new SftLoop(model, trainer, data.problems, format, {
     perStep: s.batch,
     seed: s.seed,
     dropLast: true,
   });
-  const corrections = new SftLoop(model, trainer, feedback, format, {
+  const corrections = new SftLoop(model, trainer, data.feedback, format, {
     perStep: s.batch / 2,
     seed: s.seed + 1,
     dropLast: true,
@@ -249,8 +252,7 @@ export async function makeStarterModel(
       : { loop: solutions, step: step - Math.floor(step / 3) };
   const math = getBuiltinVerifier('builtin:math');
   const verify: VerifyFn = async (input) => ({ ok: true, value: await math.verify(input), ms: 0 });
-  const log: StarterLog[] = [];
-  for (let step = 1; step <= maxSteps; step++) {
+  for (let step = first; step <= last; step++) {
     const at = loopFor(step);
     const r = await at.loop.step(at.step);
     const entry: StarterLog = {
@@ -259,7 +261,7 @@ export async function makeStarterModel(
       token_accuracy: r.values['train/token_accuracy'] ?? null,
     };
     if (step % s.evalEvery === 0) {
-      const ev = await evaluatePolicy(model, verify, validation, step, {
+      const ev = await evaluatePolicy(model, verify, data.validation, step, {
         samplesPerPrompt: 1,
         temperature: 0,
         topP: 1,
@@ -282,15 +284,83 @@ export async function makeStarterModel(
         `${JSON.stringify({ starter: STARTER, log }, null, 1)}\n`,
       );
     }
-    if ((entry.pass1 ?? 0) >= s.stopAt) break;
+    if ((entry.pass1 ?? 0) >= s.stopAt) return true;
   }
-  rmSync(outDir, { recursive: true, force: true });
-  await model.saveCheckpoint(outDir);
-  await model.close();
-  await engine.close();
-  rmSync(work, { recursive: true, force: true });
-  writeFileSync(join(outDir, 'training_log.json'), `${JSON.stringify({ starter: STARTER, log }, null, 1)}\n`);
+  return false;
+}
+
+async function save(model: CausalLM, dir: string, log: StarterLog[]): Promise<void> {
+  rmSync(dir, { recursive: true, force: true });
+  await model.saveCheckpoint(dir);
+  writeFileSync(join(dir, 'training_log.json'), `${JSON.stringify({ starter: STARTER, log }, null, 1)}\n`);
+}
+
+/**
+ * Phase 2: from the phase-1 folder (saved weights are exact f32, so this equals going on in
+ * memory), fresh AdamW moments, a constant rate after a short warmup, the data order continuing.
+ */
+export async function continueStarter(
+  phase1: string,
+  outDir: string,
+  opts: PhaseOptions = {},
+): Promise<StarterLog[]> {
+  const s = STARTER;
+  const log = (JSON.parse(readFileSync(join(phase1, 'training_log.json'), 'utf8')) as { log: StarterLog[] })
+    .log;
+  const engine = await createEngine({ device: 'cpu', threads: 1 });
+  const model = await CausalLM.load(phase1, { engine });
+  try {
+    const lr: Schedule = { kind: 'constant', lr: s.phase2Lr, warmupSteps: s.warmup };
+    await trainPhase(model, lr, s.maxSteps + 1, s.maxSteps + s.phase2Steps, corpus(), log, opts);
+    await save(model, outDir, log);
+  } finally {
+    await model.close();
+    await engine.close();
+  }
   return log;
+}
+
+/** Builds and trains the starter model into `outDir`; returns the training log. */
+export async function makeStarterModel(
+  outDir: string,
+  opts: PhaseOptions & { maxSteps?: number } = {},
+): Promise<StarterLog[]> {
+  const s = STARTER;
+  const data = corpus();
+  const work = `${outDir}.untrained`;
+  rmSync(work, { recursive: true, force: true });
+  writeUntrainedStarter(work, data.seedTexts);
+  const engine = await createEngine({ device: 'cpu', threads: 1 });
+  const model = await CausalLM.load(work, { engine });
+  const log: StarterLog[] = [];
+  let reached = false;
+  try {
+    const lr: Schedule = {
+      kind: 'cosine',
+      lr: s.lr,
+      warmupSteps: s.warmup,
+      totalSteps: s.maxSteps,
+      minLr: s.lr / 10,
+    };
+    reached = await trainPhase(
+      model,
+      lr,
+      1,
+      Math.min(opts.maxSteps ?? s.maxSteps, s.maxSteps),
+      data,
+      log,
+      opts,
+    );
+    await save(model, reached || opts.maxSteps !== undefined ? outDir : `${outDir}.phase1`, log);
+  } finally {
+    await model.close();
+    await engine.close();
+    rmSync(work, { recursive: true, force: true });
+  }
+  if (reached || opts.maxSteps !== undefined) return log;
+  const all = await continueStarter(`${outDir}.phase1`, outDir, opts);
+  rmSync(`${outDir}.phase1`, { recursive: true, force: true });
+  return all;
 }
 
 const isMain = process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url);
@@ -302,8 +372,10 @@ if (isMain) {
     ? Number(process.env.CGRPO_STARTER_MAX_STEPS)
     : undefined;
   const t0 = Date.now();
-  await makeStarterModel(out, {
-    maxSteps,
+  const run = process.env.CGRPO_STARTER_CONTINUE
+    ? (o: PhaseOptions) => continueStarter(resolve(process.env.CGRPO_STARTER_CONTINUE as string), out, o)
+    : (o: PhaseOptions) => makeStarterModel(out, { ...o, maxSteps });
+  await run({
     snapshots: process.env.CGRPO_STARTER_SNAPSHOTS,
     onLog: (l) => {
       if (l.step % 10 === 0 || l.pass1 !== undefined)
