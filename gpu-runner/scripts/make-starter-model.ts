@@ -44,7 +44,7 @@ export const STARTER = {
   phase2Lr: 1e-3,
   evalEvery: 100,
   /** stop at the first evaluation at or above this greedy pass@1 (validation, first evalPrompts problems) */
-  stopAt: 0.3,
+  stopAt: 0.2,
   evalPrompts: 200,
   sftProblems: 60_000,
 } as const;
