@@ -5,8 +5,9 @@
 // evaluated greedily on the same fixed sample of the validation split (≥ 320 problems, disjoint
 // from training). Two sanity rows show the reward is not gameable: a constant policy, and the
 // trained responses scored against shuffled answers.
-// Env: BENCH_STEPS (default 30), BENCH_EVAL (default 320), BENCH_SEEDS (default 3),
-// BENCH_ARMS (comma list of grpo,critique-grpo,grpo-equal-tokens).
+// Env: BENCH_STEPS (default 20), BENCH_EVAL (default 320), BENCH_SEEDS (default 3),
+// BENCH_ARMS (comma list of grpo,critique-grpo,grpo-equal-tokens), BENCH_LR (default 3e-5), BENCH_PROMPTS (16), BENCH_TEMP (1), BENCH_FIRST_SEED (1),
+// BENCH_MODEL (default gpu-runner/models/starter).
 import { appendFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
@@ -22,11 +23,15 @@ import { TrainingLoop } from '../gpu-runner/src/job/train';
 import { CausalLM } from '../gpu-runner/src/model/model';
 
 const root = join(import.meta.dirname, '..');
-const STARTER = join(root, 'gpu-runner', 'models', 'starter');
+const STARTER = process.env.BENCH_MODEL ?? join(root, 'gpu-runner', 'models', 'starter');
+const LR = Number(process.env.BENCH_LR ?? 3e-5);
+const PROMPTS = Number(process.env.BENCH_PROMPTS ?? 16);
+const TEMPERATURE = Number(process.env.BENCH_TEMP ?? 1);
 const DATA = join(root, 'examples', 'datasets', 'arithmetic');
-const STEPS = Number(process.env.BENCH_STEPS ?? 30);
+const STEPS = Number(process.env.BENCH_STEPS ?? 20);
 const EVAL = Number(process.env.BENCH_EVAL ?? 320);
-const SEEDS = Array.from({ length: Number(process.env.BENCH_SEEDS ?? 3) }, (_, i) => i + 1);
+const FIRST_SEED = Number(process.env.BENCH_FIRST_SEED ?? 1);
+const SEEDS = Array.from({ length: Number(process.env.BENCH_SEEDS ?? 3) }, (_, i) => i + FIRST_SEED);
 const ARMS = (process.env.BENCH_ARMS ?? 'grpo,critique-grpo,grpo-equal-tokens').split(',');
 
 /** The RL recipe of the demo and this bench (docs/quickstart.md shows the same spec). */
@@ -42,14 +47,14 @@ export function learningSpec(algorithm: 'grpo' | 'critique-grpo', seed: number, 
     ...(algorithm === 'critique-grpo' ? { critic: { plugin: 'builtin:ground-truth' } } : {}),
     seed,
     hyperparameters: {
-      prompts_per_step: 16,
+      prompts_per_step: PROMPTS,
       group_size: groupSize,
       max_response_tokens: 48,
       max_prompt_tokens: 256,
-      learning_rate: 1e-4,
+      learning_rate: LR,
       total_steps: STEPS,
       mini_batches_per_step: 1,
-      temperature: 1,
+      temperature: TEMPERATURE,
       ...(algorithm === 'grpo' ? { preset: 'dr-grpo' } : {}),
     },
   });
@@ -108,6 +113,9 @@ interface RunResult {
   generated: number;
   refinementSuccess: number | null;
   zeroSignal: number;
+  /** mean train reward of the first and the last 3 steps */
+  rewardFirst: number;
+  rewardLast: number;
   seconds: number;
   responses: string[];
 }
@@ -138,8 +146,10 @@ async function rlRun(engine: Engine, arm: string, seed: number, groupSize: numbe
     let generated = 0;
     const success: number[] = [];
     let zero = 0;
+    const rewards: number[] = [];
     for (let step = 1; step <= hp.total_steps; step++) {
       const r = await loop.step(step);
+      rewards.push(r.values['reward/mean'] ?? 0);
       generated += r.values['tokens/generated'] ?? 0;
       if (typeof r.values['refinement/success_rate'] === 'number')
         success.push(r.values['refinement/success_rate']);
@@ -155,6 +165,8 @@ async function rlRun(engine: Engine, arm: string, seed: number, groupSize: numbe
       generated,
       refinementSuccess: success.length ? success.reduce((a, b) => a + b, 0) / success.length : null,
       zeroSignal: zero / hp.total_steps,
+      rewardFirst: rewards.slice(0, 3).reduce((a, b) => a + b, 0) / Math.min(3, rewards.length),
+      rewardLast: rewards.slice(-3).reduce((a, b) => a + b, 0) / Math.min(3, rewards.length),
       seconds,
       responses: ev.records.map((x) => x.response),
     };
@@ -204,7 +216,7 @@ async function main() {
   log('| --- | --- | --- | --- | --- | --- | --- |');
   const row = (r: RunResult) =>
     log(
-      `| ${r.arm} | ${r.seed} | ${r.pass1.toFixed(3)} | ${r.generated} | ${r.refinementSuccess?.toFixed(3) ?? '-'} | ${r.zeroSignal.toFixed(2)} | ${r.seconds.toFixed(0)} |`,
+      `| ${r.arm} | ${r.seed} | ${r.pass1.toFixed(3)} | ${r.rewardFirst.toFixed(3)} → ${r.rewardLast.toFixed(3)} | ${r.generated} | ${r.refinementSuccess?.toFixed(3) ?? '-'} | ${r.zeroSignal.toFixed(2)} | ${r.seconds.toFixed(0)} |`,
     );
   for (const seed of SEEDS) {
     let critiqueTokens = 0;
