@@ -44,7 +44,7 @@ export const DEMO_JOB = {
     group_size: 8,
     max_response_tokens: 48,
     max_prompt_tokens: 256,
-    learning_rate: 1e-4,
+    learning_rate: 3e-5,
     total_steps: DEMO_STEPS,
     mini_batches_per_step: 1,
   },
