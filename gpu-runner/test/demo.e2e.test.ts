@@ -27,7 +27,7 @@ describe('npm start demo', () => {
     try {
       const text = lines.join('\n');
       expect(text).toMatch(/\[demo\] before: pass@1 \d+\.\d% \(95% CI/);
-      expect(text).toMatch(/\[demo\] step {2}2\/2/);
+      expect(text).toMatch(/\[demo\] step +2\/2 /);
       expect(text).toMatch(/pass@1 on 16 held-out problems \(greedy, same sample\): \d+\.\d% → \d+\.\d%/);
       expect(text).toMatch(/refinement success/);
       expect(text).toContain('Q: ');
