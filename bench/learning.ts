@@ -210,10 +210,10 @@ async function main() {
   );
 
   const results: RunResult[] = [];
-  const header =
-    '| arm | seed | eval pass@1 | generated tokens | refinement success | groups without signal | seconds |';
-  log(header);
-  log('| --- | --- | --- | --- | --- | --- | --- |');
+  log(
+    '| arm | seed | eval pass@1 | train reward, first 3 → last 3 steps | generated tokens | refinement success | groups without signal | seconds |',
+  );
+  log('| --- | --- | --- | --- | --- | --- | --- | --- |');
   const row = (r: RunResult) =>
     log(
       `| ${r.arm} | ${r.seed} | ${r.pass1.toFixed(3)} | ${r.rewardFirst.toFixed(3)} → ${r.rewardLast.toFixed(3)} | ${r.generated} | ${r.refinementSuccess?.toFixed(3) ?? '-'} | ${r.zeroSignal.toFixed(2)} | ${r.seconds.toFixed(0)} |`,
