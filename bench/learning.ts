@@ -229,8 +229,14 @@ async function main() {
       results.push(r);
       row(r);
     }
-    if (ARMS.includes('grpo-equal-tokens') && critiqueTokens > 0 && grpoTokens > 0) {
-      const group = Math.max(8, Math.round((8 * critiqueTokens) / grpoTokens));
+    // the group that matches Critique-GRPO's generated tokens: from this seed's two runs, or given
+    // (BENCH_EQUAL_GROUP) when the arms run in separate processes
+    const equalGroup =
+      critiqueTokens > 0 && grpoTokens > 0
+        ? Math.max(8, Math.round((8 * critiqueTokens) / grpoTokens))
+        : Number(process.env.BENCH_EQUAL_GROUP ?? 0);
+    if (ARMS.includes('grpo-equal-tokens') && equalGroup > 0) {
+      const group = equalGroup;
       const r = await rlRun(engine, 'grpo-equal-tokens', seed, group);
       r.arm = `grpo-equal-tokens (group ${group})`;
       results.push(r);

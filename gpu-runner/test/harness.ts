@@ -140,6 +140,8 @@ export async function startApi(opts: { leaseSeconds?: number } = {}): Promise<Lo
       method,
       headers: {
         authorization: `Bearer ${token ?? api.apiKey}`,
+        // no keep-alive: a pooled socket that workerd closed while idle fails the next request (EPIPE)
+        connection: 'close',
         ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
       },
       body: body === undefined ? undefined : JSON.stringify(body),
