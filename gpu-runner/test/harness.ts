@@ -1,7 +1,9 @@
 // End-to-end harness: the real API under `wrangler dev` (workerd, local D1/R2/Queues persisted in a
 // temp folder, migrations applied with wrangler), real runner processes, real HTTP on loopback.
 // Nothing is mocked.
+
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -136,16 +138,28 @@ export async function startApi(opts: { leaseSeconds?: number } = {}): Promise<Lo
   };
   await launch();
   const request = async <T>(method: string, path: string, body?: unknown, token?: string) => {
-    const res = await fetch(`${url}${path}`, {
-      method,
-      headers: {
-        authorization: `Bearer ${token ?? api.apiKey}`,
-        // no keep-alive: a pooled socket that workerd closed while idle fails the next request (EPIPE)
-        connection: 'close',
-        ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
-      },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
+    const headers: Record<string, string> = {
+      authorization: `Bearer ${token ?? api.apiKey}`,
+      ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+      // a retried job submission must not create a second job
+      ...(method === 'POST' && path === '/v1/jobs' ? { 'idempotency-key': randomUUID() } : {}),
+    };
+    let res: Response;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        res = await fetch(`${url}${path}`, {
+          method,
+          headers,
+          body: body === undefined ? undefined : JSON.stringify(body),
+        });
+        break;
+      } catch (e) {
+        // a pooled keep-alive socket that workerd closed while the test was busy elsewhere fails
+        // with "other side closed" before the request is read: send it again on a new one
+        const code = (e as { cause?: { code?: string } }).cause?.code;
+        if (attempt >= 3 || (code !== 'UND_ERR_SOCKET' && code !== 'ECONNRESET' && code !== 'EPIPE')) throw e;
+      }
+    }
     const text = await res.text();
     let parsed: unknown = text;
     try {
