@@ -444,8 +444,9 @@ describe('cgrpo-runner with the production lease (60 s, heartbeat every 20 s)', 
     const id = await submit(
       tinyJob(
         { name: 'outage', checkpoint_every: CHECKPOINT_EVERY, evaluation: { every_steps: 0, at_end: false } },
-        // longer responses: steps of ~0.1-0.3 s, so the job outlasts the outage
-        { total_steps: TOTAL, max_response_tokens: 12 },
+        // larger steps (~0.25 s on an idle 2-core machine; 600 such steps take ~2.5 min), so the job
+        // still trains when the API comes back even where the machine is fast
+        { total_steps: TOTAL, max_response_tokens: 32, group_size: 6 },
       ),
     );
     const runner = startRunner(api, registerRunner(api, 'e2e-outage').token, { exitAfter: 1, threads: 1 });
