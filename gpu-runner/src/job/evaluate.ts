@@ -2,9 +2,11 @@
 // evaluation points of training jobs (metrics only) and by `algorithm: 'evaluate'` jobs, which
 // also store every response in the rollout store. No training, no state: the same model, examples
 // and seed give the same results.
+import type { JobSpec } from '@cgrpo/contract';
 import { buildPromptMessages } from '../algo/prompt';
 import type { CausalLM } from '../model/model';
 import { generate } from '../rollout/generate';
+import { streamSeed } from './batch';
 import type { Example } from './dataset';
 import type { VerifyFn } from './plugins';
 
@@ -23,6 +25,23 @@ export interface EvaluationOptions {
 }
 
 /** One response of an evaluation, as the rollout store keeps it. */
+/** A job's evaluation settings (the same for every job kind), seeded per step. */
+export function specEvaluationOptions(spec: JobSpec, step: number): EvaluationOptions {
+  const ev = spec.evaluation;
+  const hp = spec.hyperparameters;
+  return {
+    samplesPerPrompt: ev.samples_per_prompt,
+    temperature: ev.temperature,
+    topP: ev.top_p,
+    maxPrompts: ev.max_prompts,
+    seed: streamSeed(spec.seed, 'eval', step),
+    maxNewTokens: hp.max_response_tokens,
+    maxPromptTokens: hp.max_prompt_tokens,
+    systemPrompt: hp.system_prompt,
+    promptTemplate: hp.prompt_template,
+  };
+}
+
 export interface EvaluationRecord {
   step: number;
   kind: 'evaluation';

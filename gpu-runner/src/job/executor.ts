@@ -21,7 +21,7 @@ import {
 } from './checkpoint';
 import { isCheckpointModel, resolveCheckpointModel } from './checkpoint-model';
 import { type Example, loadDataset } from './dataset';
-import { evaluatePolicy } from './evaluate';
+import { evaluatePolicy, specEvaluationOptions } from './evaluate';
 import { critiqueGrpoLoss } from './loss-graph';
 import { fetchModelArtifact, resolveModel } from './model-store';
 import { type JobPlugins, type PluginHostOptions, type PolicyGenerate, resolvePlugins } from './plugins';
@@ -329,25 +329,8 @@ async function evaluateIfDue(
     (spec.evaluation.at_end && step === spec.hyperparameters.total_steps);
   if (!validation || !due) return null;
   return (
-    await evaluatePolicy(model, job.plugins.verify, validation, step, evaluationOptions(job.spec, step))
+    await evaluatePolicy(model, job.plugins.verify, validation, step, specEvaluationOptions(job.spec, step))
   ).values;
-}
-
-/** The spec's evaluation settings (the same for every job kind), seeded per step. */
-function evaluationOptions(spec: JobSpec, step: number) {
-  const ev = spec.evaluation;
-  const hp = spec.hyperparameters;
-  return {
-    samplesPerPrompt: ev.samples_per_prompt,
-    temperature: ev.temperature,
-    topP: ev.top_p,
-    maxPrompts: ev.max_prompts,
-    seed: streamSeed(spec.seed, 'eval', step),
-    maxNewTokens: hp.max_response_tokens,
-    maxPromptTokens: hp.max_prompt_tokens,
-    systemPrompt: hp.system_prompt,
-    promptTemplate: hp.prompt_template,
-  };
 }
 
 // ---- evaluation jobs ---------------------------------------------------------------------------
@@ -369,7 +352,7 @@ async function evaluateOnly(ctx: JobContext, job: PreparedJob, own: Owned): Prom
     job.plugins.verify,
     examples,
     0,
-    evaluationOptions(job.spec, 0),
+    specEvaluationOptions(job.spec, 0),
   );
   reporter.event('job.evaluated', { step: 0, ...values });
   reporter.metric(0, values);

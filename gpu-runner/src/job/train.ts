@@ -14,7 +14,6 @@ import type { CausalLM, ModelTrainer, ScoredSequence, TokenScores } from '../mod
 import { type Completion, type GenerateStats, generate } from '../rollout/generate';
 import { batchRows, lossFeeds, miniBatchRange, sampleRows, streamSeed, type TrainSequence } from './batch';
 import type { Example } from './dataset';
-import { evaluatePolicy } from './evaluate';
 import type { JobPlugins, Outcome } from './plugins';
 import {
   type Critique,
@@ -543,23 +542,6 @@ export class TrainingLoop {
 
   private plugin<T>(p: Promise<T>): Promise<T> {
     return this.pluginBusy.track(this.anyBusy.track(p));
-  }
-
-  /** pass@1 and pass@k on validation questions (k = samples_per_prompt). */
-  async evaluate(examples: Example[], step: number): Promise<Record<string, number | null>> {
-    const ev = this.spec.evaluation;
-    const { values } = await evaluatePolicy(this.model, this.plugins.verify, examples, step, {
-      samplesPerPrompt: ev.samples_per_prompt,
-      temperature: ev.temperature,
-      topP: ev.top_p,
-      maxPrompts: ev.max_prompts,
-      seed: streamSeed(this.spec.seed, 'eval', step),
-      maxNewTokens: this.hp.max_response_tokens,
-      maxPromptTokens: this.hp.max_prompt_tokens,
-      systemPrompt: this.hp.system_prompt,
-      promptTemplate: this.hp.prompt_template,
-    });
-    return values;
   }
 }
 
