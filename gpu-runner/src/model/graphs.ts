@@ -247,3 +247,155 @@ export function buildLoopDecodeGraph(cfg: DecoderConfig, opts: LoopDecodeOptions
   });
   return buildModel(g, { first, rest: scans[0] }, `decode loop ${cfg.architecture}`);
 }
+
+/** How the decode-chunk graph picks tokens: ArgMax, inverse CDF over the vocabulary in id order,
+ *  or inverse CDF over the TopK-sorted candidates (top-k and/or top-p). */
+export type SampleMode = 'greedy' | 'full' | 'sorted';
+
+export interface SampleInputs {
+  /** one uniform in [0, 1) per row [batch] (from the row's seeded JS `Rng`) */
+  uniform: Tensor;
+  /** scalar float32 */
+  temperature: Tensor;
+  /** [1] int64: candidates kept by TopK (`sorted` mode; the vocabulary limit when top-k is off) */
+  topK: Tensor;
+  /** scalar float32 (1 = off) */
+  topP: Tensor;
+}
+
+/**
+ * Samples one token per row of `logits` [batch, vocab] as `sampleToken` (rollout/sampling.ts)
+ * does: logits / temperature, top-k, then the nucleus (the most probable candidates whose mass
+ * before them is < top_p), then the inverse CDF: the first candidate whose cumulative mass
+ * exceeds u · (candidate mass). `vocabMask` [vocab] adds −1e30 to padded ids. Returns the token
+ * ids [batch] and their log-probs under softmax(logits / temperature) over the whole vocabulary
+ * (temperature 1 for greedy), the quantity the score graph computes.
+ */
+export function sampleHead(
+  logits: Tensor,
+  mode: SampleMode,
+  inp: SampleInputs,
+  vocabMask: Tensor | null,
+): { token: Tensor; logp: Tensor } {
+  const masked = vocabMask ? op.add(logits, vocabMask) : logits;
+  const scaled = mode === 'greedy' ? masked : op.div(masked, inp.temperature);
+  const logProbs = op.logSoftmax(scaled, -1);
+  const count = (cdf: Tensor): Tensor => {
+    // candidates whose cumulative mass is <= u · total: the index of the first one above it
+    const total = op.slice(cdf, [-1], [Number.POSITIVE_INFINITY], [1]);
+    const target = op.mul(op.unsqueeze(inp.uniform, [1]), total);
+    return op.cast(op.reduceSum(op.cast(op.lessOrEqual(cdf, target), 'float32'), [1], true), 'int64');
+  };
+  let token: Tensor;
+  if (mode === 'greedy') token = op.argMax(masked, -1, false);
+  else if (mode === 'full') {
+    const cdf = op.cumsum(op.softmax(scaled, -1), -1);
+    // u · total can round up to total: never past the first id where the CDF reaches its top
+    token = op.squeeze(op.minimum(count(cdf), op.argMax(cdf, -1, true)), [1]);
+  } else {
+    const { values, indices } = op.topK(scaled, inp.topK, -1);
+    const probs = op.softmax(values, -1);
+    const keep = op.less(op.cumsum(probs, -1, { exclusive: true }), inp.topP);
+    const kept = op.where(keep, probs, 0);
+    const n = op.cast(op.reduceSum(op.cast(keep, 'float32'), [1], true), 'int64');
+    const j = op.minimum(count(op.cumsum(kept, -1)), op.sub(n, 1));
+    token = op.squeeze(op.gatherElements(indices, j, -1), [1]);
+  }
+  const logp = op.squeeze(op.gatherElements(logProbs, op.unsqueeze(token, [1]), -1), [1]);
+  return { token, logp };
+}
+
+/** The sampling head alone on logits fed from JS (the distribution tests). Inputs: logits
+ *  [batch, vocab], uniform [batch], temperature, top_k [1], top_p. Outputs: token, logp [batch]. */
+export function buildSampleGraph(vocab: number, mode: SampleMode, vocabLimit = vocab): BuiltModel {
+  const g = new Graph('sample');
+  const logits = g.input('logits', 'float32', ['batch', vocab]);
+  const inp = sampleInputs(g);
+  const out = sampleHead(logits, mode, inp, vocabMaskConstant(g, vocab, vocabLimit));
+  return buildModel(g, { token: out.token, logp: out.logp }, `sample ${mode}`);
+}
+
+function sampleInputs(g: Graph, uniform?: Tensor): SampleInputs {
+  return {
+    uniform: uniform ?? g.input('uniform', 'float32', ['batch']),
+    temperature: g.input('temperature', 'float32', []),
+    topK: g.input('top_k', 'int64', [1]),
+    topP: g.input('top_p', 'float32', []),
+  };
+}
+
+function vocabMaskConstant(g: Graph, vocab: number, limit: number): Tensor | null {
+  if (limit >= vocab) return null;
+  return g.constant(
+    'float32',
+    [vocab],
+    Float32Array.from({ length: vocab }, (_, i) => (i < limit ? 0 : -1e30)),
+  );
+}
+
+export interface DecodeChunkOptions extends FamilyOptions {
+  mode: SampleMode;
+  /** decode steps unrolled in one run */
+  steps: number;
+  /** ids at or above this are never produced (checkpoints pad the embedding) */
+  vocabLimit: number;
+}
+
+/**
+ * `steps` one-token decode steps unrolled in one graph, sampling in-graph, the KV cache carried
+ * from step to step. Inputs: tokens [batch] (the last sampled token of each row, not yet in the
+ * cache), next_position [batch], key_valid [batch, past] (1 = a real key in the cache, 0 = pad),
+ * uniforms [batch, steps] (the rows' seeded JS draws, one per step), temperature, top_k [1],
+ * top_p, past K/V. Outputs: tokens_out and logp [batch, steps], present K/V (past + steps long;
+ * the last sampled token is the next chunk's input).
+ */
+export function buildDecodeChunkGraph(cfg: DecoderConfig, opts: DecodeChunkOptions): BuiltModel {
+  const b = newBuild(cfg, opts, `decode_chunk_${opts.mode}_${opts.steps}`);
+  const g = b.graph;
+  const tokensIn = g.input('tokens', 'int64', ['batch']);
+  const nextPosition = g.input('next_position', 'int64', ['batch']);
+  const keyValid = g.input('key_valid', 'float32', ['batch', 'past']);
+  const uniforms = g.input('uniforms', 'float32', ['batch', opts.steps]);
+  const inp = sampleInputs(g, uniforms);
+  const vocabMask = vocabMaskConstant(g, cfg.vocabSize, opts.vocabLimit);
+  let past = Array.from({ length: cfg.numLayers }, (_, l) => ({
+    key: g.input(pastKey(l), 'float32', ['batch', cfg.numKvHeads, 'past', cfg.headDim]),
+    value: g.input(pastValue(l), 'float32', ['batch', cfg.numKvHeads, 'past', cfg.headDim]),
+  }));
+  let tok = tokensIn;
+  let pos = nextPosition;
+  let valid = keyValid;
+  const toks: Tensor[] = [];
+  const logps: Tensor[] = [];
+  for (let s = 0; s < opts.steps; s++) {
+    valid = op.concat([valid, op.fill(g, ['batch', 1], 1)], 1);
+    const r = decoderHidden(b, {
+      ids: op.unsqueeze(tok, [1]),
+      positions: op.unsqueeze(pos, [1]),
+      bias: op.unsqueeze(op.mul(op.sub(1, valid), MASKED), [1, 2]),
+      past,
+      seqDim: 1,
+    });
+    const u = op.squeeze(op.slice(uniforms, [s], [s + 1], [1]), [1]);
+    const picked = sampleHead(
+      lmHead(b, op.squeeze(r.hidden, [1])),
+      opts.mode,
+      { ...inp, uniform: u },
+      vocabMask,
+    );
+    tok = picked.token;
+    pos = op.add(pos, 1);
+    past = r.kv;
+    toks.push(op.unsqueeze(tok, [1]));
+    logps.push(op.unsqueeze(picked.logp, [1]));
+  }
+  const outputs: Record<string, Tensor> = {
+    tokens_out: toks.length === 1 ? toks[0] : op.concat(toks, 1),
+    logp: logps.length === 1 ? logps[0] : op.concat(logps, 1),
+  };
+  past.forEach((t, l) => {
+    outputs[presentKey(l)] = t.key;
+    outputs[presentValue(l)] = t.value;
+  });
+  return buildModel(g, outputs, `decode chunk ${cfg.architecture}`);
+}

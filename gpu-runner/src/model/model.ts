@@ -20,6 +20,7 @@ import { type DecoderConfig, parseDecoderConfig } from './config';
 import { weightShapes } from './decoder';
 import {
   attentionBias,
+  buildDecodeChunkGraph,
   buildDecodeGraph,
   buildGatherRowsGraph,
   buildLogitsGraph,
@@ -29,6 +30,7 @@ import {
   pastValue,
   presentKey,
   presentValue,
+  type SampleMode,
   scoreTensors,
 } from './graphs';
 import { initLora, type LoraConfig, loadAdapter, mergeLora, saveAdapter } from './lora';
@@ -317,6 +319,39 @@ export class CausalLM {
     const out: WeightMap = new Map();
     for (const [k, v] of Object.entries(st)) out.set(k, v.data as Float32Array);
     return out;
+  }
+
+  /** @internal `steps` decode steps with in-graph sampling, one graph per (mode, steps) */
+  decodeChunkGraph(mode: SampleMode, steps: number): Promise<CompiledModel> {
+    return this.compiled(`chunk:${mode}:${steps}`, () =>
+      buildDecodeChunkGraph(this.config, {
+        ...this.familyOpts(),
+        headFromEmbedding: this.headFromEmbedding(),
+        mode,
+        steps,
+        vocabLimit: this.vocabLimit,
+      }),
+    );
+  }
+  /** @internal one decode-chunk run on the cached K/V (advanced by `steps` in the state);
+   *  returns the sampled ids and their log-probs [batch, steps] */
+  async decodeChunkRun(
+    mode: SampleMode,
+    steps: number,
+    feeds: Record<string, Feed>,
+  ): Promise<{ tokens: BigInt64Array; logp: Float32Array; ms: number }> {
+    const g = await this.decodeChunkGraph(mode, steps);
+    const bind: Record<string, string> = {};
+    for (let l = 0; l < this.config.numLayers; l++) {
+      bind[presentKey(l)] = pastKey(l);
+      bind[presentValue(l)] = pastValue(l);
+    }
+    const r = await g.run(feeds, { stateKey: this.stateKey, bind, fetch: ['tokens_out', 'logp'] });
+    return {
+      tokens: r.outputs.tokens_out.data as BigInt64Array,
+      logp: r.outputs.logp.data as Float32Array,
+      ms: r.ms,
+    };
   }
 
   /** @internal one decode run: feeds plus the cached K/V of the state; returns last-position logits */

@@ -1,11 +1,16 @@
 // Batched generation with a KV cache: one prefill per distinct prompt (left-padded batch), the
-// cache rows repeated for the n samples of each prompt, then one-token decode steps. Rows that
-// finish (EOS, stop string, max tokens) are dropped from the cache so later steps do less work.
+// cache rows repeated for the n samples of each prompt, then decode runs of up to `chunk` steps
+// each with the sampling inside the graph (or one-token runs sampled in JS, `sampler: 'js'`).
+// Rows that finish (EOS, stop string, max tokens) are dropped from the cache between runs.
 
-import { attentionBias } from '../model/graphs';
+import { attentionBias, type SampleMode } from '../model/graphs';
 import type { CausalLM } from '../model/model';
 import type { ChatMessage } from '../model/tokenizer';
-import { findStop, sampleRng, sampleToken } from './sampling';
+import { findStop, type SamplingOptions, sampleRng, sampleToken, tokenLogProb } from './sampling';
+
+/** Decode steps per graph run when sampling in-graph (runs use the largest power of two that fits). */
+export const DEFAULT_CHUNK = 8;
+export const MAX_CHUNK = 64;
 
 export interface GenerateOptions {
   maxNewTokens: number;
@@ -20,6 +25,14 @@ export interface GenerateOptions {
   stop?: string[];
   /** default: the model's (generation_config.json + tokenizer) */
   eosTokenIds?: number[];
+  /** 'graph' (default): temperature / top-k / top-p sampling inside the decode graph, fed the
+   *  same seeded uniforms as the JS sampler; 'js': one-token runs, sampled on the main thread */
+  sampler?: 'graph' | 'js';
+  /** most decode steps per graph run with the graph sampler (1..64, default 8); tokens a row
+   *  samples after its EOS or stop string within a run are discarded */
+  chunk?: number;
+  /** record `logprobs` (default true; free with the graph sampler, one vocabulary pass per token in JS) */
+  logprobs?: boolean;
 }
 
 export type FinishReason = 'eos' | 'stop' | 'length';
@@ -31,11 +44,15 @@ export interface Completion {
   tokens: number[];
   text: string;
   finishReason: FinishReason;
+  /** log softmax(logits / temperature) of each generated token (temperature 1 when greedy), the
+   *  score graph's quantity; absent when `logprobs: false` */
+  logprobs?: number[];
 }
 
 export interface GenerateStats {
   prefillMs: number;
   decodeMs: number;
+  /** decode graph runs after the prefill */
   steps: number;
   generatedTokens: number;
 }
@@ -57,6 +74,7 @@ interface Row {
   valid: number[];
   nextPos: number;
   tokens: number[];
+  logprobs: number[];
   rng: ReturnType<typeof sampleRng>;
   done: FinishReason | null;
   text: string;
@@ -101,6 +119,11 @@ async function generateNow(
       throw new GenerateError('generate_empty_prompt', `prompts[${i}]`, 'a prompt needs at least one token');
   });
   const sampling = { temperature: opts.temperature ?? 1, topK: opts.topK ?? 0, topP: opts.topP ?? 1 };
+  const sampler = opts.sampler ?? 'graph';
+  const chunk = opts.chunk ?? DEFAULT_CHUNK;
+  if (!Number.isInteger(chunk) || chunk < 1 || chunk > MAX_CHUNK)
+    throw new GenerateError('generate_bad_option', 'chunk', `must be an integer in 1..${MAX_CHUNK}`);
+  const wantLogprobs = opts.logprobs ?? true;
   const eos = new Set(opts.eosTokenIds ?? model.eosTokenIds);
   const stops = (opts.stop ?? []).filter((s) => s.length > 0);
   const limit = model.vocabLimit;
@@ -141,6 +164,7 @@ async function generateNow(
         valid: Array.from(valid[p]),
         nextPos: prompts[p].length,
         tokens: [],
+        logprobs: [],
         rng: sampleRng(opts.seed ?? 0, p, s),
         done: null,
         text: '',
@@ -148,29 +172,33 @@ async function generateNow(
     }
   }
   if (n > 1) await model.selectCacheRows(rows.map((r) => r.prompt));
+  const accept = (r: Row, tok: number, logp: number) => {
+    r.tokens.push(tok);
+    if (wantLogprobs) r.logprobs.push(logp);
+    if (eos.has(tok)) r.done = 'eos';
+    else if (stops.length > 0) {
+      const text = model.tokenizer.decode(r.tokens, { skipSpecialTokens: true });
+      const longest = Math.max(...stops.map((s) => s.length));
+      const hit = findStop(text, stops, r.text.length - longest);
+      r.text = text;
+      if (hit) {
+        r.done = 'stop';
+        r.text = text.slice(0, hit.index);
+      }
+    }
+    if (!r.done && r.tokens.length >= opts.maxNewTokens) r.done = 'length';
+  };
+  // the first token comes from the prefill logits (one row per prompt), sampled in JS
+  const sampleJs = (logits: Float32Array, i: number, r: Row) => {
+    const row = logits.subarray(i * V, (i + 1) * V);
+    const tok = sampleToken(row, sampling, r.rng, limit);
+    accept(r, tok, wantLogprobs ? tokenLogProb(row, tok, sampling.temperature, limit) : 0);
+  };
+  for (const r of rows) sampleJs(pre.logits, r.prompt, r);
+  const mode = sampleMode(sampling, limit);
   const finished: Row[] = [];
-  let logits = pre.logits;
-  let logitRow = (i: number) => rows[i].prompt; // prefill logits are per prompt
   let steps = 0;
   for (;;) {
-    for (let i = 0; i < rows.length; i++) {
-      const r = rows[i];
-      const off = logitRow(i) * V;
-      const tok = sampleToken(logits.subarray(off, off + V), sampling, r.rng, limit);
-      r.tokens.push(tok);
-      if (eos.has(tok)) r.done = 'eos';
-      else if (stops.length > 0) {
-        const text = model.tokenizer.decode(r.tokens, { skipSpecialTokens: true });
-        const longest = Math.max(...stops.map((s) => s.length));
-        const hit = findStop(text, stops, r.text.length - longest);
-        r.text = text;
-        if (hit) {
-          r.done = 'stop';
-          r.text = text.slice(0, hit.index);
-        }
-      }
-      if (!r.done && r.tokens.length >= opts.maxNewTokens) r.done = 'length';
-    }
     const keep = rows.map((r, i) => (r.done ? -1 : i)).filter((i) => i >= 0);
     for (const r of rows) if (r.done) finished.push(r);
     if (keep.length === 0) break;
@@ -179,23 +207,51 @@ async function generateNow(
       rows = keep.map((i) => rows[i]);
     }
     const B = rows.length;
-    const total = rows[0].valid.length + 1;
+    const total = rows[0].valid.length;
+    // live rows advance in lockstep: they all hold the same number of tokens
+    const K = sampler === 'js' ? 1 : floorPow2(Math.min(chunk, opts.maxNewTokens - rows[0].tokens.length));
     const stepIds = new BigInt64Array(B);
     const stepPos = new BigInt64Array(B);
-    const keyValid: Uint8Array[] = [];
     rows.forEach((r, b) => {
       stepIds[b] = BigInt(r.tokens[r.tokens.length - 1]);
-      stepPos[b] = BigInt(r.nextPos++);
-      r.valid.push(1);
-      keyValid.push(Uint8Array.from(r.valid));
+      stepPos[b] = BigInt(r.nextPos);
     });
-    const out = await model.decodeRun({
-      input_ids: { dims: [B, 1], data: stepIds },
-      position_ids: { dims: [B, 1], data: stepPos },
-      attn_bias: { dims: [B, 1, 1, total], data: attentionBias(keyValid, 1) },
-    });
-    logits = out.logits;
-    logitRow = (i) => i;
+    if (sampler === 'js') {
+      const keyValid = rows.map((r) => Uint8Array.from([...r.valid, 1]));
+      const out = await model.decodeRun({
+        input_ids: { dims: [B, 1], data: stepIds },
+        position_ids: { dims: [B, 1], data: stepPos },
+        attn_bias: { dims: [B, 1, 1, total + 1], data: attentionBias(keyValid, 1) },
+      });
+      for (const [b, r] of rows.entries()) sampleJs(out.logits, b, r);
+    } else {
+      const keyValid = new Float32Array(B * total);
+      const uniforms = new Float32Array(B * K);
+      rows.forEach((r, b) => {
+        for (let j = 0; j < total; j++) keyValid[b * total + j] = r.valid[j];
+        // the JS sampler's draws, in the same order (one per sampled token; none when greedy)
+        if (mode !== 'greedy') for (let s = 0; s < K; s++) uniforms[b * K + s] = r.rng.next();
+      });
+      const out = await model.decodeChunkRun(mode, K, {
+        tokens: { dims: [B], data: stepIds },
+        next_position: { dims: [B], data: stepPos },
+        key_valid: { dims: [B, total], data: keyValid },
+        uniforms: { dims: [B, K], data: uniforms },
+        temperature: { dims: [], data: Float32Array.of(sampling.temperature > 0 ? sampling.temperature : 1) },
+        top_k: {
+          dims: [1],
+          data: BigInt64Array.of(BigInt(sampling.topK > 0 && sampling.topK < limit ? sampling.topK : limit)),
+        },
+        top_p: { dims: [], data: Float32Array.of(sampling.topP) },
+      });
+      rows.forEach((r, b) => {
+        for (let s = 0; s < K && !r.done; s++) accept(r, Number(out.tokens[b * K + s]), out.logp[b * K + s]);
+      });
+    }
+    for (const r of rows) {
+      for (let s = 0; s < K; s++) r.valid.push(1);
+      r.nextPos += K;
+    }
     steps++;
   }
   const end = performance.now();
@@ -214,7 +270,20 @@ async function generateNow(
       // what verifiers, critics and the rollout store read: special tokens are not text (HF skip_special_tokens)
       text: r.done === 'stop' ? r.text : model.tokenizer.decode(r.tokens, { skipSpecialTokens: true }),
       finishReason: r.done ?? 'length',
+      ...(wantLogprobs ? { logprobs: r.logprobs } : {}),
     }));
+}
+
+/** Which sampling head the decode-chunk graph needs for these options. */
+export function sampleMode(opts: SamplingOptions, vocabLimit: number): SampleMode {
+  if (opts.temperature <= 0) return 'greedy';
+  return (opts.topK > 0 && opts.topK < vocabLimit) || opts.topP < 1 ? 'sorted' : 'full';
+}
+
+function floorPow2(x: number): number {
+  let p = 1;
+  while (p * 2 <= x) p *= 2;
+  return p;
 }
 
 /**

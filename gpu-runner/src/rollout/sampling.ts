@@ -126,6 +126,22 @@ export function sampleToken(
   return ids[n - 1];
 }
 
+/** log softmax(row / temperature)[token] over ids below `limit` (temperature 1 when greedy):
+ *  what the decode graph reports for an in-graph sample and the score graph computes. */
+export function tokenLogProb(
+  row: ArrayLike<number>,
+  token: number,
+  temperature: number,
+  limit = row.length,
+): number {
+  const inv = temperature > 0 ? 1 / temperature : 1;
+  let max = Number.NEGATIVE_INFINITY;
+  for (let i = 0; i < limit; i++) if (row[i] > max) max = row[i];
+  let z = 0;
+  for (let i = 0; i < limit; i++) z += Math.exp((row[i] - max) * inv);
+  return (row[token] - max) * inv - Math.log(z);
+}
+
 /** One generator per (seed, prompt index, sample index). */
 export function sampleRng(seed: number, prompt: number, sample: number): Rng {
   return new Rng(
