@@ -175,6 +175,21 @@ export const BUILTIN_PLUGINS: readonly {
     description: 'Matches the response against a configured regular expression.',
   },
   { name: 'choice', kind: 'verifier', description: 'Multiple-choice letter match.' },
+  {
+    name: 'text-similarity',
+    kind: 'verifier',
+    description: 'Fuzzy match, BLEU, GLEU or ROUGE against the reference.',
+  },
+  {
+    name: 'score-model',
+    kind: 'verifier',
+    description: 'An LLM judge scores the response (config.endpoint_url).',
+  },
+  {
+    name: 'multi',
+    kind: 'verifier',
+    description: 'Built-in verifiers combined by a formula over their scores.',
+  },
   { name: 'indicative', kind: 'critic', description: 'States only whether the response is correct.' },
   { name: 'ground-truth', kind: 'critic', description: 'Correctness plus the reference answer.' },
   {

@@ -13,7 +13,9 @@ export type BuiltinErrorCode =
   /** The endpoint answered with an HTTP error (after retries for 429/5xx). */
   | 'critic_http_error'
   /** builtin:self was used where the runner provides no generate() function. */
-  | 'critic_no_generator';
+  | 'critic_no_generator'
+  /** builtin:score-model (or a builtin:multi using it) was built where no runner environment is given. */
+  | 'verifier_needs_runner';
 
 /** The error every built-in plugin throws: a code, the plugin, what to do, and field paths. */
 export class BuiltinPluginError extends Error {

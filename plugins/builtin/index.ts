@@ -31,7 +31,10 @@ import { MathVerifierConfigSchema, verifyMath } from './math/index';
 import { checkShaping, type ShapingAst } from './shaping/expression';
 import { ChoiceConfigSchema, verifyChoice } from './verifiers/choice';
 import { ExactConfigSchema, verifyExact } from './verifiers/exact';
+import { combine, compileFormula, MultiConfigSchema } from './verifiers/multi';
 import { RegexConfigSchema, verifyRegex } from './verifiers/regex';
+import { judgeEndpointConfig, ScoreModelConfigSchema, verifyScoreModel } from './verifiers/score-model';
+import { TextSimilarityConfigSchema, verifyTextSimilarity } from './verifiers/text-similarity';
 
 export { DEFAULT_COT_PROMPT_TEMPLATE, parseConclusion } from './critics/cot';
 export type { BuiltinErrorCode } from './errors';
@@ -54,6 +57,12 @@ export interface CriticContext {
   /** The policy's own generation, for builtin:self. Returns the decoded completion. */
   generate?: (messages: ChatMessage[], options: GenerateOptions) => Promise<string>;
   /** Where builtin:llm looks up config.token_env (the runner passes its environment). */
+  env?: Readonly<Record<string, string | undefined>>;
+}
+
+/** What the runner (or the CLI) provides to verifiers that leave the process. */
+export interface VerifierContext {
+  /** Where builtin:score-model looks up config.token_env. Without it, it refuses to run (the API's dry run). */
   env?: Readonly<Record<string, string | undefined>>;
 }
 
@@ -109,6 +118,45 @@ const ENTRIES: Record<string, Entry> = {
       'Multiple choice: the letter the response commits to (\\boxed{B}, "answer is (B)", a final "B") equals the reference letter.',
     schema: ChoiceConfigSchema,
     example: { letters: 'ABCD' },
+  },
+  'builtin:text-similarity': {
+    kind: 'verifier',
+    description:
+      'The similarity of the response to the reference is the reward: fuzzy_match (WRatio), bleu, gleu, rouge_1..rouge_5 or rouge_l (F1), 0..1; correct when it reaches pass_threshold.',
+    schema: TextSimilarityConfigSchema,
+    example: { metric: 'rouge_l', pass_threshold: 0.6 },
+  },
+  'builtin:score-model': {
+    kind: 'verifier',
+    description:
+      'An LLM judge on a chat-completions endpoint scores the response with your prompt; the score, clamped to range and scaled to 0..1, is the reward. Runs on runners only.',
+    schema: ScoreModelConfigSchema,
+    example: {
+      endpoint_url: 'http://localhost:8080/v1',
+      model: 'Qwen/Qwen2.5-7B-Instruct',
+      messages: [
+        {
+          role: 'user',
+          content:
+            'Question: {question}\nReference: {reference}\nAnswer: {response}\nScore the answer from 0 to 10. Reply with the number only.',
+        },
+      ],
+      range: [0, 10],
+      pass_threshold: 7,
+    },
+  },
+  'builtin:multi': {
+    kind: 'verifier',
+    description:
+      'Several built-in verifiers combined by a formula over their scores (+ - * / ^, min, max, abs, floor, ceil, sqrt, exp, log); the output clamped to 0..1 is the reward.',
+    schema: MultiConfigSchema,
+    example: {
+      graders: {
+        exact: { plugin: 'builtin:exact', config: { extract: 'whole' } },
+        similar: { plugin: 'builtin:text-similarity', config: { metric: 'fuzzy_match' } },
+      },
+      calculate_output: '0.5 * exact + 0.5 * similar',
+    },
   },
   'builtin:indicative': {
     kind: 'critic',
@@ -191,6 +239,16 @@ export function validateBuiltinConfig(name: string, kind: PluginKind, config: un
   try {
     if (kind === 'shaping') getBuiltinShaping(name, config);
     else parseConfig(qualified(name), entryOf(name, kind).schema, config);
+    if (qualified(name) === 'builtin:multi') {
+      // each grader's own config, with paths under config.graders.<name>
+      const { graders } = parseConfig('builtin:multi', MultiConfigSchema, config);
+      return Object.entries(graders).flatMap(([graderName, use]) =>
+        validateBuiltinConfig(use.plugin, 'verifier', use.config).map((f) => ({
+          path: `config.graders.${graderName}.${f.path}`,
+          message: f.message,
+        })),
+      );
+    }
     return [];
   } catch (error) {
     if (error instanceof BuiltinPluginError) {
@@ -211,10 +269,79 @@ function warmMath(config: z.output<typeof MathVerifierConfigSchema>): void {
   verifyMath({ response: 'The answer is x + 1.', reference: '2' }, config);
 }
 
-export function getBuiltinVerifier(name: string, config: unknown = {}): BuiltinVerifier {
+function accessToken(
+  plugin: string,
+  tokenEnv: string | undefined,
+  env: Readonly<Record<string, string | undefined>>,
+): string | undefined {
+  if (!tokenEnv) return undefined;
+  const token = env[tokenEnv];
+  if (token) return token;
+  throw new BuiltinPluginError(
+    'invalid_config',
+    plugin,
+    `environment variable ${tokenEnv} (config.token_env) is not set on this runner`,
+    [
+      {
+        path: 'config.token_env',
+        message: `${tokenEnv} is not set; export it on the runner or remove token_env`,
+      },
+    ],
+  );
+}
+
+export function getBuiltinVerifier(
+  name: string,
+  config: unknown = {},
+  ctx: VerifierContext = {},
+): BuiltinVerifier {
   const full = qualified(name);
   const entry = entryOf(full, 'verifier');
   switch (full) {
+    case 'builtin:text-similarity': {
+      const c = parseConfig(full, TextSimilarityConfigSchema, config);
+      return { name: full, verify: async (input) => verifyTextSimilarity(input, c) };
+    }
+    case 'builtin:score-model': {
+      const c = parseConfig(full, ScoreModelConfigSchema, config);
+      if (!ctx.env) {
+        throw new BuiltinPluginError(
+          'verifier_needs_runner',
+          full,
+          'it calls an LLM endpoint, which only a runner (or `cgrpo verify` on your machine) does; submit a job',
+        );
+      }
+      const judge = llmComplete(judgeEndpointConfig(c), accessToken(full, c.token_env, ctx.env), full);
+      return { name: full, verify: (input) => verifyScoreModel(input, c, judge) };
+    }
+    case 'builtin:multi': {
+      const c = parseConfig(full, MultiConfigSchema, config);
+      const compiled = compileFormula(c.calculate_output, Object.keys(c.graders));
+      if (!compiled.ok) throw new BuiltinPluginError('invalid_config', full, compiled.message);
+      const graders = Object.entries(c.graders).map(([graderName, use]) => {
+        try {
+          return [graderName, getBuiltinVerifier(use.plugin, use.config, ctx)] as const;
+        } catch (error) {
+          if (!(error instanceof BuiltinPluginError)) throw error;
+          const prefix = `config.graders.${graderName}.`;
+          throw new BuiltinPluginError(
+            error.code,
+            full,
+            `graders.${graderName}: ${error.message}`,
+            error.fields.map((f) => ({ path: prefix + f.path, message: f.message })),
+          );
+        }
+      });
+      return {
+        name: full,
+        verify: async (input) => {
+          const results = await Promise.all(
+            graders.map(async ([n, v]) => [n, await v.verify(input)] as const),
+          );
+          return combine(Object.fromEntries(results), compiled.formula, c);
+        },
+      };
+    }
     case 'builtin:math': {
       const c = parseConfig(full, entry.schema as typeof MathVerifierConfigSchema, config);
       warmMath(c);

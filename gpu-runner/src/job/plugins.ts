@@ -329,9 +329,12 @@ export async function resolvePlugins(spec: JobSpec, input: ResolveOptions = {}):
     let verify: VerifyFn;
     if (spec.verifier.plugin.startsWith('builtin:')) {
       const verifier = build('verifier', () =>
-        getBuiltinVerifier(spec.verifier.plugin, spec.verifier.config),
+        getBuiltinVerifier(spec.verifier.plugin, spec.verifier.config, { env: options.env ?? process.env }),
       );
-      verify = guarded((input: VerifierInput) => verifier.verify(input), timeoutMs);
+      // an LLM judge (builtin:score-model, alone or in builtin:multi) has its own timeout and retries
+      const judged =
+        spec.verifier.plugin === 'builtin:score-model' || spec.verifier.plugin === 'builtin:multi';
+      verify = guarded((input: VerifierInput) => verifier.verify(input), judged ? 15 * 60_000 : timeoutMs);
     } else {
       const plugin = await sandboxed('verifier', spec.verifier);
       verify = batched((inputs: VerifierInput[]) => plugin.verifyBatch(inputs));
