@@ -1,0 +1,208 @@
+// npm run bench:decode [-- --layers 24 --batch 32 --new-tokens 16 --pairs 3 --chunk 8 --top-p 1 --tiny]
+// Rollout decode tokens/s before/after in-graph sampling, on the Qwen2.5-0.5B shape (random bf16
+// weights generated here, never downloaded; --tiny: the tiny-qwen2 checkpoint instead), at one
+// batch: `generate` with the JS sampler (one-token runs, logits fetched, sampled on the main
+// thread, no log-probs: the work the runner did before), with the in-graph sampler one step per
+// run (chunk 1), and with `--chunk` unrolled steps per run. Decode rate = tokens after the
+// prefill's / decode time (prefill excluded). The variants run interleaved, `--pairs` rounds, and
+// each is compared with the bare-MatMul reference (the model's Linear layers alone on `batch`
+// rows, measured in the same round) as in bench/model.ts. Sampling: T = 1, top-p `--top-p` (default
+// 1, the job spec's default), no EOS.
+import { copyFileSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { join } from 'node:path';
+import * as op from '../gpu-runner/src/engine/index';
+import { buildModel, Graph, type Tensor } from '../gpu-runner/src/engine/index';
+import { LORA_TARGETS, modulePath, projShape } from '../gpu-runner/src/model/decoder';
+import { CausalLM, type GenerateOptions, type GenerateStats, generate } from '../gpu-runner/src/model/index';
+import { writeSafetensors } from '../gpu-runner/src/model/safetensors';
+
+const arg = (name: string, fallback: string) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : fallback;
+};
+const flag = (name: string) => process.argv.includes(`--${name}`);
+const LAYERS = Number(arg('layers', '24'));
+const BATCH = Number(arg('batch', '32'));
+const NEW_TOKENS = Number(arg('new-tokens', '16'));
+const PAIRS = Number(arg('pairs', '3'));
+const CHUNK = Number(arg('chunk', '8'));
+/** the job spec's default sampling is T = 1, top_p = 1 (no sort); top-p < 1 sorts the vocabulary */
+const TOP_P = Number(arg('top-p', '1'));
+const THREADS = Number(arg('threads', '0')) || undefined;
+const MODELS = join(import.meta.dirname, '..', 'gpu-runner', 'models');
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+/** Seconds for the model's Linear layers alone on `rows` input rows, reading the model's own weights. */
+async function bareMatmulSeconds(model: CausalLM, rows: number, repeats: number): Promise<number> {
+  const cfg = model.config;
+  const g = new Graph('bare_matmul');
+  const width = { h: cfg.hiddenSize, q: cfg.numHeads * cfg.headDim, i: cfg.intermediateSize };
+  const xs = {
+    h: g.input('x_h', 'float32', ['rows', width.h]),
+    q: g.input('x_q', 'float32', ['rows', width.q]),
+    i: g.input('x_i', 'float32', ['rows', width.i]),
+  };
+  const pick = (n: number) => (n === width.h ? xs.h : n === width.q ? xs.q : xs.i);
+  let total: Tensor | null = null;
+  const acc = (t: Tensor) => {
+    const s = op.reduceSum(t, undefined, false);
+    total = total ? op.add(total, s) : s;
+  };
+  for (let l = 0; l < cfg.numLayers; l++) {
+    for (const m of LORA_TARGETS) {
+      const [i, o] = projShape(cfg, m);
+      acc(op.matmul(pick(i), g.input(`${modulePath(l, m)}.weight`, 'float32', [i, o])));
+    }
+  }
+  acc(op.matmul(xs.h, g.input('lm_head.weight', 'float32', [cfg.hiddenSize, cfg.vocabSize])));
+  const compiled = await model.engine.load(buildModel(g, { total: total! }));
+  const feed = (n: number) => ({ dims: [rows, n], data: new Float32Array(rows * n).fill(0.01) });
+  const feeds = { x_h: feed(width.h), x_q: feed(width.q), x_i: feed(width.i) };
+  await compiled.run(feeds, { stateKey: model.stateKey });
+  const times: number[] = [];
+  for (let r = 0; r < repeats; r++)
+    times.push((await compiled.run(feeds, { stateKey: model.stateKey })).ms / 1000);
+  return median(times);
+}
+
+/** A Qwen2.5-0.5B-shaped checkpoint (random weights) written to a temp folder, with the tiny Qwen2 tokenizer. */
+function writeQwen05b(layers: number): string {
+  const dir = join(os.tmpdir(), `cgrpo-bench-qwen2.5-0.5b-${layers}l`);
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const H = 896;
+  const I = 4864;
+  const nH = 14;
+  const nKV = 2;
+  const hd = 64;
+  const V = 151936;
+  const config = {
+    architectures: ['Qwen2ForCausalLM'],
+    model_type: 'qwen2',
+    hidden_size: H,
+    intermediate_size: I,
+    num_hidden_layers: layers,
+    num_attention_heads: nH,
+    num_key_value_heads: nKV,
+    hidden_act: 'silu',
+    max_position_embeddings: 32768,
+    rms_norm_eps: 1e-6,
+    rope_theta: 1000000,
+    tie_word_embeddings: true,
+    use_sliding_window: false,
+    vocab_size: V,
+    torch_dtype: 'bfloat16',
+  };
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
+  for (const f of ['tokenizer.json', 'tokenizer_config.json', 'generation_config.json']) {
+    copyFileSync(join(MODELS, 'tiny-qwen2', f), join(dir, f));
+  }
+  let s = 12345;
+  const rand = (n: number, scale: number) => {
+    const a = new Float32Array(n);
+    for (let i = 0; i < n; i++) {
+      s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+      a[i] = (s / 4294967296 - 0.5) * 2 * scale;
+    }
+    return a;
+  };
+  const t: Record<string, { shape: number[]; data: Float32Array; dtype: 'BF16' }> = {};
+  const put = (name: string, shape: number[], scale: number, mean = 0) => {
+    const d = rand(
+      shape.reduce((a, b) => a * b, 1),
+      scale,
+    );
+    if (mean) for (let i = 0; i < d.length; i++) d[i] += mean;
+    t[name] = { shape, data: d, dtype: 'BF16' };
+  };
+  put('model.embed_tokens.weight', [V, H], 0.05);
+  put('model.norm.weight', [H], 0.05, 1);
+  for (let l = 0; l < layers; l++) {
+    const p = `model.layers.${l}`;
+    put(`${p}.input_layernorm.weight`, [H], 0.05, 1);
+    put(`${p}.post_attention_layernorm.weight`, [H], 0.05, 1);
+    put(`${p}.self_attn.q_proj.weight`, [nH * hd, H], 1 / Math.sqrt(H));
+    put(`${p}.self_attn.q_proj.bias`, [nH * hd], 0.05);
+    put(`${p}.self_attn.k_proj.weight`, [nKV * hd, H], 1 / Math.sqrt(H));
+    put(`${p}.self_attn.k_proj.bias`, [nKV * hd], 0.05);
+    put(`${p}.self_attn.v_proj.weight`, [nKV * hd, H], 1 / Math.sqrt(H));
+    put(`${p}.self_attn.v_proj.bias`, [nKV * hd], 0.05);
+    put(`${p}.self_attn.o_proj.weight`, [H, nH * hd], 1 / Math.sqrt(nH * hd));
+    put(`${p}.mlp.gate_proj.weight`, [I, H], 1 / Math.sqrt(H));
+    put(`${p}.mlp.up_proj.weight`, [I, H], 1 / Math.sqrt(H));
+    put(`${p}.mlp.down_proj.weight`, [H, I], 1 / Math.sqrt(I));
+  }
+  writeSafetensors(join(dir, 'model.safetensors'), t);
+  return dir;
+}
+
+const started = Date.now();
+let dir: string;
+let name: string;
+if (flag('tiny')) {
+  dir = join(MODELS, 'tiny-qwen2');
+  name = 'tiny-qwen2';
+} else {
+  const t0 = Date.now();
+  dir = writeQwen05b(LAYERS);
+  name = `qwen2.5-0.5b-shape (${LAYERS} layers)`;
+  console.log(`wrote ${dir} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+}
+const model = await CausalLM.load(dir, { threads: THREADS });
+const tok = model.tokenizer;
+const prompts = Array.from({ length: BATCH }, (_, i) =>
+  tok.encode(
+    tok.applyChatTemplate([
+      { role: 'user', content: `What is ${i + 3} + ${2 * i + 5}? Think step by step.` },
+    ]),
+  ),
+);
+const base: GenerateOptions = {
+  maxNewTokens: NEW_TOKENS,
+  temperature: 1,
+  topP: TOP_P,
+  seed: 1,
+  eosTokenIds: [],
+};
+const variants: { what: string; opts: Partial<GenerateOptions> }[] = [
+  { what: 'JS sampler (one-token runs, logits to JS)', opts: { sampler: 'js', logprobs: false } },
+  { what: 'in-graph sampling, 1 step per run', opts: { sampler: 'graph', chunk: 1 } },
+  { what: `in-graph sampling, ${CHUNK} steps per run`, opts: { sampler: 'graph', chunk: CHUNK } },
+];
+// warm every graph (compilation is not timed)
+for (const v of variants)
+  await generate(model, prompts.slice(0, 1), { ...base, ...v.opts, maxNewTokens: NEW_TOKENS });
+const rates = variants.map(() => [] as number[]);
+const refs: number[] = [];
+const runs = variants.map(() => 0);
+for (let p = 0; p < PAIRS; p++) {
+  for (const [i, v] of variants.entries()) {
+    const stats: GenerateStats = { prefillMs: 0, decodeMs: 0, steps: 0, generatedTokens: 0 };
+    await generate(model, prompts, { ...base, ...v.opts }, stats);
+    rates[i].push((stats.generatedTokens - BATCH) / (stats.decodeMs / 1000));
+    runs[i] = stats.steps;
+    console.log(`round ${p} ${v.what}: ${rates[i].at(-1)?.toFixed(1)} tok/s (${stats.steps} decode runs)`);
+  }
+  refs.push(BATCH / (await bareMatmulSeconds(model, BATCH, 5)));
+  console.log(`round ${p} reference: ${refs.at(-1)?.toFixed(1)} tok/s`);
+}
+await model.close();
+if (!flag('tiny')) rmSync(dir, { recursive: true, force: true });
+const fmt = (x: number) => (x >= 100 ? x.toFixed(0) : x.toFixed(1));
+const ref = median(refs);
+console.log(
+  `\n| model | measure | batch | decode tokens/s (median of ${PAIRS}) | rounds | bare-MatMul reference tokens/s | ratio | decode runs |`,
+);
+console.log('| --- | --- | --- | --- | --- | --- | --- | --- |');
+for (const [i, v] of variants.entries()) {
+  console.log(
+    `| ${name} | ${v.what} | ${BATCH} | ${fmt(median(rates[i]))} | ${rates[i].map(fmt).join(' / ')} | ${fmt(ref)} (${refs.map(fmt).join(' / ')}) | ${(median(rates[i]) / ref).toFixed(2)} | ${runs[i]} |`,
+  );
+}
+console.log(
+  `\n${NEW_TOKENS} new tokens per row, T = 1, top-p ${TOP_P}; ${os.cpus().length} CPUs (${os.cpus()[0]?.model}); load ${os
+    .loadavg()
+    .map((x) => x.toFixed(1))
+    .join(' ')}; Node ${process.version}; ${((Date.now() - started) / 1000).toFixed(0)} s`,
+);
