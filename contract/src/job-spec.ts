@@ -392,17 +392,28 @@ export const WEBHOOK_EVENT_TYPES = [
   'job.cancelled',
   'job.budget_reached',
   'job.alarm',
+  'job.metrics_digest',
+  'checkpoint.created',
 ] as const;
 export const WebhookEventTypeSchema = oneOf(WEBHOOK_EVENT_TYPES);
 export type WebhookEventType = z.infer<typeof WebhookEventTypeSchema>;
+/** A job's own endpoint gets the `job.*` events unless it names others (`checkpoint.created` is opt-in). */
+const DEFAULT_JOB_WEBHOOK_EVENTS = WEBHOOK_EVENT_TYPES.filter((t) => t.startsWith('job.'));
+
+/** Steps per `job.metrics_digest` webhook when the spec does not say (docs/webhooks.md). */
+export const DEFAULT_METRICS_DIGEST_EVERY_STEPS = 10;
+export const MetricsDigestSchema = z
+  .strictObject({
+    /** Send a digest of the main metrics after every N steps; 0 = no digests. */
+    every_steps: int(0, 100_000),
+  })
+  .meta({ id: 'MetricsDigest' });
+export type MetricsDigest = z.infer<typeof MetricsDigestSchema>;
 
 export const JobWebhookSchema = z
   .strictObject({
     url: z.url({ error: 'must be an absolute http(s) URL' }),
-    events: z
-      .array(WebhookEventTypeSchema)
-      .min(1)
-      .default([...WEBHOOK_EVENT_TYPES]),
+    events: z.array(WebhookEventTypeSchema).min(1).default(DEFAULT_JOB_WEBHOOK_EVENTS),
   })
   .meta({ id: 'JobWebhook' });
 export type JobWebhook = z.infer<typeof JobWebhookSchema>;
@@ -478,6 +489,8 @@ const specFields = {
   /** Save a checkpoint every N steps (0 = only the final one). */
   checkpoint_every: int(0).default(50),
   webhook: JobWebhookSchema.optional(),
+  /** `job.metrics_digest` webhooks; absent = every DEFAULT_METRICS_DIGEST_EVERY_STEPS steps. */
+  metrics_digest: MetricsDigestSchema.optional(),
   /** A runner must carry every one of these labels to lease the job. */
   runner_labels: z.array(LabelSchema).max(32).default([]),
   /** Free-form string tags kept with the job. */
@@ -652,6 +665,7 @@ export function resolveJobSpec(input: ParsedJobSpecInput): JobSpecResult {
     evaluation: input.evaluation,
     checkpoint_every: input.checkpoint_every,
     ...(input.webhook ? { webhook: input.webhook } : {}),
+    ...(input.metrics_digest ? { metrics_digest: input.metrics_digest } : {}),
     ...(input.budgets ? { budgets: input.budgets } : {}),
     ...(input.alarms ? { alarms: input.alarms } : {}),
     runner_labels: input.runner_labels,

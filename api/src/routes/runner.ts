@@ -59,7 +59,11 @@ import {
 } from '../openapi';
 import { readStoredManifest } from '../plugin-manifest';
 import { parsePluginRef } from '../spec-checks';
-import { publishRunnerEventWebhooks } from '../webhooks/job-events';
+import {
+  publishCheckpointCreated,
+  publishMetricsDigests,
+  publishRunnerEventWebhooks,
+} from '../webhooks/job-events';
 import { artifactContent, getAccountArtifact, uploadPart } from './artifacts';
 import { downloadCheckpoint, toCheckpoint } from './jobs';
 import { bundleResponse } from './plugins';
@@ -460,6 +464,12 @@ runnerRouter.openapi(
     checkBatchLease(after[1], runner.accountId, id, body.lease_id, body.attempt);
     // budgets and health alarms over the stored points (records events, may request a pause)
     if (accepted > 0) await checkJobHealth(c.get('db'), c.env, id);
+    // job.metrics_digest for each window this batch completes; a batch sent again publishes nothing new
+    await publishMetricsDigests(
+      c.env,
+      { id, accountId: runner.accountId },
+      { minStep: Math.min(...points.map((p) => p.step)), maxStep },
+    );
     return c.json({ accepted, duplicates: body.points.length - accepted }, 200);
   },
 );
@@ -624,6 +634,7 @@ runnerRouter.openapi(
       size: updated.size,
       sha256: updated.sha256,
     });
+    await publishCheckpointCreated(c.env, jobRef(job), updated, new URL(c.req.url).origin);
     return c.json(toCheckpoint(updated), 200);
   },
 );

@@ -40,6 +40,8 @@ export interface WebhookEnv {
   WEBHOOKS_ALLOW_LOOPBACK?: string;
   /** Comma-separated retry delays in seconds, replacing the production schedule (tests, experiments). */
   WEBHOOKS_RETRY_SCHEDULE?: string;
+  /** Where users reach the API (links in payloads, e.g. `checkpoint.created`); default: the request's origin. */
+  PUBLIC_API_URL?: string;
 }
 
 export const WEBHOOK_DELIVER_KIND = 'webhook.deliver';

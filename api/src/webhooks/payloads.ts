@@ -1,18 +1,16 @@
 // The JSON body of each event type: `{type, timestamp, data}` (Standard Webhooks' recommended shape).
 // Job events carry a summary of the job as it is right after the event, the event's per-job
 // sequence number, and the event's own data (checkpoint, evaluation, error).
+import { WEBHOOK_EVENT_TYPES } from '@cgrpo/contract';
+import { type DigestPoint, metricsDigest } from './digest';
 
-export const JOB_WEBHOOK_EVENT_TYPES = [
-  'job.queued',
-  'job.started',
-  'job.checkpoint',
-  'job.evaluated',
-  'job.succeeded',
-  'job.failed',
-  'job.cancelled',
-  'job.budget_reached',
-  'job.alarm',
-] as const;
+/**
+ * Every event about one job: the lifecycle events recorded in the job's event log, plus two that
+ * exist only as webhooks: `job.metrics_digest` (metrics are their own log) and `checkpoint.created`
+ * (the checkpoint with a download link; not matched by `job.*`, so `job.checkpoint` subscribers
+ * do not get each checkpoint twice). The same list as a job spec's `webhook.events`.
+ */
+export const JOB_WEBHOOK_EVENT_TYPES = WEBHOOK_EVENT_TYPES;
 export type JobWebhookEventType = (typeof JOB_WEBHOOK_EVENT_TYPES)[number];
 
 /** Account-level events; subscribed to explicitly (not matched by `job.*`). */
@@ -92,10 +90,30 @@ const exampleJob = {
   metadata: { team: 'math' },
 };
 
+/** Ten steps of a made-up run (reward climbing, an evaluation on the last step), for the digest example. */
+function exampleSteps(from: number): DigestPoint[] {
+  const reward = [0.41, 0.44, 0.43, 0.47, 0.5, 0.49, 0.52, 0.55, 0.54, 0.58];
+  const pass1 = [0.375, 0.4, 0.4, 0.425, 0.45, 0.45, 0.475, 0.5, 0.5, 0.525];
+  const zeroSignal = [3, 2, 3, 2, 1, 2, 1, 1, 0, 1];
+  return reward.map((r, i) => ({
+    attempt: 1,
+    step: from + i,
+    values: {
+      'reward/mean': r,
+      'pass@1/train': pass1[i] as number,
+      'refinement/success_rate': [0.5, 0.25, 0.75][i % 3] as number,
+      'groups/zero_signal': zeroSignal[i] as number,
+      loss: 0.25 - i / 100,
+      'response_length/mean': 180 + 4 * i,
+      ...(i === reward.length - 1 ? { 'eval/pass@1': 0.5 } : {}),
+    },
+  }));
+}
+
 /** An example built by the same function that builds real deliveries (so docs cannot drift). */
 function example(
   type: JobWebhookEventType,
-  sequence: number,
+  sequence: number | null,
   job: Partial<typeof exampleJob> & { status: string },
   data: Record<string, unknown> = {},
 ): WebhookPayload {
@@ -128,6 +146,37 @@ export const PAYLOAD_EXAMPLES: Record<string, WebhookPayload> = {
       updated_at: '2026-11-22T08:20:00.000Z',
     },
     { checkpoint_id: 'ckpt_01JD3RB1', step: 50, final: false, size: 18874368, sha256: '9f86d081884c7d65…' },
+  ),
+  'checkpoint.created': example(
+    'checkpoint.created',
+    7,
+    {
+      status: 'running',
+      current_step: 50,
+      started_at: '2026-11-22T08:00:05.000Z',
+      updated_at: '2026-11-22T08:20:00.000Z',
+    },
+    {
+      checkpoint_id: 'ckpt_01JD3RB1',
+      step: 50,
+      final: false,
+      size: 18874368,
+      sha256: '9f86d081884c7d65…',
+      download_url:
+        'https://cgrpo.example.com/v1/jobs/job_01JD3Q7R8ZK4V6M2N9P5T0XWYC/checkpoints/ckpt_01JD3RB1/content',
+    },
+  ),
+  'job.metrics_digest': example(
+    'job.metrics_digest',
+    null,
+    {
+      status: 'running',
+      current_step: 20,
+      started_at: '2026-11-22T08:00:05.000Z',
+      updated_at: '2026-11-22T08:09:00.000Z',
+    },
+    // Ten steps as a runner reports them, through the builder real digests use.
+    { ...metricsDigest(exampleSteps(11), 20, 10) },
   ),
   'job.evaluated': example(
     'job.evaluated',
