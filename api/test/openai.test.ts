@@ -151,19 +151,128 @@ describe('OpenAI-compatible fine-tuning surface', () => {
     );
     expect(python).toBeInstanceOf(OpenAI.UnprocessableEntityError);
     expect((python as Error).message).toContain('docs/plugins.md');
-    const sim = await create({
+    const meteor = await create({
       type: 'text_similarity',
       name: 's',
       input: '{{sample.output_text}}',
       reference: '{{item.answer}}',
-      evaluation_metric: 'bleu',
+      evaluation_metric: 'meteor',
     }).catch((e: unknown) => e);
-    expect(sim).toBeInstanceOf(OpenAI.UnprocessableEntityError);
-    expect((sim as Error).message).toContain('text_similarity');
+    expect(meteor).toBeInstanceOf(OpenAI.UnprocessableEntityError);
+    expect((meteor as Error).message).toContain("evaluation_metric 'meteor'");
+    // a judge needs an endpoint: cgrpo.llm
+    const judgeless = await create({
+      type: 'score_model',
+      name: 'j',
+      model: 'judge',
+      input: [{ role: 'user', content: 'Score {{sample.output_text}}' }],
+    }).catch((e: unknown) => e);
+    expect(judgeless).toBeInstanceOf(OpenAI.UnprocessableEntityError);
+    expect((judgeless as Error).message).toContain('cgrpo');
+    const unsafe = await create({
+      type: 'multi',
+      graders: { a: stringCheck },
+      calculate_output: 'a.constructor',
+    }).catch((e: unknown) => e);
+    expect(unsafe).toBeInstanceOf(OpenAI.BadRequestError);
+    expect((unsafe as Error).message).toContain('calculate_output');
     // an unknown file is the API's own 404, passed through
     const missing = await openai.fineTuning.jobs
       .create({ model: 'tiny-qwen3', training_file: 'art_missing', method: { type: 'supervised' } })
       .catch((e: unknown) => e);
     expect(missing).toBeInstanceOf(OpenAI.NotFoundError);
+  });
+
+  it('maps text_similarity, score_model and multi graders onto built-in verifiers', async () => {
+    const account = await newAccount();
+    const openai = client(account.apiKey);
+    const file = await openai.files.create({
+      file: await toFile(new TextEncoder().encode(jsonl(rftRows)), 'rft.jsonl'),
+      purpose: 'fine-tune',
+    });
+    const similarity = {
+      type: 'text_similarity',
+      name: 'similar',
+      input: '{{sample.output_text}}',
+      reference: '{{item.answer}}',
+      evaluation_metric: 'rouge_l',
+      pass_threshold: 0.7,
+    };
+    const judge = {
+      type: 'score_model',
+      name: 'judge',
+      model: 'grader-model',
+      input: [
+        { role: 'developer', content: 'You grade arithmetic.' },
+        { role: 'user', content: 'Expected {{ item.answer }}. Got: {{sample.output_text}}. Score 0-10.' },
+      ],
+      range: [0, 10],
+      pass_threshold: 7,
+      sampling_params: { temperature: 0, max_completions_tokens: 16 },
+    };
+    const specOf = async (grader: object, extra: object = {}) => {
+      const job = await openai.fineTuning.jobs.create({
+        model: 'tiny-qwen3',
+        training_file: file.id,
+        method: { type: 'reinforcement', reinforcement: { grader: grader as never } },
+        ...extra,
+      } as never);
+      const cg = await expectJson<{ spec: JobSpec }>(`/v1/jobs/${job.id}`, 200, {
+        key: account.apiKey,
+      });
+      return cg.spec;
+    };
+    const llm = { cgrpo: { llm: { endpoint_url: 'http://127.0.0.1:9/v1', token_env: 'JUDGE_TOKEN' } } };
+
+    const sim = await specOf(similarity);
+    expect(sim.verifier).toMatchObject({
+      plugin: 'builtin:text-similarity',
+      config: { metric: 'rouge_l', pass_threshold: 0.7 },
+    });
+    expect(sim.datasets.train.fields.reference).toBe('answer');
+
+    const scored = await specOf(judge, llm);
+    expect(scored.verifier).toMatchObject({
+      plugin: 'builtin:score-model',
+      config: {
+        endpoint_url: 'http://127.0.0.1:9/v1',
+        model: 'grader-model',
+        token_env: 'JUDGE_TOKEN',
+        messages: [
+          { role: 'system', content: 'You grade arithmetic.' },
+          { role: 'user', content: 'Expected {reference}. Got: {response}. Score 0-10.' },
+        ],
+        range: [0, 10],
+        pass_threshold: 7,
+        temperature: 0,
+        max_tokens: 16,
+      },
+    });
+    expect(scored.datasets.train.fields.reference).toBe('answer');
+
+    const multi = await specOf(
+      {
+        type: 'multi',
+        graders: { exact: stringCheck, similar: similarity, judge },
+        calculate_output: '0.5 * exact + 0.25 * similar + 0.25 * judge / 10',
+      },
+      llm,
+    );
+    expect(multi.verifier.plugin).toBe('builtin:multi');
+    expect(multi.verifier.config).toMatchObject({
+      calculate_output: '0.5 * exact + 0.25 * similar + 0.25 * judge / 10',
+      graders: {
+        exact: { plugin: 'builtin:exact' },
+        similar: { plugin: 'builtin:text-similarity', config: { metric: 'rouge_l' } },
+        judge: { plugin: 'builtin:score-model', config: { range: [0, 10] } },
+      },
+    });
+    // the grader JSON travels back on the fine-tuning job
+    const listed = await openai.fineTuning.jobs.list();
+    expect(listed.data.map((j) => j.method?.reinforcement?.grader?.type).sort()).toEqual([
+      'multi',
+      'score_model',
+      'text_similarity',
+    ]);
   });
 });

@@ -126,6 +126,71 @@ describe('POST /v1/plugins/run', () => {
     expect(published.error.message).toContain('cgrpo plugins test');
   });
 
+  it('runs builtin:text-similarity and builtin:multi (the OpenAI grader verifiers); builtin:score-model needs a runner', async () => {
+    const similar = await run(
+      {
+        verifier: { plugin: 'builtin:text-similarity', config: { metric: 'bleu', pass_threshold: 0.5 } },
+        cases: [
+          { response: 'the cat sat on the mat', reference: 'the cat sat on a mat' },
+          { response: 'a dog', reference: 'the cat sat on a mat' },
+        ],
+      },
+      200,
+    );
+    // BLEU-4 of the first pair: (5/6 · 3/5 · 2/4 · 1/3)^(1/4) = (1/12)^(1/4)
+    expect(similar.results[0]!.verification!.score).toBeCloseTo((1 / 12) ** 0.25, 12);
+    expect(similar.results[0]!.verification!.correct).toBe(true);
+    expect(similar.results[1]!.verification).toMatchObject({ score: 0, correct: false });
+
+    const multi = await run(
+      {
+        verifier: {
+          plugin: 'builtin:multi',
+          config: {
+            graders: {
+              exact: { plugin: 'builtin:exact', config: { extract: 'whole' } },
+              rouge: { plugin: 'builtin:text-similarity', config: { metric: 'rouge_1' } },
+            },
+            calculate_output: 'max(exact, 0.5 * rouge)',
+          },
+        },
+        cases: [{ response: 'the cat sat on the mat', reference: 'the cat sat on a mat' }],
+      },
+      200,
+    );
+    // exact 0, ROUGE-1 F1 5/6 → max(0, 5/12)
+    expect(multi.results[0]!.verification!.score).toBeCloseTo(5 / 12, 12);
+
+    const badFormula = await run(
+      {
+        verifier: {
+          plugin: 'builtin:multi',
+          config: { graders: { a: { plugin: 'builtin:exact' } }, calculate_output: 'a + constructor' },
+        },
+        cases: [{ response: 'a', reference: 'a' }],
+      },
+      400,
+    );
+    expect(badFormula.error.fields[0]!.path).toBe('verifier.config.calculate_output');
+
+    const judge = await run(
+      {
+        verifier: {
+          plugin: 'builtin:score-model',
+          config: {
+            endpoint_url: 'http://127.0.0.1:1/v1',
+            messages: [{ role: 'user', content: 'Score {response}' }],
+          },
+        },
+        cases: [{ response: 'a', reference: 'a' }],
+      },
+      400,
+    );
+    expect(judge.error.fields).toEqual([
+      { path: 'verifier.plugin', message: expect.stringContaining('only a runner') },
+    ]);
+  });
+
   it('needs an API key: none is 401, a runner token is 403', async () => {
     const json = {
       verifier: { plugin: 'builtin:exact', config: {} },

@@ -74,31 +74,90 @@ export function convertRow(row: Row, line: number): Row {
 
 type Grader = { type?: unknown; [k: string]: unknown };
 type VerifierUse = { plugin: string; config: Record<string, unknown> };
+/** The judge endpoint a score_model grader calls: `cgrpo.llm` of the create request. */
+export type JudgeEndpoint = { endpoint_url: string; model?: string; token_env?: string };
+/** A grader as a cgrpo verifier and the dataset field holding its reference (null: it reads none). */
+export type MappedGrader = { verifier: VerifierUse; referenceField: string | null };
 
 const ITEM_REF = /^\{\{\s*item\.([A-Za-z0-9_]+)\s*\}\}$/;
 const SAMPLE_TEXT = /^\{\{\s*sample\.output_text\s*\}\}$/;
+const TEMPLATE_VAR = /\{\{\s*([A-Za-z0-9_.]+)\s*\}\}/g;
+const SIMILARITY_METRICS = new Set([
+  'fuzzy_match',
+  'bleu',
+  'gleu',
+  'rouge_1',
+  'rouge_2',
+  'rouge_3',
+  'rouge_4',
+  'rouge_5',
+  'rouge_l',
+]);
+const SIMILARITY_REFUSED: Record<string, string> = {
+  meteor: 'METEOR needs WordNet synonyms, which cgrpo does not ship',
+  cosine: 'cosine compares OpenAI embeddings, which cgrpo does not compute',
+};
 
-/** An OpenAI grader as a cgrpo verifier and the dataset field holding its reference. */
-export function graderToVerifier(grader: Grader): { verifier: VerifierUse; referenceField: string } {
-  const at = 'method.reinforcement.grader';
+const unsupported = (message: string, param: string) => refuse(422, 'grader_unsupported', message, param);
+
+/** `{{sample.output_text}}` as input and `{{item.<field>}}` as reference, as string_check and text_similarity take them. */
+function sampleAndReference(grader: Grader, at: string): string {
+  const type = String(grader.type);
+  if (typeof grader.input !== 'string' || !SAMPLE_TEXT.test(grader.input))
+    throw unsupported(`${type} input must be "{{sample.output_text}}"`, `${at}.input`);
+  const ref = typeof grader.reference === 'string' ? ITEM_REF.exec(grader.reference) : null;
+  if (!ref)
+    throw unsupported(
+      `${type} reference must be "{{item.<field>}}" naming a field of the training rows`,
+      `${at}.reference`,
+    );
+  return ref[1]!;
+}
+
+/** score_model's messages as builtin:score-model's: {{sample.output_text}} → {response}, {{item.<field>}} → {reference}. */
+function judgeMessages(
+  grader: Grader,
+  at: string,
+): { messages: { role: string; content: string }[]; field: string | null } {
+  if (!Array.isArray(grader.input) || grader.input.length === 0)
+    throw unsupported('score_model input must be a list of {role, content} messages', `${at}.input`);
+  let field: string | null = null;
+  const messages = (grader.input as Msg[]).map((m, i) => {
+    const role = m.role === 'developer' ? 'system' : m.role;
+    if (role !== 'system' && role !== 'user' && role !== 'assistant')
+      throw unsupported(`role must be system, developer, user or assistant`, `${at}.input.${i}.role`);
+    const content = textOf(m.content).replace(TEMPLATE_VAR, (whole, name: string) => {
+      if (name === 'sample.output_text') return '{response}';
+      const item = /^item\.([A-Za-z0-9_]+)$/.exec(name);
+      if (!item)
+        throw unsupported(
+          `template variable ${whole} is not available here; use {{sample.output_text}} and one {{item.<field>}}`,
+          `${at}.input.${i}.content`,
+        );
+      if (field !== null && field !== item[1])
+        throw unsupported(
+          `a cgrpo verifier reads one reference field per row; this grader uses item.${field} and item.${item[1]}`,
+          `${at}.input.${i}.content`,
+        );
+      field = item[1]!;
+      return '{reference}';
+    });
+    return { role, content };
+  });
+  if (!messages.some((m) => m.content.includes('{response}')))
+    throw unsupported('score_model input must use {{sample.output_text}} in a message', `${at}.input`);
+  return { messages, field };
+}
+
+/** An OpenAI grader as a cgrpo verifier; `judge` is the endpoint score_model graders call. */
+export function graderToVerifier(
+  grader: Grader,
+  judge: JudgeEndpoint | null = null,
+  at = 'method.reinforcement.grader',
+): MappedGrader {
   switch (grader.type) {
     case 'string_check': {
-      if (typeof grader.input !== 'string' || !SAMPLE_TEXT.test(grader.input))
-        throw refuse(
-          422,
-          'grader_unsupported',
-          'string_check input must be "{{sample.output_text}}"',
-          `${at}.input`,
-        );
-      const ref = typeof grader.reference === 'string' ? ITEM_REF.exec(grader.reference) : null;
-      if (!ref)
-        throw refuse(
-          422,
-          'grader_unsupported',
-          'string_check reference must be "{{item.<field>}}" naming a field of the training rows',
-          `${at}.reference`,
-        );
-      const referenceField = ref[1]!;
+      const referenceField = sampleAndReference(grader, at);
       switch (grader.operation) {
         case 'eq':
           return {
@@ -123,34 +182,143 @@ export function graderToVerifier(grader: Grader): { verifier: VerifierUse; refer
             referenceField,
           };
         default:
-          throw refuse(
-            422,
-            'grader_unsupported',
+          throw unsupported(
             `string_check operation '${String(grader.operation)}' has no built-in verifier here (eq, like and ilike do); write a TypeScript plugin (docs/plugins.md)`,
             `${at}.operation`,
           );
       }
     }
+    case 'text_similarity': {
+      const metric = String(grader.evaluation_metric);
+      if (SIMILARITY_REFUSED[metric])
+        throw unsupported(
+          `text_similarity evaluation_metric '${metric}' is not supported: ${SIMILARITY_REFUSED[metric]}; use fuzzy_match, bleu, gleu, rouge_1..rouge_5 or rouge_l`,
+          `${at}.evaluation_metric`,
+        );
+      if (!SIMILARITY_METRICS.has(metric))
+        throw unsupported(
+          `unknown text_similarity evaluation_metric '${metric}'; use fuzzy_match, bleu, gleu, rouge_1..rouge_5 or rouge_l`,
+          `${at}.evaluation_metric`,
+        );
+      const referenceField = sampleAndReference(grader, at);
+      const threshold = grader.pass_threshold;
+      if (threshold !== undefined && (typeof threshold !== 'number' || threshold < 0 || threshold > 1))
+        throw refuse(
+          400,
+          'invalid_request',
+          'pass_threshold must be a number from 0 to 1',
+          `${at}.pass_threshold`,
+        );
+      return {
+        verifier: {
+          plugin: 'builtin:text-similarity',
+          config: { metric, ...(typeof threshold === 'number' ? { pass_threshold: threshold } : {}) },
+        },
+        referenceField,
+      };
+    }
+    case 'score_model': {
+      if (!judge)
+        throw unsupported(
+          'score_model graders need an LLM endpoint for the judge: add "cgrpo": {"llm": {"endpoint_url": "https://…/v1", "token_env": "JUDGE_TOKEN"}} to the request (the runner reads the token from that environment variable)',
+          'cgrpo.llm',
+        );
+      const { messages, field } = judgeMessages(grader, at);
+      const range = grader.range;
+      if (
+        range !== undefined &&
+        !(Array.isArray(range) && range.length === 2 && range.every((x) => typeof x === 'number'))
+      )
+        throw refuse(400, 'invalid_request', 'range must be [low, high]', `${at}.range`);
+      const sampling = (grader.sampling_params ?? {}) as Row;
+      const model = judge.model ?? (typeof grader.model === 'string' ? grader.model : undefined);
+      return {
+        verifier: {
+          plugin: 'builtin:score-model',
+          config: {
+            endpoint_url: judge.endpoint_url,
+            ...(model ? { model } : {}),
+            ...(judge.token_env ? { token_env: judge.token_env } : {}),
+            messages,
+            ...(range ? { range } : {}),
+            ...(typeof grader.pass_threshold === 'number' ? { pass_threshold: grader.pass_threshold } : {}),
+            ...(typeof sampling.temperature === 'number' ? { temperature: sampling.temperature } : {}),
+            ...(typeof sampling.top_p === 'number' ? { top_p: sampling.top_p } : {}),
+            ...(typeof sampling.max_completions_tokens === 'number'
+              ? { max_tokens: sampling.max_completions_tokens }
+              : {}),
+          },
+        },
+        referenceField: field,
+      };
+    }
+    case 'multi': {
+      const graders = grader.graders;
+      if (!graders || typeof graders !== 'object' || Array.isArray(graders))
+        throw refuse(
+          400,
+          'invalid_request',
+          'multi graders must be an object of named graders',
+          `${at}.graders`,
+        );
+      if (typeof grader.calculate_output !== 'string')
+        throw refuse(400, 'invalid_request', 'multi calculate_output is required', `${at}.calculate_output`);
+      let referenceField: string | null = null;
+      const subs: Record<string, VerifierUse> = {};
+      for (const [name, sub] of Object.entries(graders as Record<string, Grader>)) {
+        if (sub?.type === 'multi')
+          throw unsupported('multi graders cannot nest', `${at}.graders.${name}.type`);
+        const mapped = graderToVerifier(sub ?? {}, judge, `${at}.graders.${name}`);
+        if (mapped.referenceField !== null) {
+          if (referenceField !== null && referenceField !== mapped.referenceField)
+            throw unsupported(
+              `a cgrpo verifier reads one reference field per row; these graders use item.${referenceField} and item.${mapped.referenceField}`,
+              `${at}.graders.${name}`,
+            );
+          referenceField = mapped.referenceField;
+        }
+        subs[name] = mapped.verifier;
+      }
+      return {
+        verifier: {
+          plugin: 'builtin:multi',
+          config: { graders: subs, calculate_output: grader.calculate_output },
+        },
+        referenceField,
+      };
+    }
     case 'python':
-      throw refuse(
-        422,
-        'grader_unsupported',
-        'python graders do not run here: write the check as a TypeScript verifier plugin (docs/plugins.md) and name it in a cgrpo job, or use a string_check grader',
+      throw unsupported(
+        'python graders do not run here: write the check as a TypeScript verifier plugin (docs/plugins.md) and name it in a cgrpo job, or use a string_check, text_similarity, score_model or multi grader',
         `${at}.type`,
       );
-    case 'text_similarity':
-    case 'score_model':
     case 'label_model':
-    case 'multi':
-      throw refuse(
-        422,
-        'grader_unsupported',
-        `${grader.type} graders have no built-in verifier yet; use string_check, or write a TypeScript verifier plugin (docs/plugins.md) and submit a cgrpo job (POST /v1/jobs)`,
+      throw unsupported(
+        'label_model graders have no built-in verifier; use a score_model grader, or write a TypeScript verifier plugin (docs/plugins.md)',
         `${at}.type`,
       );
     default:
-      throw refuse(422, 'grader_unsupported', `unknown grader type '${String(grader.type)}'`, `${at}.type`);
+      throw unsupported(`unknown grader type '${String(grader.type)}'`, `${at}.type`);
   }
+}
+
+/** `cgrpo.llm` of a create request: where score_model graders' judge lives. */
+function judgeEndpoint(cgrpo: Row): JudgeEndpoint | null {
+  const llm = cgrpo.llm;
+  if (llm === undefined) return null;
+  if (!llm || typeof llm !== 'object' || typeof (llm as Row).endpoint_url !== 'string')
+    throw refuse(
+      400,
+      'invalid_request',
+      'cgrpo.llm must be {"endpoint_url": "...", "model"?, "token_env"?}',
+      'cgrpo.llm',
+    );
+  const { endpoint_url, model, token_env } = llm as Row;
+  return {
+    endpoint_url: endpoint_url as string,
+    ...(typeof model === 'string' ? { model } : {}),
+    ...(typeof token_env === 'string' ? { token_env } : {}),
+  };
 }
 
 // ---- job objects --------------------------------------------------------------------------------
@@ -409,11 +577,11 @@ export function openaiRouter(forward: Forward): Hono<AppEnv> {
           'method.reinforcement.grader is required',
           'method.reinforcement.grader',
         );
-      const mapped = graderToVerifier(rl.grader as Grader);
+      const mapped = graderToVerifier(rl.grader as Grader, judgeEndpoint(cgrpo));
       hp = (rl.hyperparameters ?? {}) as Row;
       spec.algorithm = 'grpo';
       spec.verifier = mapped.verifier;
-      reference = mapped.referenceField;
+      reference = mapped.referenceField ?? reference;
       const graderJson = JSON.stringify(rl.grader);
       if (graderJson.length <= 1000) (spec.metadata as Row)['openai.grader'] = graderJson;
     } else {
