@@ -3,13 +3,14 @@ import {
   CHECKPOINT_MODEL_PREFIX,
   type FieldError,
   type JobSpec,
+  type JobWarning,
   PLUGIN_REF_PATTERN,
   type PluginKind,
   pluginUsesOf,
 } from '@cgrpo/contract';
 import { checkShaping } from '@cgrpo/plugins/shaping';
-import { and, eq } from 'drizzle-orm';
-import { artifacts, checkpoints, jobs, plugins } from './db/schema';
+import { and, eq, gte, isNull } from 'drizzle-orm';
+import { artifacts, checkpoints, jobs, plugins, runners } from './db/schema';
 import type { Db } from './env';
 import { configValidator, pluginNameProblems, readStoredManifest } from './plugin-manifest';
 
@@ -227,4 +228,46 @@ export function fileUriProblem(uri: string): string | undefined {
 /** Capabilities a runner must have for this job: every capability the job grants its plugins. */
 export function requiredCapabilities(spec: JobSpec): string[] {
   return [...new Set(pluginUsesOf(spec).flatMap(({ use }) => use.grants))].sort();
+}
+
+/** A runner counts as present when it called the API within this window (it long-polls every ≤ 60 s). */
+export const RUNNER_RECENT_MS = 15 * 60_000;
+/** A runner that lists `model:<id>` capabilities runs only those models; one that lists none runs any. */
+export const MODEL_CAPABILITY_PREFIX = 'model:';
+
+/**
+ * Warnings for a job that can be queued but that no runner is likely to take: no runner of the
+ * account seen within RUNNER_RECENT_MS advertises `spec.model.id`. A runner advertises a model with
+ * a `model:<id>` capability; a runner without any `model:` capability loads whatever id it is given
+ * (its model folders, the Hub, artifacts, checkpoints), so it advertises every model.
+ */
+export async function modelWarnings(
+  db: Db,
+  accountId: string,
+  spec: JobSpec,
+  now: number,
+): Promise<JobWarning[]> {
+  const seen = await db
+    .select({ capabilities: runners.capabilities })
+    .from(runners)
+    .where(
+      and(
+        eq(runners.accountId, accountId),
+        isNull(runners.revokedAt),
+        gte(runners.lastSeenAt, now - RUNNER_RECENT_MS),
+      ),
+    )
+    .all();
+  const modelId = spec.model.id;
+  const advertised = seen.some(({ capabilities }) => {
+    const models = capabilities.filter((c) => c.startsWith(MODEL_CAPABILITY_PREFIX));
+    return models.length === 0 || models.includes(`${MODEL_CAPABILITY_PREFIX}${modelId}`);
+  });
+  if (advertised) return [];
+  const minutes = RUNNER_RECENT_MS / 60_000;
+  const message =
+    seen.length === 0
+      ? `no runner of this account was seen in the last ${minutes} minutes, so the job waits in the queue; start one (cgrpo-runner --api URL --token cgrpo_rt_…, see docs/runner.md)`
+      : `none of the ${seen.length} runner(s) seen in the last ${minutes} minutes advertises model ${modelId} (capability ${MODEL_CAPABILITY_PREFIX}${modelId}), so the job waits in the queue; start a runner that has this model, or use a model one of them lists`;
+  return [{ code: 'no_runner_for_model', field: 'model.id', message }];
 }

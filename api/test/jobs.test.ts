@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { call, expectJson, type JobBody, newAccount, submitJob } from './helpers';
+import { call, expectJson, type JobBody, newAccount, newRunner, submitJob } from './helpers';
 
 type ErrorBody = { error: { code: string; message: string; fields: { path: string; message: string }[] } };
 
@@ -28,7 +28,7 @@ describe('POST /v1/jobs', () => {
     const events = await expectJson<{ data: { type: string }[] }>(`/v1/jobs/${job.id}/events`, 200, {
       key: account.apiKey,
     });
-    expect(events.data.map((e) => e.type)).toEqual(['job.queued']);
+    expect(events.data.map((e) => e.type)).toEqual(['job.queued', 'job.warning']); // no runner: job-warnings.test.ts
   });
 
   it('rejects unknown fields and bad values with exact paths', async () => {
@@ -223,6 +223,7 @@ describe('job control', () => {
 
   it('pauses and resumes a queued job, with events for each', async () => {
     const account = await newAccount();
+    await newRunner(account); // a runner that takes any model: no job.warning event
     const job = await submitJob(account);
     expect(
       (await expectJson<JobBody>(`/v1/jobs/${job.id}/pause`, 200, { key: account.apiKey, method: 'POST' }))
@@ -254,6 +255,7 @@ describe('job control', () => {
 
   it('streams events over SSE and ends the stream once the job is finished', async () => {
     const account = await newAccount();
+    await newRunner(account); // a runner that takes any model: no job.warning event
     const job = await submitJob(account);
     await expectJson(`/v1/jobs/${job.id}/cancel`, 200, { key: account.apiKey, method: 'POST' });
     const res = await call(`/v1/jobs/${job.id}/stream?poll_ms=100`, { key: account.apiKey });

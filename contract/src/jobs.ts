@@ -24,6 +24,16 @@ export const JobErrorSchema = z.object({
 });
 export type JobError = z.infer<typeof JobErrorSchema>;
 
+/** A submission-time warning: `code`, the spec `field` it is about, and what to do. */
+export const JobWarningSchema = z
+  .object({
+    code: z.enum(['no_runner_for_model']),
+    field: z.string(),
+    message: z.string(),
+  })
+  .meta({ id: 'JobWarning' });
+export type JobWarning = z.infer<typeof JobWarningSchema>;
+
 export const JobSchema = z
   .object({
     id: z.string(),
@@ -47,6 +57,11 @@ export const JobSchema = z
     started_at: z.string().nullable(),
     finished_at: z.string().nullable(),
     spec: JobSpecSchema,
+    /**
+     * Only in the answer to POST /v1/jobs: things that do not stop the job from being queued but
+     * will likely keep it waiting (each also recorded as a `job.warning` event).
+     */
+    warnings: z.array(JobWarningSchema).optional(),
   })
   .meta({ id: 'Job' });
 export type Job = z.infer<typeof JobSchema>;
@@ -80,6 +95,7 @@ export const JOB_EVENT_TYPES = [
   'job.cancelled',
   'job.budget_reached',
   'job.alarm',
+  'job.warning',
 ] as const;
 export const JobEventTypeSchema = z.enum(JOB_EVENT_TYPES).meta({ id: 'JobEventType' });
 export type JobEventType = z.infer<typeof JobEventTypeSchema>;

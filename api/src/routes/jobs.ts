@@ -40,7 +40,7 @@ import {
 } from '../lifecycle';
 import { bearerSecurity, binaryResponse, conflictError, errors, json, jsonBody, router } from '../openapi';
 import { decodeCursor, page } from '../pagination';
-import { checkSpecReferences, requiredCapabilities } from '../spec-checks';
+import { checkSpecReferences, modelWarnings, requiredCapabilities } from '../spec-checks';
 import { jobWebhookUrlProblem } from '../webhooks/job-events';
 
 // Jobs as users see them: submit, list, read, control (cancel/pause/resume), and follow (events,
@@ -157,7 +157,9 @@ jobsRouter.openapi(
       if (!winner) throw new ApiError(500, 'internal', 'the job could not be stored; retry');
       return replay(winner, specJson);
     }
-    return c.json(toJob(row), 201);
+    const warnings = await modelWarnings(db, accountId, spec, now);
+    for (const warning of warnings) await recordJobEvent(db, c.env, jobRef(row), 'job.warning', warning);
+    return c.json({ ...toJob(row), ...(warnings.length > 0 ? { warnings } : {}) }, 201);
 
     function replay(existing: typeof jobs.$inferSelect, sentSpec: string) {
       if (existing.spec !== sentSpec) {
