@@ -187,7 +187,7 @@ describe('POST /v1/plugins/run', () => {
       400,
     );
     expect(judge.error.fields).toEqual([
-      { path: 'verifier.plugin', message: expect.stringContaining('only a runner') },
+      { path: 'verifier.plugin', message: expect.stringContaining('runs in jobs only') },
     ]);
   });
 

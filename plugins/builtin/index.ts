@@ -308,7 +308,7 @@ export function getBuiltinVerifier(
         throw new BuiltinPluginError(
           'verifier_needs_runner',
           full,
-          'it calls an LLM endpoint, which only a runner (or `cgrpo verify` on your machine) does; submit a job',
+          'it calls an LLM endpoint with a token only the runner holds, so it runs in jobs only; submit a job (POST /v1/jobs)',
         );
       }
       const judge = llmComplete(judgeEndpointConfig(c), accessToken(full, c.token_env, ctx.env), full);
