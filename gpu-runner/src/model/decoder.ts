@@ -26,8 +26,9 @@ export interface LoraSpec {
   useRslora?: boolean;
 }
 
-/** How a weight tensor enters the graph: `param` (trainable), `input` (frozen, fed from state). */
-export type WeightRole = 'param' | 'input';
+/** How a weight tensor enters the graph: `param` (trainable), `input` (frozen, fed from state),
+ *  `half` (frozen, fed from state as float16 and cast to float32 inside the graph). */
+export type WeightRole = 'param' | 'input' | 'half';
 
 export interface DecoderBuild {
   graph: Graph;
@@ -103,15 +104,30 @@ export function weightShapes(cfg: DecoderConfig, lora: LoraSpec | null): Map<str
   return m;
 }
 
+/** The weight as the graph receives it: float32, or float16 for `half` weights (see `weight`). */
+function storedWeight(b: DecoderBuild, name: string, shape: number[]): Tensor {
+  const cache = storedCache.get(b) ?? new Map<string, Tensor>();
+  storedCache.set(b, cache);
+  let t = cache.get(name);
+  if (!t) {
+    const role = b.role(name);
+    t =
+      role === 'param'
+        ? b.graph.param(name, 'float32', shape)
+        : b.graph.input(name, role === 'half' ? 'float16' : 'float32', shape);
+    cache.set(name, t);
+  }
+  return t;
+}
+const storedCache = new WeakMap<DecoderBuild, Map<string, Tensor>>();
+
+/** The weight in float32: a half weight gets one Cast, in the root graph (a Loop body reuses it). */
 function weight(b: DecoderBuild, name: string, shape: number[]): Tensor {
   const cache = weightCache.get(b) ?? new Map<string, Tensor>();
   weightCache.set(b, cache);
   let t = cache.get(name);
   if (!t) {
-    t =
-      b.role(name) === 'param'
-        ? b.graph.param(name, 'float32', shape)
-        : b.graph.input(name, 'float32', shape);
+    t = op.cast(storedWeight(b, name, shape), 'float32');
     cache.set(name, t);
   }
   return t;
@@ -263,8 +279,9 @@ export function decoderHidden(
   inp: BlockInputs,
 ): { hidden: Tensor; kv: { key: Tensor; value: Tensor }[] } {
   const { cfg } = b;
-  const embed = weight(b, 'model.embed_tokens.weight', [cfg.vocabSize, cfg.hiddenSize]);
-  let h = op.gather(embed, inp.ids, 0);
+  // rows are gathered before the Cast: a half embedding is never widened as a whole here
+  const embed = storedWeight(b, 'model.embed_tokens.weight', [cfg.vocabSize, cfg.hiddenSize]);
+  let h = op.cast(op.gather(embed, inp.ids, 0), 'float32');
   const rope = ropeTables(b, inp.positions);
   const kv: { key: Tensor; value: Tensor }[] = [];
   for (let l = 0; l < cfg.numLayers; l++) {
@@ -278,6 +295,12 @@ export function decoderHidden(
 /** Logits of hidden states [..., hidden] → [..., vocab] */
 export function lmHead(b: DecoderBuild, hidden: Tensor): Tensor {
   const { cfg } = b;
+  const embedName = 'model.embed_tokens.weight';
+  if (cfg.tieWordEmbeddings && b.role(embedName) === 'half') {
+    // a half embedding has no transposed copy: logits = (E · hiddenᵀ)ᵀ, transposing only activations
+    const e = weight(b, embedName, [cfg.vocabSize, cfg.hiddenSize]);
+    return op.transposeLast(op.matmul(e, op.transposeLast(hidden)));
+  }
   if (cfg.tieWordEmbeddings && b.headFromEmbedding) {
     return op.matmul(
       hidden,

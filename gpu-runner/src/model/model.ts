@@ -34,9 +34,16 @@ import {
   scoreTensors,
 } from './graphs';
 import { initLora, type LoraConfig, loadAdapter, mergeLora, saveAdapter } from './lora';
-import { openCheckpointTensors, writeSafetensors } from './safetensors';
+import { float32ToHalf, openCheckpointTensors, writeSafetensors } from './safetensors';
 import { loadTokenizer, type ModelTokenizer, TokenizerError } from './tokenizer';
-import { loadGraphWeights, toCheckpointTensors, type WeightMap } from './weights';
+import {
+  loadGraphWeights,
+  type StoredWeightMap,
+  toCheckpointTensors,
+  type WeightMap,
+  type WeightPrecision,
+  widen,
+} from './weights';
 
 export type TrainMode = 'lora' | 'full';
 
@@ -51,6 +58,9 @@ export interface LoadOptions {
   /** false: load the weights without tokenizer files, for token-id work (score, train, generate on
    *  ids); text methods then fail with `tokenizer_missing` */
   tokenizer?: boolean;
+  /** `checkpoint` (default): frozen weights stay in the checkpoint's precision (BF16/F16 as fp16,
+   *  cast to float32 inside the graphs; see docs/engine.md); `float32`: widened at load */
+  weightPrecision?: WeightPrecision;
 }
 
 /** A sequence to score: logp/entropy are returned for tokens[start..] (start >= 1). */
@@ -223,7 +233,11 @@ export class CausalLM {
       opts.tokenizer === false ? idsOnlyTokenizer(dir, raw, config) : loadTokenizer(dir, config.eosTokenIds);
     const engine = opts.engine ?? (await createEngine({ threads: opts.threads }));
     const model = new CausalLM(dir, config, tokenizer, engine, !opts.engine);
-    const weights = loadGraphWeights(openCheckpointTensors(dir), config);
+    const weights = loadGraphWeights(
+      openCheckpointTensors(dir),
+      config,
+      opts.weightPrecision ?? 'checkpoint',
+    );
     if (opts.adapterPath) {
       const a = loadAdapter(opts.adapterPath, config);
       model.lora = { config: a.config };
@@ -249,10 +263,20 @@ export class CausalLM {
 
   private familyOpts() {
     const l = this.lora?.config;
-    return { lora: l ? { rank: l.rank, alpha: l.alpha, targets: l.targets, useRslora: l.useRslora } : null };
+    return {
+      lora: l ? { rank: l.rank, alpha: l.alpha, targets: l.targets, useRslora: l.useRslora } : null,
+      role: (name: string) => (this.half.has(name) ? ('half' as const) : ('input' as const)),
+    };
   }
   private graphKey(kind: string): string {
-    return `${kind}:${JSON.stringify(this.familyOpts())}:${this.fullTrained}`;
+    return `${kind}:${JSON.stringify(this.familyOpts())}:${this.fullTrained}:half${this.halfVersion}`;
+  }
+  /** weights kept as fp16 bits in the state (fed as float16); `halfVersion` counts changes of the set */
+  private half = new Set<string>();
+  private halfVersion = 0;
+  /** names of the weights held in half precision (fp16) */
+  get halfWeights(): ReadonlySet<string> {
+    return this.half;
   }
   private compiled(kind: string, build: () => BuiltModel): Promise<CompiledModel> {
     const key = this.graphKey(kind);
@@ -294,9 +318,21 @@ export class CausalLM {
     );
   }
 
-  /** Puts graph-layout weights into the runtime state (one copy, shared by every graph). */
-  private async setWeights(weights: WeightMap): Promise<void> {
+  /** Puts graph-layout weights into the runtime state (one copy, shared by every graph). fp16
+   *  arrays are kept as fp16; a float32 array for a weight held in fp16 (merged adapter) is rounded
+   *  back to fp16, or the weight becomes float32 where a value is beyond fp16's range. */
+  private async setWeights(weights: StoredWeightMap): Promise<void> {
     const shapes = weightShapes(this.config, this.familyOpts().lora);
+    const before = [...this.half].join();
+    for (const [name, data] of weights) {
+      if (data instanceof Uint16Array) this.half.add(name);
+      else if (this.half.has(name)) {
+        const h = float32ToHalf(data);
+        if (h) weights.set(name, h);
+        else this.half.delete(name);
+      }
+    }
+    if ([...this.half].join() !== before) this.halfVersion++;
     const g = await this.decodeGraph();
     // names the decode graph does not read (the tied head copy after full fine-tuning) are still
     // accepted by setState as long as one of our graphs declares them
@@ -311,13 +347,13 @@ export class CausalLM {
     await g.setState(this.stateKey, feeds, { transfer: true });
   }
 
-  /** Current weights (graph layout) copied out of the runtime state. */
+  /** Current weights (graph layout) copied out of the runtime state, fp16 ones widened to float32. */
   async weights(): Promise<WeightMap> {
     const g = await this.decodeGraph();
     const names = [...weightShapes(this.config, this.familyOpts().lora).keys()];
     const st = await g.getState(this.stateKey, names);
     const out: WeightMap = new Map();
-    for (const [k, v] of Object.entries(st)) out.set(k, v.data as Float32Array);
+    for (const [k, v] of Object.entries(st)) out.set(k, widen(v.data as Float32Array | Uint16Array));
     return out;
   }
 
@@ -451,7 +487,16 @@ export class CausalLM {
       );
     }
     // full fine-tuning of a tied model reads the head through the embedding from now on
-    if (opts.mode === 'full') this.fullTrained = true;
+    if (opts.mode === 'full') {
+      this.fullTrained = true;
+      // master weights are float32: fp16 weights are widened once (2× their bytes from here on)
+      if (this.half.size > 0) {
+        const w = await this.weights();
+        this.half.clear();
+        this.halfVersion++;
+        await this.setWeights(w);
+      }
+    }
     return this.buildTrain(opts);
   }
 
@@ -459,12 +504,13 @@ export class CausalLM {
   private trainGraph(opts: TrainerOptions) {
     const isParam = (name: string) =>
       opts.mode === 'lora' ? name.endsWith('.lora_A') || name.endsWith('.lora_B') : true;
+    const frozen = this.familyOpts().role;
     const tied = this.config.tieWordEmbeddings;
     const s = scoreTensors(
       this.config,
       {
         ...this.familyOpts(),
-        role: (n) => (isParam(n) ? 'param' : 'input'),
+        role: (n) => (isParam(n) ? 'param' : frozen(n)),
         headFromEmbedding: tied,
         loraDropout: this.lora?.config.dropout ?? 0,
       },

@@ -192,6 +192,91 @@ export function readTensorF32(header: SafetensorsHeader, name: string, fd?: numb
   }
 }
 
+/** Largest finite fp16 value; a bf16 tensor with a larger magnitude stays float32. */
+export const HALF_MAX = 65504;
+
+/**
+ * bf16 bits → fp16 bits, in place. bf16 (8-bit exponent, 7-bit mantissa) values in fp16's normal
+ * range [2^-14, 65504] convert exactly (mantissa shifted by 3, exponent rebased 127 → 15);
+ * smaller ones round to fp16 subnormals (below 2^-24 they become ±0, counted in `flushed`).
+ * Returns false and leaves the data untouched when a value is beyond fp16 (|x| > 65504, inf, NaN):
+ * such a tensor must stay float32.
+ */
+export function bf16ToHalfInPlace(h: Uint16Array): { ok: boolean; flushed: number } {
+  for (let i = 0; i < h.length; i++) {
+    // biased exponent 143 is 2^16 and up (255: inf/NaN); the largest bf16 below it is 65280
+    if ((h[i] & 0x7f80) >>> 7 >= 143) return { ok: false, flushed: 0 };
+  }
+  let flushed = 0;
+  for (let i = 0; i < h.length; i++) {
+    const x = h[i];
+    const sign = x & 0x8000;
+    const e = (x >>> 7) & 0xff;
+    if (e >= 113) h[i] = sign | ((e - 112) << 10) | ((x & 0x7f) << 3);
+    else if ((x & 0x7fff) === 0) h[i] = sign;
+    else {
+      u32scratch[0] = x << 16;
+      const y = floatToHalf(f32scratch[0]);
+      if ((y & 0x7fff) === 0) flushed++;
+      h[i] = y;
+    }
+  }
+  return { ok: true, flushed };
+}
+
+/** fp16 bits → float32 values (a new array). */
+export function halfToFloat32(h: Uint16Array): Float32Array {
+  const out = new Float32Array(h.length);
+  // table of all 65536 values: one lookup per element
+  const table = halfTable();
+  for (let i = 0; i < h.length; i++) out[i] = table[h[i]];
+  return out;
+}
+let table16: Float32Array | null = null;
+function halfTable(): Float32Array {
+  if (!table16) {
+    table16 = new Float32Array(65536);
+    for (let i = 0; i < 65536; i++) table16[i] = halfToFloat(i);
+  }
+  return table16;
+}
+
+/** float32 → fp16 bits, or null when a value is beyond fp16's range (the tensor stays float32). */
+export function float32ToHalf(f: Float32Array): Uint16Array | null {
+  const out = new Uint16Array(f.length);
+  for (let i = 0; i < f.length; i++) {
+    if (!(Math.abs(f[i]) <= HALF_MAX)) return null;
+    out[i] = floatToHalf(f[i]);
+  }
+  return out;
+}
+
+/** A tensor as kept in memory: float32, or fp16 bits (`float16`) for half-precision checkpoints. */
+export type StoredTensor =
+  | { shape: number[]; dtype: 'float32'; data: Float32Array }
+  | { shape: number[]; dtype: 'float16'; data: Uint16Array };
+
+/** Reads one tensor in its checkpoint precision: F16 as is, BF16 converted to fp16 in place
+ *  (float32 where a value is beyond fp16), F32 as float32 (F64 narrowed). Never widens halves. */
+export function readTensorStored(header: SafetensorsHeader, name: string): StoredTensor {
+  const entry = header.tensors.get(name);
+  if (!entry)
+    throw new SafetensorsError('safetensors_missing_tensor', `${header.path}#${name}`, 'not in file');
+  const where = `${header.path}#${name}`;
+  const f = openSync(header.path, 'r');
+  try {
+    const bytes = readRange(f, entry.begin, entry.end - entry.begin, where);
+    if (entry.dtype === 'F16' || entry.dtype === 'BF16') {
+      const h = new Uint16Array(bytes.buffer, 0, bytes.length / 2);
+      if (entry.dtype === 'F16' || bf16ToHalfInPlace(h).ok)
+        return { shape: entry.shape, dtype: 'float16', data: h };
+    }
+    return { shape: entry.shape, dtype: 'float32', data: toFloat32(bytes, entry.dtype, where) };
+  } finally {
+    closeSync(f);
+  }
+}
+
 export interface F32Tensor {
   shape: number[];
   data: Float32Array;
@@ -207,6 +292,8 @@ export interface CheckpointTensors {
   dtype(name: string): SafetensorsDtype | undefined;
   has(name: string): boolean;
   read(name: string): F32Tensor;
+  /** the tensor in its checkpoint precision (see readTensorStored) */
+  readStored(name: string): StoredTensor;
 }
 
 export function openCheckpointTensors(dir: string, stem = 'model'): CheckpointTensors {
@@ -242,19 +329,26 @@ export function openCheckpointTensors(dir: string, stem = 'model'): CheckpointTe
     shape: (n) => byName.get(n)?.tensors.get(n)?.shape,
     dtype: (n) => byName.get(n)?.tensors.get(n)?.dtype,
     read(name) {
-      const h = byName.get(name);
-      if (!h)
-        throw new SafetensorsError('checkpoint_missing_tensor', `${dir}#${name}`, 'tensor not in checkpoint');
-      const entry = h.tensors.get(name);
-      if (!entry)
-        throw new SafetensorsError(
-          'checkpoint_missing_tensor',
-          `${h.path}#${name}`,
-          'index names a tensor the shard lacks',
-        );
-      return { shape: entry.shape, data: readTensorF32(h, name) };
+      const h = locate(name);
+      return { shape: h.tensors.get(name)!.shape, data: readTensorF32(h, name) };
+    },
+    readStored(name) {
+      return readTensorStored(locate(name), name);
     },
   };
+  function locate(name: string): SafetensorsHeader {
+    const h = byName.get(name);
+    if (!h)
+      throw new SafetensorsError('checkpoint_missing_tensor', `${dir}#${name}`, 'tensor not in checkpoint');
+    const entry = h.tensors.get(name);
+    if (!entry)
+      throw new SafetensorsError(
+        'checkpoint_missing_tensor',
+        `${h.path}#${name}`,
+        'index names a tensor the shard lacks',
+      );
+    return h;
+  }
 }
 
 export interface TensorToWrite {

@@ -2,12 +2,24 @@
 // with W as [in, out], so Linear weights are transposed once at load (and back at export).
 import type { DecoderConfig } from './config';
 import { LORA_TARGETS, modulePath, weightShapes } from './decoder';
-import { type CheckpointTensors, SafetensorsError } from './safetensors';
+import { type CheckpointTensors, halfToFloat32, SafetensorsError } from './safetensors';
 
 export type WeightMap = Map<string, Float32Array>;
 
-export function transpose2d(data: Float32Array, rows: number, cols: number): Float32Array {
-  const out = new Float32Array(data.length);
+/** Weights as kept in memory: Float32Array, or Uint16Array holding fp16 bits (frozen weights of a
+ *  half-precision checkpoint, fed to the graphs as float16 and cast to float32 inside them). */
+export type WeightData = Float32Array | Uint16Array;
+export type StoredWeightMap = Map<string, WeightData>;
+
+/** `checkpoint`: frozen weights in the checkpoint's precision (BF16/F16 → fp16 bits); `float32`: widened. */
+export type WeightPrecision = 'checkpoint' | 'float32';
+
+export function widen(data: WeightData): Float32Array {
+  return data instanceof Float32Array ? data : halfToFloat32(data);
+}
+
+export function transpose2d<T extends WeightData>(data: T, rows: number, cols: number): T {
+  const out = new (data.constructor as new (n: number) => T)(data.length);
   const B = 64;
   for (let r0 = 0; r0 < rows; r0 += B) {
     for (let c0 = 0; c0 < cols; c0 += B) {
@@ -23,9 +35,14 @@ export function isLinearWeight(name: string): boolean {
   return name === 'lm_head.weight' || LORA_TARGETS.some((m) => name.endsWith(`.${m}.weight`));
 }
 
-/** Reads every decoder weight from the checkpoint in graph layout; a tied head becomes a transposed copy. */
-export function loadGraphWeights(ck: CheckpointTensors, cfg: DecoderConfig): WeightMap {
-  const out: WeightMap = new Map();
+/** Reads every decoder weight from the checkpoint in graph layout; a tied head becomes a transposed
+ *  copy, except when the embedding is kept in fp16: the graphs then read the head from it. */
+export function loadGraphWeights(
+  ck: CheckpointTensors,
+  cfg: DecoderConfig,
+  precision: WeightPrecision = 'float32',
+): StoredWeightMap {
+  const out: StoredWeightMap = new Map();
   const shapes = weightShapes(cfg, null);
   for (const [name, shape] of shapes) {
     if (name === 'lm_head.weight' && (cfg.tieWordEmbeddings || !ck.has(name))) continue;
@@ -36,7 +53,7 @@ export function loadGraphWeights(ck: CheckpointTensors, cfg: DecoderConfig): Wei
         `the ${cfg.architecture} decoder needs it; is config.json right?`,
       );
     }
-    const t = ck.read(name);
+    const t = precision === 'float32' ? ck.read(name) : ck.readStored(name);
     const hfShape = isLinearWeight(name) ? [shape[1], shape[0]] : shape;
     if (t.shape.join(',') !== hfShape.join(',')) {
       throw new SafetensorsError(
@@ -47,6 +64,7 @@ export function loadGraphWeights(ck: CheckpointTensors, cfg: DecoderConfig): Wei
     }
     out.set(name, isLinearWeight(name) ? transpose2d(t.data, hfShape[0], hfShape[1]) : t.data);
   }
+  const embed = out.get('model.embed_tokens.weight')!;
   if (!out.has('lm_head.weight')) {
     if (!cfg.tieWordEmbeddings) {
       throw new SafetensorsError(
@@ -55,10 +73,8 @@ export function loadGraphWeights(ck: CheckpointTensors, cfg: DecoderConfig): Wei
         'untied model without an lm_head',
       );
     }
-    out.set(
-      'lm_head.weight',
-      transpose2d(out.get('model.embed_tokens.weight')!, cfg.vocabSize, cfg.hiddenSize),
-    );
+    if (embed instanceof Float32Array)
+      out.set('lm_head.weight', transpose2d(embed, cfg.vocabSize, cfg.hiddenSize));
   }
   return out;
 }
