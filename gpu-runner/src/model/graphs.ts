@@ -276,6 +276,8 @@ export function sampleHead(
   mode: SampleMode,
   inp: SampleInputs,
   vocabMask: Tensor | null,
+  vocabLimit: number,
+  candidates = SORT_CANDIDATES,
 ): { token: Tensor; logp: Tensor } {
   const masked = vocabMask ? op.add(logits, vocabMask) : logits;
   const scaled = mode === 'greedy' ? masked : op.div(masked, inp.temperature);
@@ -293,8 +295,7 @@ export function sampleHead(
     // u · total can round up to total: never past the first id where the CDF reaches its top
     token = op.squeeze(op.minimum(count(cdf), op.argMax(cdf, -1, true)), [1]);
   } else {
-    const { values, indices } = op.topK(scaled, inp.topK, -1);
-    const probs = op.softmax(values, -1);
+    const { probs, indices } = sortedCandidates(logProbs, inp, vocabLimit, candidates);
     const keep = op.less(op.cumsum(probs, -1, { exclusive: true }), inp.topP);
     const kept = op.where(keep, probs, 0);
     const n = op.cast(op.reduceSum(op.cast(keep, 'float32'), [1], true), 'int64');
@@ -305,13 +306,61 @@ export function sampleHead(
   return { token, logp };
 }
 
+/** Candidates the `sorted` head takes with a bounded TopK before falling back to a whole sort. */
+export const SORT_CANDIDATES = 1024;
+
+/**
+ * The top-k candidates sorted by probability, normalized over the top-k set (over the whole
+ * vocabulary when top-k is off), without sorting the vocabulary when it is not needed: a bounded
+ * TopK over `cap` ids is exact when top-k <= cap, or when top-k is off and, in every row, those
+ * ids already hold at least top_p of the mass (the nucleus ends inside them). Otherwise a Loop of
+ * at most one trip (an ONNX If) sorts every id below top-k.
+ */
+function sortedCandidates(
+  logProbs: Tensor,
+  inp: SampleInputs,
+  vocabLimit: number,
+  cap: number,
+): { probs: Tensor; indices: Tensor } {
+  const bounded = op.lessOrEqual(inp.topK, cap); // [1]
+  const fast = op.topK(logProbs, op.minimum(inp.topK, cap), -1);
+  // log-probs are normalized over the vocabulary; renormalize over the top-k set when it is whole
+  const fastProbs = op.where(bounded, op.softmax(fast.values, -1), op.exp(fast.values));
+  const rowsFit = op.greaterOrEqual(op.reduceSum(fastProbs, [1], true), inp.topP);
+  const allFit = op.greater(op.reduceMin(op.cast(rowsFit, 'float32'), undefined, false), 0.5);
+  const exact = op.or(bounded, op.and(op.greaterOrEqual(inp.topK, vocabLimit), allFit));
+  const { carried } = op.loop({
+    maxTrip: 1,
+    cond: op.squeeze(op.not(exact), [0]),
+    carried: [fastProbs, fast.indices],
+    carriedShapes: [
+      ['batch', 'candidates'],
+      ['batch', 'candidates'],
+    ],
+    body: (_iter, _carried, body) => {
+      // an alias inside the body, so the sort runs only when the Loop does
+      const [lp] = op.customOp('Identity', [logProbs], [{ dtype: 'float32', shape: logProbs.shape }], {
+        graph: body,
+      });
+      const all = op.topK(lp, inp.topK, -1);
+      return { carried: [op.softmax(all.values, -1), all.indices] };
+    },
+  });
+  return { probs: carried[0], indices: carried[1] };
+}
+
 /** The sampling head alone on logits fed from JS (the distribution tests). Inputs: logits
  *  [batch, vocab], uniform [batch], temperature, top_k [1], top_p. Outputs: token, logp [batch]. */
-export function buildSampleGraph(vocab: number, mode: SampleMode, vocabLimit = vocab): BuiltModel {
+export function buildSampleGraph(
+  vocab: number,
+  mode: SampleMode,
+  vocabLimit = vocab,
+  candidates = SORT_CANDIDATES,
+): BuiltModel {
   const g = new Graph('sample');
   const logits = g.input('logits', 'float32', ['batch', vocab]);
   const inp = sampleInputs(g);
-  const out = sampleHead(logits, mode, inp, vocabMaskConstant(g, vocab, vocabLimit));
+  const out = sampleHead(logits, mode, inp, vocabMaskConstant(g, vocab, vocabLimit), vocabLimit, candidates);
   return buildModel(g, { token: out.token, logp: out.logp }, `sample ${mode}`);
 }
 
@@ -382,6 +431,7 @@ export function buildDecodeChunkGraph(cfg: DecoderConfig, opts: DecodeChunkOptio
       opts.mode,
       { ...inp, uniform: u },
       vocabMask,
+      opts.vocabLimit,
     );
     tok = picked.token;
     pos = op.add(pos, 1);
