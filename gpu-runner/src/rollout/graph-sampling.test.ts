@@ -115,23 +115,26 @@ describe('in-graph sampling head: same distribution as the JS sampler', () => {
       { ...o, candidates: 1024 },
       { ...o, candidates: 3 },
     ]),
-  )('χ² (p = 0.001) against the exact probabilities: T $temperature, top-k $topK, top-p $topP, $candidates candidates', async ({ candidates, ...o }) => {
-    const target = exact(o);
-    const g = await graphSamples(o, 7, candidates);
-    const js = jsSamples(o, 7);
-    for (const [who, tokens] of [
-      ['graph', g.tokens],
-      ['js', js],
-    ] as const) {
-      const r = chi2(histogram(tokens), target);
-      expect(r.outside, `${who}: samples outside the support`).toBe(0);
-      expect(r.stat, `${who}: χ² ${r.stat.toFixed(1)} with ${r.df} df`).toBeLessThan(chi2Critical001(r.df));
-    }
-    // the reported log-prob is log softmax(logits / T) of the sampled id over the vocabulary limit
-    for (let i = 0; i < 50; i++) {
-      expect(g.logp[i]).toBeCloseTo(tokenLogProb(LOGITS, g.tokens[i], o.temperature, LIMIT), 4);
-    }
-  });
+  )(
+    'χ² (p = 0.001) against the exact probabilities: T $temperature, top-k $topK, top-p $topP, $candidates candidates',
+    async ({ candidates, ...o }) => {
+      const target = exact(o);
+      const g = await graphSamples(o, 7, candidates);
+      const js = jsSamples(o, 7);
+      for (const [who, tokens] of [
+        ['graph', g.tokens],
+        ['js', js],
+      ] as const) {
+        const r = chi2(histogram(tokens), target);
+        expect(r.outside, `${who}: samples outside the support`).toBe(0);
+        expect(r.stat, `${who}: χ² ${r.stat.toFixed(1)} with ${r.df} df`).toBeLessThan(chi2Critical001(r.df));
+      }
+      // the reported log-prob is log softmax(logits / T) of the sampled id over the vocabulary limit
+      for (let i = 0; i < 50; i++) {
+        expect(g.logp[i]).toBeCloseTo(tokenLogProb(LOGITS, g.tokens[i], o.temperature, LIMIT), 4);
+      }
+    },
+  );
 
   it('greedy (temperature 0) is the argmax below the vocabulary limit', async () => {
     const o = { temperature: 0, topK: 0, topP: 1 };
