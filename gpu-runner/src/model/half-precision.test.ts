@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as op from '../engine';
 import { createEngine, type Engine } from '../engine';
+import { generate } from '../rollout/generate';
 import { LORA_TARGETS } from './decoder';
 import { CausalLM, type LossHook, type ScoredSequence } from './model';
 import {
@@ -134,6 +135,25 @@ describe.each(['qwen2', 'llama'] as const)('tiny-%s in half precision', (fam) =>
     const rel = maxRel(a, b);
     expect(rel).toBeGreaterThan(0);
     expect(rel).toBeLessThan(1e-2);
+  });
+});
+
+describe('generation on a half-precision checkpoint', () => {
+  it('samples in the graph and in JS like the float32 path (same seed, same tokens)', async () => {
+    const dir = rewrite('qwen2', 'BF16');
+    const half = await CausalLM.load(dir, { engine });
+    const wide = await CausalLM.load(dir, { engine, weightPrecision: 'float32' });
+    const prompt = half.tokenizer.encode('What is 12 + 35?');
+    for (const sampler of ['graph', 'js'] as const) {
+      const o = { maxNewTokens: 12, n: 3, temperature: 1, topP: 0.95, seed: 7, sampler };
+      const a = await generate(half, [prompt], o);
+      const b = await generate(wide, [prompt], o);
+      expect(a).toHaveLength(3);
+      expect(a[0].tokens.length).toBeGreaterThan(0);
+      expect(a.map((c) => c.tokens)).toEqual(b.map((c) => c.tokens));
+    }
+    await half.close();
+    await wide.close();
   });
 });
 
