@@ -1,4 +1,4 @@
-import { API_KEY_PREFIX, RUNNER_TOKEN_PREFIX } from '@cgrpo/contract';
+import { API_KEY_PREFIX, API_KEY_SCOPES, type ApiKeyScope, RUNNER_TOKEN_PREFIX } from '@cgrpo/contract';
 import { and, eq, isNull } from 'drizzle-orm';
 import type { Context, MiddlewareHandler } from 'hono';
 import { apiKeys, runners } from './db/schema';
@@ -44,6 +44,48 @@ function invalidKey(): ApiError {
   return new ApiError(401, 'unauthenticated', 'the key is invalid or has been revoked; create a new one');
 }
 
+/**
+ * The scope a user route needs, by route group (docs/api.md, "API keys"); null = any key.
+ * A path outside every group needs `admin`, so a new route is closed to scoped keys until it is
+ * given a group here.
+ */
+export function scopeNeeded(method: string, path: string): ApiKeyScope | null {
+  const read = method === 'GET' || method === 'HEAD';
+  const group = /^\/v1\/([\w-]+)/.exec(path)?.[1];
+  switch (group) {
+    case 'account':
+      return null;
+    case 'keys':
+      return 'admin';
+    case 'runner-keys':
+    case 'runners':
+      return 'runner';
+    case 'jobs':
+      return read || (method === 'POST' && path === '/v1/jobs/estimate') ? 'jobs:read' : 'jobs:write';
+    case 'artifacts':
+      return read ? 'datasets:read' : 'datasets:write';
+    case 'plugins':
+      return read ? 'plugins:read' : 'plugins:write';
+    case 'webhooks':
+      return read ? 'webhooks:read' : 'webhooks:write';
+    default:
+      return 'admin';
+  }
+}
+
+/** Scopes of a stored key: null (a key made before scopes existed, or without `scopes`) is all. */
+export const scopesOf = (stored: ApiKeyScope[] | null): ApiKeyScope[] => stored ?? [...API_KEY_SCOPES];
+
+function requireScope(scopes: ApiKeyScope[], needed: ApiKeyScope | null): void {
+  if (needed === null || scopes.includes(needed) || scopes.includes('admin')) return;
+  throw new ApiError(
+    403,
+    'insufficient_scope',
+    `this route needs the '${needed}' scope and the key has ${scopes.join(', ')}; use a key with '${needed}' (POST /v1/keys with "scopes")`,
+    [{ path: 'scopes', message: `needs '${needed}'` }],
+  );
+}
+
 /** Routes for users (API keys). */
 export const requireUser: MiddlewareHandler<AppEnv> = async (c, next) => {
   const token = bearer(c);
@@ -61,6 +103,7 @@ export const requireUser: MiddlewareHandler<AppEnv> = async (c, next) => {
   if (!token.startsWith(API_KEY_PREFIX)) throw invalidKey();
   const key = await findUserKey(db, token);
   if (!key) throw invalidKey();
+  requireScope(scopesOf(key.scopes), scopeNeeded(c.req.method, c.req.path));
   c.set('principal', { type: 'user', accountId: key.accountId, keyId: key.id });
   const now = Date.now();
   if (!key.lastUsedAt || now - key.lastUsedAt > LAST_USED_RESOLUTION_MS) {

@@ -6,11 +6,15 @@ import {
   DEFAULT_ALARMS,
   type JobEstimate,
   type JobSpec,
+  JobSpecInputSchema,
   type PriceTable,
+  resolveJobSpec,
 } from '@cgrpo/contract';
+import type { Context, MiddlewareHandler } from 'hono';
 import { type AlarmFiring, evaluateAlarms, type StepValues } from './alarms';
 import type { JobRow } from './db/schema';
-import type { Db, Env } from './env';
+import type { AppEnv, Db, Env } from './env';
+import { ApiError } from './errors';
 import { recordJobEvent } from './events';
 import { getAccountJob, jobRef, requestPause } from './lifecycle';
 
@@ -22,14 +26,56 @@ export interface Usage {
   generated_tokens: number;
   trained_tokens: number;
   runner_seconds: number;
+  critic_tokens: number;
   cost_usd: number;
 }
 
-export function costOf(u: Omit<Usage, 'cost_usd'>, prices: PriceTable): number {
+/** The prices that apply to one job: its runner's label entry over the top level, and its critic endpoint's LLM price. */
+export interface JobPrices {
+  runner_hour_usd: number;
+  generated_mtok_usd: number;
+  trained_mtok_usd: number;
+  llm_mtok_usd: number;
+}
+
+export const ZERO_PRICES: PriceTable = { runner_hour_usd: 0, generated_mtok_usd: 0, trained_mtok_usd: 0 };
+
+/**
+ * Picks a job's prices from the table (docs/budgets-and-alarms.md, "Prices"): the first of
+ * `runnerLabels` with a `runners` entry overrides the top-level prices it names; the LLM price is
+ * the critic endpoint's entry in `llm_mtok_usd`, else its `*` entry, else 0.
+ */
+export function jobPrices(
+  table: PriceTable,
+  runnerLabels: readonly string[],
+  llmEndpoint: string | null,
+): JobPrices {
+  const label = runnerLabels.find((l) => table.runners?.[l] !== undefined);
+  const byLabel = label === undefined ? {} : table.runners![label]!;
+  const llm = table.llm_mtok_usd ?? {};
+  return {
+    runner_hour_usd: byLabel.runner_hour_usd ?? table.runner_hour_usd,
+    generated_mtok_usd: byLabel.generated_mtok_usd ?? table.generated_mtok_usd,
+    trained_mtok_usd: byLabel.trained_mtok_usd ?? table.trained_mtok_usd,
+    llm_mtok_usd: (llmEndpoint !== null ? llm[llmEndpoint] : undefined) ?? llm['*'] ?? 0,
+  };
+}
+
+/** The LLM endpoint a job's critic writes critiques with, or null for a critic without one. */
+export function criticLlmEndpoint(spec: JobSpec): string | null {
+  const critic = 'critic' in spec ? spec.critic : null;
+  if (!critic) return null;
+  if (critic.llm) return critic.llm.endpoint_url;
+  const url = (critic.config as Record<string, unknown> | undefined)?.endpoint_url;
+  return critic.plugin === 'builtin:llm' && typeof url === 'string' ? url : null;
+}
+
+export function costOf(u: Omit<Usage, 'cost_usd'>, prices: JobPrices): number {
   return (
     (u.runner_seconds / 3600) * prices.runner_hour_usd +
     (u.generated_tokens / 1e6) * prices.generated_mtok_usd +
-    (u.trained_tokens / 1e6) * prices.trained_mtok_usd
+    (u.trained_tokens / 1e6) * prices.trained_mtok_usd +
+    (u.critic_tokens / 1e6) * prices.llm_mtok_usd
   );
 }
 
@@ -57,27 +103,59 @@ interface PointRow {
  * Usage from stored points: tokens summed over every point of every attempt (a step redone after a
  * resume was paid for twice); runner seconds per attempt from its `job.started` event to its last point.
  */
-export function usageOf(
+export function usageOf(rows: readonly PointRow[], startedAt: Map<number, number>, prices: JobPrices): Usage {
+  const series = costSeries(rows, startedAt, prices);
+  return series.at(-1)?.usage ?? { ...NO_USAGE };
+}
+
+const NO_USAGE: Usage = {
+  generated_tokens: 0,
+  trained_tokens: 0,
+  runner_seconds: 0,
+  critic_tokens: 0,
+  cost_usd: 0,
+};
+
+/**
+ * Usage up to and including each point, in (attempt, step) order: what `budget/cost` says at that
+ * step. Runner seconds at a point are the earlier attempts' whole time plus its own attempt's time
+ * from `job.started` to the point.
+ */
+export function costSeries(
   rows: readonly PointRow[],
   startedAt: Map<number, number>,
-  prices: PriceTable,
-): Usage {
+  prices: JobPrices,
+): { attempt: number; step: number; usage: Usage }[] {
+  const ordered = [...rows].sort((a, b) => a.attempt - b.attempt || a.step - b.step);
+  const lastAt = new Map<number, number>();
+  for (const r of ordered) lastAt.set(r.attempt, Math.max(lastAt.get(r.attempt) ?? 0, r.created_at));
+  const attemptSeconds = (attempt: number, until: number) => {
+    const start = startedAt.get(attempt);
+    return start !== undefined && until > start ? (until - start) / 1000 : 0;
+  };
   let generated = 0;
   let trained = 0;
-  const lastAt = new Map<number, number>();
-  for (const r of rows) {
+  let critic = 0;
+  let earlierSeconds = 0;
+  let attempt: number | null = null;
+  const out: { attempt: number; step: number; usage: Usage }[] = [];
+  for (const r of ordered) {
+    if (attempt !== null && r.attempt !== attempt)
+      earlierSeconds += attemptSeconds(attempt, lastAt.get(attempt)!);
+    attempt = r.attempt;
     const v = JSON.parse(r.values) as Record<string, number | null>;
     generated += v['tokens/generated'] ?? 0;
     trained += v['tokens/trained'] ?? 0;
-    lastAt.set(r.attempt, Math.max(lastAt.get(r.attempt) ?? 0, r.created_at));
+    critic += v['budget/critic_tokens'] ?? 0;
+    const u = {
+      generated_tokens: generated,
+      trained_tokens: trained,
+      runner_seconds: earlierSeconds + attemptSeconds(r.attempt, r.created_at),
+      critic_tokens: critic,
+    };
+    out.push({ attempt: r.attempt, step: r.step, usage: { ...u, cost_usd: costOf(u, prices) } });
   }
-  let seconds = 0;
-  for (const [attempt, last] of lastAt) {
-    const start = startedAt.get(attempt);
-    if (start !== undefined && last > start) seconds += (last - start) / 1000;
-  }
-  const u = { generated_tokens: generated, trained_tokens: trained, runner_seconds: seconds };
-  return { ...u, cost_usd: costOf(u, prices) };
+  return out;
 }
 
 /** One point per step, the latest attempt's, sorted by step (what the alarms look at). */
@@ -138,18 +216,42 @@ async function checkRow(db: Db, env: Env, row: JobRow): Promise<void> {
   }
   let pause = false;
   const ref = jobRef(row);
+  const step = row.currentStep;
   if (spec.budgets) {
-    const usage = usageOf(pointRows, startedAt, spec.budgets.prices);
-    const step = row.currentStep;
+    const prices = jobPrices(spec.budgets.prices, await runnerLabels(env, row), criticLlmEndpoint(spec));
+    const series = costSeries(pointRows, startedAt, prices);
+    await storeCost(env, row.id, pointRows, series);
+    const usage = series.at(-1)?.usage ?? { ...NO_USAGE };
     for (const cap of capsReached(usage, spec.budgets)) {
       if (fired.has(`budget:${cap.budget}:${cap.limit}`)) continue;
       pause = true;
       await recordJobEvent(db, env, ref, 'job.budget_reached', {
         ...cap,
+        reason: 'job_budget',
         step,
         action: 'pause',
         usage: roundUsage(usage),
         message: `${cap.budget} reached ${roundNumber(cap.used)} (cap ${cap.limit}); the job pauses — raise the cap with POST /v1/jobs/${row.id}/budgets and resume`,
+      });
+    }
+    const key = await keySpend(env, row.id, usage.cost_usd);
+    if (
+      key &&
+      key.limit !== null &&
+      key.spent >= key.limit &&
+      !fired.has(`budget:key_spend_limit:${key.limit}`)
+    ) {
+      pause = true;
+      await recordJobEvent(db, env, ref, 'job.budget_reached', {
+        budget: 'key_spend_limit',
+        reason: 'key_spend_limit',
+        key_id: key.id,
+        limit: key.limit,
+        used: Math.round(key.spent * 1e6) / 1e6,
+        step,
+        action: 'pause',
+        usage: roundUsage(usage),
+        message: `API key ${key.id} has spent $${roundNumber(key.spent)} of its $${key.limit} limit over its jobs; the job pauses — resume it with a key that has room`,
       });
     }
   }
@@ -168,12 +270,146 @@ async function checkRow(db: Db, env: Env, row: JobRow): Promise<void> {
   }
 }
 
+async function runnerLabels(env: Env, row: JobRow): Promise<string[]> {
+  if (!row.runnerId) return [];
+  const runner = await env.DB.prepare('SELECT labels FROM runners WHERE id = ?1')
+    .bind(row.runnerId)
+    .first<{ labels: string }>();
+  return runner ? (JSON.parse(runner.labels) as string[]) : [];
+}
+
+/** Writes `budget/cost` (USD so far) into each point that lacks it, so the metrics routes show it. */
+async function storeCost(
+  env: Env,
+  jobId: string,
+  rows: readonly PointRow[],
+  series: readonly { attempt: number; step: number; usage: Usage }[],
+): Promise<void> {
+  const missing = new Set(
+    rows.filter((r) => !r.values.includes('"budget/cost"')).map((r) => `${r.attempt}:${r.step}`),
+  );
+  const updates = series
+    .filter((p) => missing.has(`${p.attempt}:${p.step}`))
+    .map((p) =>
+      env.DB.prepare(
+        `UPDATE metric_points SET "values" = json_set("values", '$."budget/cost"', ?1)
+         WHERE job_id = ?2 AND attempt = ?3 AND step = ?4`,
+      ).bind(Math.round(p.usage.cost_usd * 1e6) / 1e6, jobId, p.attempt, p.step),
+    );
+  if (updates.length > 0) await env.DB.batch(updates);
+}
+
+/**
+ * Stores the job's live cost for the key that submitted it and returns that key's spend over all
+ * its jobs, or null for a job no key is counted for (one submitted before keys had spend).
+ */
+async function keySpend(
+  env: Env,
+  jobId: string,
+  costUsd: number,
+): Promise<{ id: string; limit: number | null; spent: number } | null> {
+  const [, spend] = await env.DB.batch([
+    env.DB.prepare('UPDATE job_spend SET cost_usd = ?1, updated_at = ?2 WHERE job_id = ?3').bind(
+      costUsd,
+      Date.now(),
+      jobId,
+    ),
+    env.DB.prepare(
+      `SELECT k.id AS id, k.spend_limit_usd AS spend_limit, SUM(s.cost_usd) AS spent
+       FROM job_spend s JOIN api_keys k ON k.id = s.api_key_id
+       WHERE s.api_key_id = (SELECT api_key_id FROM job_spend WHERE job_id = ?1)
+       GROUP BY k.id`,
+    ).bind(jobId),
+  ]);
+  const r = spend?.results[0] as { id: string; spend_limit: number | null; spent: number } | undefined;
+  return r ? { id: r.id, limit: r.spend_limit, spent: r.spent } : null;
+}
+
+/** USD a key's jobs have cost so far. */
+export async function spentByKey(env: Env, keyId: string): Promise<number> {
+  const r = await env.DB.prepare(
+    'SELECT COALESCE(SUM(cost_usd), 0) AS spent FROM job_spend WHERE api_key_id = ?1',
+  )
+    .bind(keyId)
+    .first<{ spent: number }>();
+  return r?.spent ?? 0;
+}
+
+/**
+ * Middleware on POST /v1/jobs (after the body limits, so the body is parsed once): checks the
+ * key's spend limit before the job is stored and counts the new job to the key after.
+ */
+export const keySpendGuard: MiddlewareHandler<AppEnv> = async (c, next) => {
+  const principal = c.get('principal');
+  if (c.req.method !== 'POST' || principal?.type !== 'user') return next();
+  const key = await c.env.DB.prepare('SELECT account_id, spend_limit_usd FROM api_keys WHERE id = ?1')
+    .bind(principal.keyId)
+    .first<{ account_id: string; spend_limit_usd: number | null }>();
+  if (key?.spend_limit_usd != null)
+    await admitJobForKey(c, principal.keyId, key.account_id, key.spend_limit_usd);
+  await next();
+  if (c.res.status === 201) await recordKeyJob(c, principal.keyId);
+};
+
+/**
+ * Before a job is submitted with a key that has a spend limit: refuses it (402) when its estimated
+ * cost (runner class gpu-small, responses half full) plus the key's spend so far exceeds the limit.
+ * A body the route would refuse anyway, or an Idempotency-Key replay, passes through to the route.
+ */
+async function admitJobForKey(
+  c: Context<AppEnv>,
+  keyId: string,
+  accountId: string,
+  limit: number,
+): Promise<void> {
+  const body: unknown = await c.req.json().catch(() => undefined);
+  const input = JobSpecInputSchema.safeParse(body);
+  if (!input.success) return;
+  const resolved = resolveJobSpec(input.data);
+  if (!resolved.ok) return;
+  const idempotencyKey = c.req.header('idempotency-key');
+  if (idempotencyKey) {
+    const replay = await c.env.DB.prepare('SELECT 1 FROM jobs WHERE account_id = ?1 AND idempotency_key = ?2')
+      .bind(accountId, idempotencyKey)
+      .first();
+    if (replay) return;
+  }
+  const estimate = estimateJob(resolved.spec, 'gpu-small');
+  const spent = await spentByKey(c.env, keyId);
+  if (spent + estimate.cost_usd > limit) {
+    const round = (x: number) => Math.round(x * 1e6) / 1e6;
+    throw new ApiError(
+      402,
+      'key_spend_limit_exceeded',
+      `this job's estimated cost $${round(estimate.cost_usd)} plus the $${round(spent)} this key's jobs have cost exceeds the key's spend limit of $${limit}; lower the job's size (total_steps, prompts_per_step, max_response_tokens) or use a key with a higher limit`,
+      [
+        {
+          path: 'budgets.prices',
+          message: `estimated $${round(estimate.cost_usd)}, $${round(limit - spent)} left on the key`,
+        },
+      ],
+    );
+  }
+}
+
+/** After a job was submitted with an API key: counts it to the key's spend. */
+async function recordKeyJob(c: Context<AppEnv>, keyId: string): Promise<void> {
+  const job = (await c.res.clone().json()) as { id?: unknown };
+  if (typeof job.id !== 'string') return;
+  await c.env.DB.prepare(
+    'INSERT INTO job_spend (job_id, api_key_id, cost_usd, updated_at) VALUES (?1, ?2, 0, ?3) ON CONFLICT DO NOTHING',
+  )
+    .bind(job.id, keyId, Date.now())
+    .run();
+}
+
 const roundNumber = (x: number) => Math.round(x * 1000) / 1000;
 function roundUsage(u: Usage): Usage {
   return {
     generated_tokens: u.generated_tokens,
     trained_tokens: u.trained_tokens,
     runner_seconds: roundNumber(u.runner_seconds),
+    critic_tokens: u.critic_tokens,
     cost_usd: Math.round(u.cost_usd * 1e6) / 1e6,
   };
 }
@@ -208,12 +444,23 @@ export function estimateJob(spec: JobSpec, runnerClass: RunnerClass, responseFil
     generatedPerStep = h.prompts_per_step * (h.group_size + refinements) * responseTokens;
     trainedPerStep = h.prompts_per_step * h.group_size * responseTokens * h.epochs_per_step;
   }
+  // an LLM critic writes one critique per sampled response, assumed `response_fill` of max_critique_tokens
+  const llmEndpoint = criticLlmEndpoint(spec);
+  const criticPerStep =
+    spec.algorithm === 'critique-grpo' && llmEndpoint !== null
+      ? h.prompts_per_step * h.group_size * h.max_critique_tokens * responseFill
+      : 0;
   const generated = Math.round(generatedPerStep * steps);
   const trained = Math.round(trainedPerStep * steps);
   const speed = RUNNER_CLASSES[runnerClass];
   const seconds = generated / speed.generate_tps + trained / speed.train_tps;
-  const prices = spec.budgets?.prices ?? { runner_hour_usd: 0, generated_mtok_usd: 0, trained_mtok_usd: 0 };
-  const u = { generated_tokens: generated, trained_tokens: trained, runner_seconds: Math.round(seconds) };
+  const prices = jobPrices(spec.budgets?.prices ?? ZERO_PRICES, spec.runner_labels, llmEndpoint);
+  const u = {
+    generated_tokens: generated,
+    trained_tokens: trained,
+    runner_seconds: Math.round(seconds),
+    critic_tokens: Math.round(criticPerStep * steps),
+  };
   return {
     steps,
     ...u,

@@ -6,6 +6,15 @@ import { bool, int, num } from './zod-helpers';
 // pause (the runner checkpoints and stops), and each firing is a `job.budget_reached` or
 // `job.alarm` event (and webhook).
 
+/** Per-unit prices of one runner label; a field left out falls back to the table's top level. */
+export const RunnerPricesSchema = z
+  .strictObject({
+    runner_hour_usd: num(0).optional(),
+    generated_mtok_usd: num(0).optional(),
+    trained_mtok_usd: num(0).optional(),
+  })
+  .meta({ id: 'RunnerPrices' });
+
 /** Prices used to turn usage into money. Zero prices make cost 0 (and a money cap never fires). */
 export const PriceTableSchema = z
   .strictObject({
@@ -15,11 +24,27 @@ export const PriceTableSchema = z
     generated_mtok_usd: num(0).default(0),
     /** USD per million trained tokens (tokens that got a gradient). */
     trained_mtok_usd: num(0).default(0),
+    /**
+     * Prices by runner label: the first label of the runner holding the job (in the runner's own
+     * order) that has an entry here replaces the top-level prices it names.
+     */
+    runners: z.record(z.string().min(1).max(100), RunnerPricesSchema).optional(),
+    /**
+     * USD per million critic/LLM tokens (`budget/critic_tokens`) by the critic's LLM endpoint URL
+     * (`critic.llm.endpoint_url`, or `config.endpoint_url` of builtin:llm); `*` prices any other.
+     */
+    llm_mtok_usd: z.record(z.string().min(1).max(2000), num(0)).optional(),
   })
   .meta({ id: 'PriceTable' });
 export type PriceTable = z.infer<typeof PriceTableSchema>;
 
-export const BUDGET_KINDS = ['generated_tokens', 'trained_tokens', 'runner_seconds', 'cost_usd'] as const;
+export const BUDGET_KINDS = [
+  'generated_tokens',
+  'trained_tokens',
+  'runner_seconds',
+  'critic_tokens',
+  'cost_usd',
+] as const;
 export type BudgetKind = (typeof BUDGET_KINDS)[number];
 
 export const BudgetsSchema = z
@@ -30,6 +55,8 @@ export const BudgetsSchema = z
     max_trained_tokens: int(1).nullable().default(null),
     /** Cap on runner wall time in seconds, summed over attempts. */
     max_runner_seconds: num(0, undefined, { exclusiveMin: true }).nullable().default(null),
+    /** Cap on the sum of `budget/critic_tokens` (tokens of critiques written by LLM critics). */
+    max_critic_tokens: int(1).nullable().default(null),
     /** Cap on cost in USD computed with `prices`. */
     max_cost_usd: num(0, undefined, { exclusiveMin: true }).nullable().default(null),
     prices: PriceTableSchema.default({ runner_hour_usd: 0, generated_mtok_usd: 0, trained_mtok_usd: 0 }),
@@ -43,8 +70,31 @@ export const BUDGET_CAP_FIELD = {
   generated_tokens: 'max_generated_tokens',
   trained_tokens: 'max_trained_tokens',
   runner_seconds: 'max_runner_seconds',
+  critic_tokens: 'max_critic_tokens',
   cost_usd: 'max_cost_usd',
 } as const satisfies Record<BudgetKind, keyof Budgets>;
+
+/**
+ * What an API key may do, by route group (docs/api.md, "API keys"). `*:read` covers GET routes,
+ * `*:write` the others; `runner` manages runners and runner registration keys; `admin` manages
+ * API keys and implies every other scope. A key created without `scopes` gets all of them.
+ */
+export const API_KEY_SCOPES = [
+  'jobs:read',
+  'jobs:write',
+  'datasets:read',
+  'datasets:write',
+  'plugins:read',
+  'plugins:write',
+  'webhooks:read',
+  'webhooks:write',
+  'runner',
+  'admin',
+] as const;
+export type ApiKeyScope = (typeof API_KEY_SCOPES)[number];
+export const ApiKeyScopeSchema = z.enum(API_KEY_SCOPES, {
+  error: `must be one of ${API_KEY_SCOPES.join(', ')}`,
+});
 
 const action = () => z.enum(['event', 'pause'], { error: "must be 'event' or 'pause'" });
 
@@ -122,6 +172,8 @@ export const JobEstimateSchema = z
     generated_tokens: z.number(),
     trained_tokens: z.number(),
     runner_seconds: z.number(),
+    /** Tokens of critiques an LLM critic writes (0 without one). */
+    critic_tokens: z.number(),
     cost_usd: z.number(),
     /** The assumptions behind the numbers, so a caller can redo them. */
     assumptions: z.record(z.string(), z.number()),

@@ -1,7 +1,8 @@
 import { z } from 'zod';
+import { ApiKeyScopeSchema } from './budgets';
 import { DatasetFieldsSchema } from './job-spec';
 import { PluginKindSchema, PluginManifestSchema } from './plugins';
-import { str } from './zod-helpers';
+import { num, str } from './zod-helpers';
 
 // Accounts, API keys, runner registration keys, artifacts and plugin registry entries as the
 // API returns them.
@@ -10,21 +11,40 @@ export const API_KEY_PREFIX = 'cgrpo_sk_';
 export const RUNNER_TOKEN_PREFIX = 'cgrpo_rt_';
 export const RUNNER_REGISTRATION_KEY_PREFIX = 'cgrpo_rk_';
 
+const KeyFields = {
+  id: z.string(),
+  name: z.string(),
+  /** The first characters of the key, to recognise it; the key itself is shown once. */
+  prefix: z.string(),
+  created_at: z.string(),
+  last_used_at: z.string().nullable(),
+  revoked_at: z.string().nullable(),
+};
+
 export const ApiKeySchema = z
   .object({
-    id: z.string(),
-    name: z.string(),
-    /** The first characters of the key, to recognise it; the key itself is shown once. */
-    prefix: z.string(),
-    created_at: z.string(),
-    last_used_at: z.string().nullable(),
-    revoked_at: z.string().nullable(),
+    ...KeyFields,
+    /** What the key may do (docs/api.md, "API keys"). */
+    scopes: z.array(ApiKeyScopeSchema),
+    /** USD the key's jobs may cost in all; null = no limit. */
+    spend_limit_usd: z.number().nullable(),
+    /** USD the key's jobs have cost so far (their live `budget/cost`). */
+    spent_usd: z.number(),
   })
   .meta({ id: 'ApiKey' });
 export type ApiKey = z.infer<typeof ApiKeySchema>;
 
 export const CreateApiKeySchema = z
-  .strictObject({ name: str(0, 200).default('') })
+  .strictObject({
+    name: str(0, 200).default(''),
+    /** Scopes of the new key; left out = every scope (what keys could do before scopes existed). */
+    scopes: z
+      .array(ApiKeyScopeSchema)
+      .min(1, 'name at least one scope, or leave scopes out for all')
+      .optional(),
+    /** USD the key's jobs may cost in all (computed with each job's budgets.prices); left out = no limit. */
+    spend_limit_usd: num(0, undefined, { exclusiveMin: true }).nullable().default(null),
+  })
   .meta({ id: 'CreateApiKey' });
 export const CreatedApiKeySchema = ApiKeySchema.extend({
   /** The secret, shown only in this response. */
@@ -32,8 +52,14 @@ export const CreatedApiKeySchema = ApiKeySchema.extend({
 }).meta({ id: 'CreatedApiKey' });
 export type CreatedApiKey = z.infer<typeof CreatedApiKeySchema>;
 
-export const RunnerKeySchema = ApiKeySchema.meta({ id: 'RunnerRegistrationKey' });
-export const CreatedRunnerKeySchema = CreatedApiKeySchema.meta({ id: 'CreatedRunnerRegistrationKey' });
+export const CreateRunnerKeySchema = z
+  .strictObject({ name: str(0, 200).default('') })
+  .meta({ id: 'CreateRunnerRegistrationKey' });
+export const RunnerKeySchema = z.object(KeyFields).meta({ id: 'RunnerRegistrationKey' });
+export type RunnerKey = z.infer<typeof RunnerKeySchema>;
+export const CreatedRunnerKeySchema = RunnerKeySchema.extend({ key: z.string() }).meta({
+  id: 'CreatedRunnerRegistrationKey',
+});
 
 export const AccountSchema = z
   .object({

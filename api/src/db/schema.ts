@@ -1,7 +1,8 @@
 // The control plane's tables (webhooks keep theirs in webhooks-schema.ts). Times are milliseconds
 // since the epoch; JSON columns hold what is only ever read whole. Every row that belongs to a
 // user carries account_id, and every query filters on it: another account's object is a 404.
-import { index, integer, primaryKey, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core';
+import type { ApiKeyScope } from '@cgrpo/contract';
+import { index, integer, primaryKey, real, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core';
 
 export const accounts = sqliteTable('accounts', {
   id: text('id').primaryKey(),
@@ -24,6 +25,9 @@ export const apiKeys = sqliteTable(
     createdAt: integer('created_at').notNull(),
     lastUsedAt: integer('last_used_at'),
     revokedAt: integer('revoked_at'),
+    /** API keys only: scopes (null = every scope, as keys made before scopes existed) and a USD limit on their jobs' cost. */
+    scopes: text('scopes', { mode: 'json' }).$type<ApiKeyScope[]>(),
+    spendLimitUsd: real('spend_limit_usd'),
   },
   (t) => [index('api_keys_account').on(t.accountId, t.kind, t.createdAt)],
 );
@@ -101,6 +105,21 @@ export const jobEvents = sqliteTable(
     index('job_events_job').on(t.jobId, t.id),
     uniqueIndex('job_events_seq').on(t.jobId, t.attempt, t.seq),
   ],
+);
+
+/**
+ * The API key that submitted each job and the job's live cost in USD (its latest `budget/cost`);
+ * a key's spend is the sum over its jobs.
+ */
+export const jobSpend = sqliteTable(
+  'job_spend',
+  {
+    jobId: text('job_id').primaryKey(),
+    apiKeyId: text('api_key_id').notNull(),
+    costUsd: real('cost_usd').notNull().default(0),
+    updatedAt: integer('updated_at').notNull(),
+  },
+  (t) => [index('job_spend_key').on(t.apiKeyId)],
 );
 
 /** One row per (job, attempt, step) with every value of that step as a JSON object. */

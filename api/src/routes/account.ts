@@ -3,18 +3,22 @@ import {
   API_KEY_PREFIX,
   type ApiKey,
   ApiKeySchema,
+  type ApiKeyScope,
   CreateApiKeySchema,
   CreatedApiKeySchema,
   CreatedRunnerKeySchema,
+  CreateRunnerKeySchema,
   RUNNER_REGISTRATION_KEY_PREFIX,
+  type RunnerKey,
   RunnerKeySchema,
 } from '@cgrpo/contract';
 import { createRoute } from '@hono/zod-openapi';
 import { and, desc, eq, isNull } from 'drizzle-orm';
 import { z } from 'zod';
-import { userOf } from '../auth';
+import { scopesOf, userOf } from '../auth';
+import { spentByKey } from '../budgets';
 import { type ApiKeyRow, accounts, apiKeys, runners } from '../db/schema';
-import type { Db } from '../env';
+import type { Db, Env } from '../env';
 import { notFound } from '../errors';
 import { iso, newId, newSecret, sha256Hex } from '../ids';
 import { bearerSecurity, errors, json, jsonBody, router } from '../openapi';
@@ -24,7 +28,7 @@ import { bearerSecurity, errors, json, jsonBody, router } from '../openapi';
 
 export const account = router();
 
-function toKey(row: ApiKeyRow): ApiKey {
+function toRunnerKey(row: ApiKeyRow): RunnerKey {
   return {
     id: row.id,
     name: row.name,
@@ -35,8 +39,34 @@ function toKey(row: ApiKeyRow): ApiKey {
   };
 }
 
+function toKey(row: ApiKeyRow, spentUsd: number): ApiKey {
+  return {
+    ...toRunnerKey(row),
+    scopes: scopesOf(row.scopes),
+    spend_limit_usd: row.spendLimitUsd,
+    spent_usd: Math.round(spentUsd * 1e6) / 1e6,
+  };
+}
+
+/** The key as its kind's routes return it (an API key with scopes and spend). */
+async function keyOut(env: Env, row: ApiKeyRow): Promise<ApiKey | RunnerKey> {
+  return row.kind === 'api' ? toKey(row, await spentByKey(env, row.id)) : toRunnerKey(row);
+}
+
+export interface KeyOptions {
+  /** API keys: null = every scope. */
+  scopes?: ApiKeyScope[] | null;
+  spendLimitUsd?: number | null;
+}
+
 /** Creates a key of the given kind; the returned secret is never stored. */
-export async function createKey(db: Db, accountId: string, kind: 'api' | 'registration', name: string) {
+export async function createKey(
+  db: Db,
+  accountId: string,
+  kind: 'api' | 'registration',
+  name: string,
+  options: KeyOptions = {},
+) {
   const secret = newSecret(kind === 'api' ? API_KEY_PREFIX : RUNNER_REGISTRATION_KEY_PREFIX);
   const row: ApiKeyRow = {
     id: newId(kind === 'api' ? 'key' : 'rk'),
@@ -48,9 +78,11 @@ export async function createKey(db: Db, accountId: string, kind: 'api' | 'regist
     createdAt: Date.now(),
     lastUsedAt: null,
     revokedAt: null,
+    scopes: kind === 'api' && options.scopes ? [...new Set(options.scopes)] : null,
+    spendLimitUsd: kind === 'api' ? (options.spendLimitUsd ?? null) : null,
   };
   await db.insert(apiKeys).values(row).run();
-  return { ...toKey(row), key: secret };
+  return kind === 'api' ? { ...toKey(row, 0), key: secret } : { ...toRunnerKey(row), key: secret };
 }
 
 const tags = ['account'];
@@ -85,7 +117,7 @@ for (const kind of ['api', 'registration'] as const) {
       tags,
       summary: `Create an ${what} (the secret is shown only in this response)`,
       security: bearerSecurity,
-      request: { body: jsonBody(CreateApiKeySchema) },
+      request: { body: jsonBody(kind === 'api' ? CreateApiKeySchema : CreateRunnerKeySchema) },
       responses: {
         201: json(kind === 'api' ? CreatedApiKeySchema : CreatedRunnerKeySchema, `The new ${what}`),
         ...errors,
@@ -93,8 +125,13 @@ for (const kind of ['api', 'registration'] as const) {
     }),
     async (c) => {
       const { accountId } = userOf(c);
-      const { name } = c.req.valid('json');
-      return c.json(await createKey(c.get('db'), accountId, kind, name), 201);
+      const body = c.req.valid('json') as {
+        name: string;
+        scopes?: ApiKeyScope[];
+        spend_limit_usd?: number | null;
+      };
+      const options = { scopes: body.scopes ?? null, spendLimitUsd: body.spend_limit_usd ?? null };
+      return c.json(await createKey(c.get('db'), accountId, kind, body.name, options), 201);
     },
   );
 
@@ -116,7 +153,7 @@ for (const kind of ['api', 'registration'] as const) {
         .where(and(eq(apiKeys.accountId, accountId), eq(apiKeys.kind, kind)))
         .orderBy(desc(apiKeys.createdAt))
         .all();
-      return c.json({ data: rows.map(toKey) }, 200);
+      return c.json({ data: await Promise.all(rows.map((r) => keyOut(c.env, r))) }, 200);
     },
   );
 
@@ -145,7 +182,7 @@ for (const kind of ['api', 'registration'] as const) {
         .run();
       const row = await db.select().from(apiKeys).where(where).get();
       if (!row) throw notFound(`${what} ${id}`);
-      return c.json(toKey(row), 200);
+      return c.json(await keyOut(c.env, row), 200);
     },
   );
 }

@@ -27,6 +27,8 @@ export type CritiqueSource = 'critic' | 'fallback';
 export interface Critique {
   text: string;
   source: CritiqueSource;
+  /** Tokens an LLM critic spent on it (what `budget/critic_tokens` sums); 0 for other critics. */
+  llmTokens: number;
 }
 
 export interface Refinement {
@@ -130,6 +132,7 @@ export function groupMetrics(
     'critique/failures': critic.failures,
     'critique/fallbacks': critiques.filter((c) => c.source === 'fallback').length,
     'critique/latency_ms': mean(critic.ms),
+    'budget/critic_tokens': critiques.reduce((a, c) => a + c.llmTokens, 0),
     'verifier/calls': verifier.calls,
     'verifier/failures': verifier.failures,
     'verifier/latency_ms': mean(verifier.ms),

@@ -299,14 +299,25 @@ export class TrainingLoop {
     });
   }
 
+  /**
+   * Tokens an LLM critic (builtin:llm, or a plugin granted llm.chat) spent on a critique, counted
+   * as the critique's length in the policy's tokenizer: the critic's answer is all the runner sees.
+   */
+  private llmTokensOf(critique: string): number {
+    const critic = 'critic' in this.spec ? this.spec.critic : null;
+    const llm = critic !== null && (critic.plugin === 'builtin:llm' || critic.grants.includes('llm.chat'));
+    return llm ? this.model.tokenizer.encode(critique).length : 0;
+  }
+
   private critiqueOf(
     o: Outcome<{ critique: string }>,
     reference: string,
     verification: VerifierResult,
   ): Critique | null {
-    if (o.ok) return { text: o.value.critique, source: 'critic' };
+    if (o.ok)
+      return { text: o.value.critique, source: 'critic', llmTokens: this.llmTokensOf(o.value.critique) };
     if (this.hp.critic_fallback === 'ground-truth')
-      return { text: groundTruthFallback(verification, reference), source: 'fallback' };
+      return { text: groundTruthFallback(verification, reference), source: 'fallback', llmTokens: 0 };
     return null;
   }
 
