@@ -11,6 +11,10 @@ export const WEBHOOK_EVENT_TYPES = [
   'job.succeeded',
   'job.failed',
   'job.cancelled',
+  'job.budget_reached',
+  'job.alarm',
+  'job.metrics_digest',
+  'checkpoint.created',
   'webhook.test',
   'webhook.endpoint.disabled',
 ] as const;

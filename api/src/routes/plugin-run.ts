@@ -34,6 +34,7 @@ const isBuiltinError = (builtins: Builtins, error: unknown): error is BuiltinPlu
 const NOT_HERE: Record<string, string> = {
   'builtin:llm': 'it calls an LLM endpoint with a token only you hold',
   'builtin:self': 'it needs the policy model, which only a runner loads',
+  'builtin:score-model': 'it calls a judge LLM endpoint with a token only a runner holds',
 };
 
 const LOCAL_HINT =
