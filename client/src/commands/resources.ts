@@ -104,15 +104,19 @@ function contentTypeOf(file: string): string {
   return 'application/octet-stream';
 }
 
-function showArtifact(a: Artifact, json: boolean, use: string) {
-  if (json) return printJson(a);
+/**
+ * Prints the stored artifact and the job-spec fragment that uses it. With --json: the artifact
+ * plus `job_spec` (that fragment as an object), so a script can splice it into a spec.
+ */
+function showArtifact(a: Artifact, json: boolean, jobSpec: Record<string, unknown>) {
+  if (json) return printJson({ ...a, job_spec: jobSpec });
   console.log(
     table(
       ['id', 'name', 'kind', 'size', 'rows', 'sha256'],
       [[a.id, a.name, a.kind, a.size, a.rows, a.sha256?.slice(0, 16)]],
     ),
   );
-  console.log(use.replace('{id}', a.id));
+  console.log(`use it in a job spec: ${JSON.stringify(jobSpec)}`);
 }
 
 export async function uploadDataset(
@@ -146,7 +150,18 @@ export async function uploadDataset(
     },
     { multipartOver: opts.multipartOver ? Number(opts.multipartOver) : undefined, quiet: json },
   );
-  showArtifact(a, json, 'use it in a job spec: "datasets": { "train": { "uri": "artifact://{id}" } }');
+  // A job reads the dataset with the spec's own field mapping (the default is prompt/answer), so
+  // a renamed column has to be named there too.
+  const mapping = {
+    ...(fields.prompt !== 'prompt' ? { prompt: fields.prompt } : {}),
+    ...(fields.reference !== 'answer' ? { reference: fields.reference } : {}),
+    ...(fields.solution ? { solution: fields.solution } : {}),
+  };
+  showArtifact(a, json, {
+    datasets: {
+      train: { uri: `artifact://${a.id}`, ...(Object.keys(mapping).length ? { fields: mapping } : {}) },
+    },
+  });
 }
 
 /** A ustar archive of a folder's regular files (names relative to the folder, mtime 0). */
@@ -221,7 +236,7 @@ export async function uploadModel(
     { name: opts.name ?? path.basename(path.resolve(dir)), kind: 'model', contentType: 'application/x-tar' },
     { multipartOver: opts.multipartOver ? Number(opts.multipartOver) : undefined, quiet: json },
   );
-  showArtifact(a, json, 'use it in a job spec: "model": { "id": "artifact://{id}" }');
+  showArtifact(a, json, { model: { id: `artifact://${a.id}` } });
 }
 
 export async function listCheckpoints(api: CgrpoClient, jobId: string, json: boolean) {
