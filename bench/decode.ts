@@ -217,12 +217,12 @@ if (!flag('tiny')) rmSync(dir, { recursive: true, force: true });
 const fmt = (x: number) => (x >= 100 ? x.toFixed(0) : x.toFixed(1));
 const ref = median(refs);
 console.log(
-  `\n| model | measure | batch | decode tokens/s (median of ${PAIRS}) | rounds | bare-MatMul reference tokens/s | ratio | decode runs |`,
+  `\n| model | measure | batch | decode tokens/s (median of ${PAIRS}) | rounds | bare-MatMul reference tokens/s | ratio of medians (per round: to that round's reference) | decode runs |`,
 );
 console.log('| --- | --- | --- | --- | --- | --- | --- | --- |');
 for (const [i, v] of variants.entries()) {
   console.log(
-    `| ${name} | ${v.what} | ${BATCH} | ${fmt(median(rates[i]))} | ${rates[i].map(fmt).join(' / ')} | ${fmt(ref)} (${refs.map(fmt).join(' / ')}) | ${(median(rates[i]) / ref).toFixed(2)} | ${runs[i]} |`,
+    `| ${name} | ${v.what} | ${BATCH} | ${fmt(median(rates[i]))} | ${rates[i].map(fmt).join(' / ')} | ${fmt(ref)} (${refs.map(fmt).join(' / ')}) | ${(median(rates[i]) / ref).toFixed(2)} (per round: ${rates[i].map((r, k) => (r / refs[k]).toFixed(2)).join(' / ')}) | ${runs[i]} |`,
   );
 }
 console.log(
