@@ -7,6 +7,8 @@ const KEY = 'cgrpo.apiKey';
 const main = document.getElementById('main');
 const statusEl = document.getElementById('status');
 const cleanup = [];
+/** The job tab just chosen (by click or keyboard): it keeps the focus when the page re-renders. */
+let focusTab = null;
 
 // ---- API -----------------------------------------------------------------------------------
 function apiKey() {
@@ -197,7 +199,9 @@ function lineChart(title, labels) {
         return steps.map((x) => (m.has(x) ? m.get(x) : null));
       });
       plot.setData([steps, ...cols]);
-      el.dataset.points = String(cols.reduce((n, c) => n + c.filter((v) => v !== null).length, 0));
+      const counts = cols.map((c) => c.filter((v) => v !== null).length);
+      el.dataset.points = String(counts.reduce((n, c) => n + c, 0));
+      el.dataset.series = counts.join(',');
     },
   };
 }
@@ -339,8 +343,17 @@ async function jobView(id, params) {
     );
   drawHead(job);
   const tabs = ['Charts', 'Events', 'Rollouts', 'Checkpoints', 'Spec'];
-  const panel = h('div', { role: 'tabpanel', id: 'job-panel' });
-  const current = params.get('tab') ?? 'Charts';
+  const current = tabs.includes(params.get('tab')) ? params.get('tab') : 'Charts';
+  const panel = h('div', {
+    role: 'tabpanel',
+    id: 'job-panel',
+    'aria-labelledby': `tab-${current}`,
+    tabindex: '0',
+  });
+  const open = (t) => {
+    focusTab = t;
+    location.hash = `#/jobs/${id}?tab=${t}`;
+  };
   const tabBar = h(
     'div',
     { class: 'tabs', role: 'tablist', 'aria-label': 'Job sections' },
@@ -350,17 +363,38 @@ async function jobView(id, params) {
         {
           type: 'button',
           role: 'tab',
+          id: `tab-${t}`,
           'aria-selected': String(t === current),
           'aria-controls': 'job-panel',
-          onclick: () => {
-            location.hash = `#/jobs/${id}?tab=${t}`;
-          },
+          // only the selected tab is in the Tab order; arrows move between tabs
+          tabindex: t === current ? '0' : '-1',
+          onclick: () => open(t),
         },
         t,
       ),
     ),
   );
+  tabBar.addEventListener('keydown', (e) => {
+    const buttons = [...tabBar.querySelectorAll('[role="tab"]')];
+    const at = buttons.indexOf(document.activeElement);
+    if (at < 0) return;
+    const to =
+      e.key === 'ArrowRight'
+        ? (at + 1) % buttons.length
+        : e.key === 'ArrowLeft'
+          ? (at - 1 + buttons.length) % buttons.length
+          : e.key === 'Home'
+            ? 0
+            : e.key === 'End'
+              ? buttons.length - 1
+              : -1;
+    if (to < 0) return;
+    e.preventDefault();
+    buttons[to].focus();
+  });
   render(head, tabBar, panel);
+  if (focusTab === current) tabBar.querySelector(`#tab-${current}`).focus();
+  focusTab = null;
   const ctrl = new AbortController();
   cleanup.push(() => ctrl.abort());
   if (current === 'Charts') await chartsTab(id, panel, ctrl.signal, drawHead);
@@ -457,7 +491,11 @@ async function eventsTab(id, panel, signal) {
         h('span', { class: 'muted' }, summarize(e)),
       ),
     );
-  streamEvents(id, undefined, add, signal).catch(() => {});
+  streamEvents(id, undefined, add, signal)
+    .then(() => {
+      list.dataset.complete = 'true';
+    })
+    .catch(() => {});
 }
 function summarize(e) {
   const d = e.data ?? {};
@@ -597,7 +635,12 @@ async function checkpointsTab(id, panel) {
               'button',
               {
                 type: 'button',
-                onclick: () => download(`/jobs/${id}/checkpoints/${c.id}/content`, `${id}-step${c.step}.tar`),
+                'aria-label': `Download step ${c.step}`,
+                'data-checkpoint': c.id,
+                onclick: () =>
+                  download(`/jobs/${id}/checkpoints/${c.id}/content`, `${id}-step${c.step}.tar`).catch((e) =>
+                    showError(e),
+                  ),
               },
               'Download',
             )
@@ -619,6 +662,7 @@ async function download(path, name) {
   document.body.append(a);
   a.click();
   a.remove();
+  setTimeout(() => URL.revokeObjectURL(a.href), 60_000);
 }
 
 async function compareView(params) {
