@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { costSeries, jobPrices } from '../src/budgets';
 import {
   expectJson,
   type JobBody,
@@ -13,9 +14,9 @@ import {
 
 type Event = { type: string; data: Record<string, unknown> };
 
-async function runningJob(spec: Record<string, unknown>) {
+async function runningJob(spec: Record<string, unknown>, labels: string[] = [], capabilities: string[] = []) {
   const account = await newAccount();
-  const runner = await newRunner(account);
+  const runner = await newRunner(account, labels, capabilities);
   const job = await submitJob(account, spec);
   const leased = await lease(runner.token);
   expect(leased?.job_id).toBe(job.id);
@@ -112,6 +113,117 @@ describe('budgets', () => {
     // 4000/50 + 4000/400 = 90 s; 90 s × $3.6/h + 0.004 Mtok × $1
     expect(est.runner_seconds).toBe(90);
     expect(est.cost_usd).toBeCloseTo(0.094, 6);
+  });
+});
+
+describe('critic tokens and live cost', () => {
+  it('pauses on max_critic_tokens with one job.budget_reached', async () => {
+    const { account, job, report } = await runningJob({
+      budgets: { max_critic_tokens: 500 },
+      hyperparameters: { prompts_per_step: 4 },
+    });
+    await report([rlStep(0, { 'budget/critic_tokens': 300 })]);
+    let after = await expectJson<{ pause_requested: boolean }>(`/v1/jobs/${job.id}`, 200, {
+      key: account.apiKey,
+    });
+    expect(after.pause_requested).toBe(false);
+    await report([rlStep(1, { 'budget/critic_tokens': 200 })]); // 500 ≥ 500
+    after = await expectJson(`/v1/jobs/${job.id}`, 200, { key: account.apiKey });
+    expect(after.pause_requested).toBe(true);
+    const reached = (await events(account, job.id)).filter((e) => e.type === 'job.budget_reached');
+    expect(reached).toHaveLength(1);
+    expect(reached[0]!.data).toMatchObject({
+      budget: 'critic_tokens',
+      reason: 'job_budget',
+      limit: 500,
+      used: 500,
+      usage: { critic_tokens: 500 },
+    });
+  });
+
+  it('stores budget/cost on each point from the runner label and LLM endpoint prices', async () => {
+    const endpoint = 'http://127.0.0.1:9/v1';
+    const { account, job, report } = await runningJob(
+      {
+        critic: { plugin: 'builtin:llm', grants: ['llm.chat'], config: { endpoint_url: endpoint } },
+        budgets: {
+          max_cost_usd: 0.02,
+          prices: {
+            generated_mtok_usd: 100,
+            trained_mtok_usd: 100,
+            runners: {
+              'gpu-a': { generated_mtok_usd: 2, trained_mtok_usd: 1 },
+              'gpu-b': { generated_mtok_usd: 50 },
+            },
+            llm_mtok_usd: { [endpoint]: 10, '*': 1000 },
+          },
+        },
+        hyperparameters: { prompts_per_step: 4 },
+      },
+      ['cpu-x', 'gpu-a', 'gpu-b'],
+      ['llm.chat'],
+    );
+    // gpu-a is the runner's first priced label: 1000 gen × $2/M + 800 trained × $1/M + 300 critic × $10/M
+    await report([rlStep(0, { 'budget/critic_tokens': 300 }), rlStep(1, { 'budget/critic_tokens': 300 })]);
+    await report([rlStep(2, { 'budget/critic_tokens': 300 })]);
+    const series = await expectJson<{ data: { step: number; values: Record<string, number> }[] }>(
+      `/v1/jobs/${job.id}/metrics?names=budget/cost`,
+      200,
+      { key: account.apiKey },
+    );
+    expect(series.data.map((p) => p.values['budget/cost'])).toEqual([0.0058, 0.0116, 0.0174]);
+    expect((await events(account, job.id)).filter((e) => e.type === 'job.budget_reached')).toHaveLength(0);
+    await report([rlStep(3, { 'budget/critic_tokens': 300 })]); // 0.0232 ≥ 0.02
+    const reached = (await events(account, job.id)).filter((e) => e.type === 'job.budget_reached');
+    expect(reached).toHaveLength(1);
+    expect(reached[0]!.data).toMatchObject({ budget: 'cost_usd', limit: 0.02, usage: { cost_usd: 0.0232 } });
+  });
+
+  it('costSeries: usage up to each point, runner seconds over attempts, from a price table by hand', () => {
+    const prices = jobPrices(
+      {
+        runner_hour_usd: 3.6,
+        generated_mtok_usd: 1,
+        trained_mtok_usd: 0,
+        runners: { big: { runner_hour_usd: 36 } },
+        llm_mtok_usd: { '*': 2 },
+      },
+      ['big'],
+      'https://llm.example/v1',
+    );
+    expect(prices).toEqual({
+      runner_hour_usd: 36,
+      generated_mtok_usd: 1,
+      trained_mtok_usd: 0,
+      llm_mtok_usd: 2,
+    });
+    const point = (attempt: number, step: number, at: number, v: Record<string, number>) => ({
+      attempt,
+      step,
+      created_at: at,
+      values: JSON.stringify(v),
+    });
+    const rows = [
+      point(2, 1, 40_000, { 'tokens/generated': 1_000_000 }),
+      point(1, 0, 10_000, { 'tokens/generated': 1_000_000, 'budget/critic_tokens': 500_000 }),
+      point(1, 1, 20_000, { 'tokens/generated': 1_000_000 }),
+    ];
+    // attempt 1 started at 0 s, attempt 2 at 30 s; $36/h = $0.01/s
+    const series = costSeries(
+      rows,
+      new Map([
+        [1, 0],
+        [2, 30_000],
+      ]),
+      prices,
+    );
+    expect(series.map((p) => [p.attempt, p.step, p.usage.runner_seconds])).toEqual([
+      [1, 0, 10],
+      [1, 1, 20],
+      [2, 1, 30],
+    ]);
+    // 10 s × 0.01 + 1 Mtok × $1 + 0.5 Mtok critic × $2 = 2.1; then 0.2 + 2 + 1 = 3.2; then 0.3 + 3 + 1 = 4.3
+    expect(series.map((p) => Math.round(p.usage.cost_usd * 1e9) / 1e9)).toEqual([2.1, 3.2, 4.3]);
   });
 });
 
