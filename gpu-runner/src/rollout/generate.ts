@@ -8,8 +8,10 @@ import type { CausalLM } from '../model/model';
 import type { ChatMessage } from '../model/tokenizer';
 import { findStop, type SamplingOptions, sampleRng, sampleToken, tokenLogProb } from './sampling';
 
-/** Decode steps per graph run when sampling in-graph (runs use the largest power of two that fits). */
-export const DEFAULT_CHUNK = 8;
+/** Decode steps per graph run when sampling in-graph (runs use the largest power of two that fits).
+ *  1 by default: on the CPU, 8 unrolled steps measured slower than one step per run on the 0.5B
+ *  shape (bench/RESULTS.md, decode); raise it where per-run costs dominate (to be measured on CUDA). */
+export const DEFAULT_CHUNK = 1;
 export const MAX_CHUNK = 64;
 
 export interface GenerateOptions {
@@ -28,7 +30,7 @@ export interface GenerateOptions {
   /** 'graph' (default): temperature / top-k / top-p sampling inside the decode graph, fed the
    *  same seeded uniforms as the JS sampler; 'js': one-token runs, sampled on the main thread */
   sampler?: 'graph' | 'js';
-  /** most decode steps per graph run with the graph sampler (1..64, default 8); tokens a row
+  /** most decode steps per graph run with the graph sampler (1..64, default 1); tokens a row
    *  samples after its EOS or stop string within a run are discarded */
   chunk?: number;
   /** record `logprobs` (default true; free with the graph sampler, one vocabulary pass per token in JS) */

@@ -180,7 +180,7 @@ describe('generate with the in-graph sampler (tiny-qwen2)', () => {
     const eos = [greedy[0].tokens[3]];
     const opts = { maxNewTokens: 8, temperature: 0, eosTokenIds: eos };
     const js = await generate(model, prompts, { ...opts, sampler: 'js' });
-    const graph = await generate(model, prompts, opts);
+    const graph = await generate(model, prompts, { ...opts, chunk: 8 });
     expect(graph.map((c) => [c.tokens, c.finishReason])).toEqual(js.map((c) => [c.tokens, c.finishReason]));
     expect(graph[0].finishReason).toBe('eos');
     expect(graph[0].tokens.length).toBeLessThanOrEqual(4);
@@ -188,13 +188,13 @@ describe('generate with the in-graph sampler (tiny-qwen2)', () => {
 
   it('a seeded rollout is reproducible run to run; chunk size does not change the draws', async () => {
     const opts = { maxNewTokens: 10, temperature: 0.9, topP: 0.9, topK: 40, n: 3, seed: 5, eosTokenIds: [] };
-    const a = await generate(model, prompts, opts);
-    const b = await generate(model, prompts, opts);
+    const a = await generate(model, prompts, { ...opts, chunk: 8 });
+    const b = await generate(model, prompts, { ...opts, chunk: 8 });
     expect(a.map((c) => c.tokens)).toEqual(b.map((c) => c.tokens));
     expect(a.map((c) => c.logprobs)).toEqual(b.map((c) => c.logprobs));
     const one = await generate(model, prompts, { ...opts, chunk: 1 });
     expect(one.map((c) => c.tokens)).toEqual(a.map((c) => c.tokens));
-    const other = await generate(model, prompts, { ...opts, seed: 6 });
+    const other = await generate(model, prompts, { ...opts, seed: 6, chunk: 8 });
     expect(other.map((c) => c.tokens)).not.toEqual(a.map((c) => c.tokens));
     expect(new Set(a.filter((c) => c.prompt === 0).map((c) => c.tokens.join())).size).toBeGreaterThan(1);
   });
