@@ -9,8 +9,8 @@ import type { ChatMessage } from '../model/tokenizer';
 import { findStop, type SamplingOptions, sampleRng, sampleToken, tokenLogProb } from './sampling';
 
 /** Decode steps per graph run when sampling in-graph (runs use the largest power of two that fits).
- *  1 by default: on the CPU, 8 unrolled steps measured slower than one step per run on the 0.5B
- *  shape (bench/RESULTS.md, decode); raise it where per-run costs dominate (to be measured on CUDA). */
+ *  1 by default: on the CPU, 8 unrolled steps were not reliably faster than one step per run on
+ *  the 0.5B shape (bench/RESULTS.md, decode); raise it where per-run costs dominate (CUDA, unmeasured). */
 export const DEFAULT_CHUNK = 1;
 export const MAX_CHUNK = 64;
 
