@@ -170,6 +170,9 @@ describe('cgrpo CLI: data, models, webhooks, runners, SFT and evaluation', { tim
     const notModel = await cgrpo(['models', 'upload', dir]);
     expect(notModel.code).toBe(1);
     expect(notModel.err).toMatch(/not_a_model: .*config\.json not found: pass a Hugging Face model folder/);
+    const badSize = await cgrpo(['models', 'upload', MODEL_DIR, '--multipart-over', '1MB']);
+    expect(badSize.code).toBe(2);
+    expect(badSize.err).toMatch(/^cgrpo: usage: --multipart-over must be a number of bytes/m);
 
     const single = parseJson<Artifact>(await cgrpo(['--json', 'models', 'upload', MODEL_DIR]));
     const parts = parseJson<Artifact>(

@@ -97,6 +97,19 @@ async function uploadBytes(
   }
 }
 
+/** `--multipart-over BYTES`: a positive whole number of bytes (NaN would send every file in parts). */
+function multipartOver(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1)
+    throw new CliError(
+      'usage',
+      `--multipart-over must be a number of bytes, e.g. 1048576; got '${value}'`,
+      2,
+    );
+  return n;
+}
+
 function contentTypeOf(file: string): string {
   if (/\.jsonl$/i.test(file)) return 'application/x-ndjson';
   if (/\.json$/i.test(file)) return 'application/json';
@@ -148,7 +161,7 @@ export async function uploadDataset(
       contentType: opts.contentType ?? contentTypeOf(file),
       fields,
     },
-    { multipartOver: opts.multipartOver ? Number(opts.multipartOver) : undefined, quiet: json },
+    { multipartOver: multipartOver(opts.multipartOver), quiet: json },
   );
   // A job reads the dataset with the spec's own field mapping (the default is prompt/answer), so
   // a renamed column has to be named there too.
@@ -234,7 +247,7 @@ export async function uploadModel(
     api,
     { data },
     { name: opts.name ?? path.basename(path.resolve(dir)), kind: 'model', contentType: 'application/x-tar' },
-    { multipartOver: opts.multipartOver ? Number(opts.multipartOver) : undefined, quiet: json },
+    { multipartOver: multipartOver(opts.multipartOver), quiet: json },
   );
   showArtifact(a, json, { model: { id: `artifact://${a.id}` } });
 }
