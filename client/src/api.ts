@@ -1,6 +1,7 @@
 // A typed client for the cgrpo HTTP API (the user routes under /v1). Plain fetch, no runtime
 // dependencies, so it runs in Node 20, browsers and Workers. Every route it calls is listed in
 // CLIENT_ROUTES, and client/test/cli.e2e.test.ts checks that list against the API's OpenAPI document.
+// JOB_STATUSES repeats the contract's list (no zod here); client/test/contract-sync.test.ts keeps them equal.
 
 export const JOB_STATUSES = [
   'queued',
