@@ -8,6 +8,7 @@ import {
   type JobSpec,
   JobSpecInputSchema,
   type PriceTable,
+  PriceTableSchema,
   resolveJobSpec,
 } from '@cgrpo/contract';
 import type { Context, MiddlewareHandler } from 'hono';
@@ -39,6 +40,64 @@ export interface JobPrices {
 }
 
 export const ZERO_PRICES: PriceTable = { runner_hour_usd: 0, generated_mtok_usd: 0, trained_mtok_usd: 0 };
+
+/** The deployment's price table (`PRICE_TABLE`): the table, or null with a warning when the setting is invalid. */
+export interface DeploymentPrices {
+  table: PriceTable | null;
+  /** Why a set PRICE_TABLE is ignored; null when it is valid or not set. */
+  warning: string | null;
+}
+
+const deploymentTables = new Map<string, DeploymentPrices>();
+
+/**
+ * The deployment's price table from the `PRICE_TABLE` setting (a JSON string, or a JSON object
+ * in wrangler `[vars]`), validated with PriceTableSchema at its first use and cached per value. An
+ * invalid setting never fails a request: it is logged once and treated as absent, and
+ * `GET /v1/jobs/prices` shows the warning (docs/budgets-and-alarms.md, "Deployment prices").
+ */
+export function deploymentPrices(env: Pick<Env, 'PRICE_TABLE'>): DeploymentPrices {
+  const raw = env.PRICE_TABLE;
+  if (raw === undefined || raw === null || raw === '') return { table: null, warning: null };
+  const key = typeof raw === 'string' ? raw : JSON.stringify(raw);
+  let parsed = deploymentTables.get(key);
+  if (!parsed) {
+    parsed = parsePriceTable(raw);
+    if (parsed.warning) console.warn(parsed.warning);
+    if (deploymentTables.size > 20) deploymentTables.clear();
+    deploymentTables.set(key, parsed);
+  }
+  return parsed;
+}
+
+function parsePriceTable(raw: string | object): DeploymentPrices {
+  const ignored =
+    'it is ignored, so cost metrics and key spend limits fall back to each job\'s own budgets.prices; fix the PRICE_TABLE setting (docs/budgets-and-alarms.md, "Deployment prices")';
+  let value: unknown = raw;
+  if (typeof raw === 'string') {
+    try {
+      value = JSON.parse(raw);
+    } catch (error) {
+      return { table: null, warning: `PRICE_TABLE is not JSON (${(error as Error).message}): ${ignored}` };
+    }
+  }
+  const result = PriceTableSchema.safeParse(value);
+  if (result.success) return { table: result.data, warning: null };
+  const issues = result.error.issues
+    .slice(0, 5)
+    .map((i) => `${i.path.join('.') || '(top level)'}: ${i.message}`)
+    .join('; ');
+  return { table: null, warning: `PRICE_TABLE is not a valid price table (${issues}): ${ignored}` };
+}
+
+/**
+ * The table that prices a job: the deployment's PRICE_TABLE when set (the job's own
+ * `budgets.prices` is then ignored, for its cost, its `max_cost_usd` and its key's spend limit),
+ * else the job's `budgets.prices`, else null (the job has no price: cost 0).
+ */
+export function priceTableFor(env: Pick<Env, 'PRICE_TABLE'>, spec: JobSpec): PriceTable | null {
+  return deploymentPrices(env).table ?? spec.budgets?.prices ?? null;
+}
 
 /**
  * Picks a job's prices from the table (docs/budgets-and-alarms.md, "Prices"): the first of
@@ -217,43 +276,42 @@ async function checkRow(db: Db, env: Env, row: JobRow): Promise<void> {
   let pause = false;
   const ref = jobRef(row);
   const step = row.currentStep;
-  if (spec.budgets) {
-    const prices = jobPrices(spec.budgets.prices, await runnerLabels(env, row), criticLlmEndpoint(spec));
-    const series = costSeries(pointRows, startedAt, prices);
-    await storeCost(env, row.id, pointRows, series);
-    const usage = series.at(-1)?.usage ?? { ...NO_USAGE };
-    for (const cap of capsReached(usage, spec.budgets)) {
-      if (fired.has(`budget:${cap.budget}:${cap.limit}`)) continue;
-      pause = true;
-      await recordJobEvent(db, env, ref, 'job.budget_reached', {
-        ...cap,
-        reason: 'job_budget',
-        step,
-        action: 'pause',
-        usage: roundUsage(usage),
-        message: `${cap.budget} reached ${roundNumber(cap.used)} (cap ${cap.limit}); the job pauses — raise the cap with POST /v1/jobs/${row.id}/budgets and resume`,
-      });
-    }
-    const key = await keySpend(env, row.id, usage.cost_usd);
-    if (
-      key &&
-      key.limit !== null &&
-      key.spent >= key.limit &&
-      !fired.has(`budget:key_spend_limit:${key.limit}`)
-    ) {
-      pause = true;
-      await recordJobEvent(db, env, ref, 'job.budget_reached', {
-        budget: 'key_spend_limit',
-        reason: 'key_spend_limit',
-        key_id: key.id,
-        limit: key.limit,
-        used: Math.round(key.spent * 1e6) / 1e6,
-        step,
-        action: 'pause',
-        usage: roundUsage(usage),
-        message: `API key ${key.id} has spent $${roundNumber(key.spent)} of its $${key.limit} limit over its jobs; the job pauses — resume it with a key that has room`,
-      });
-    }
+  const table = priceTableFor(env, spec);
+  const prices = jobPrices(table ?? ZERO_PRICES, await runnerLabels(env, row), criticLlmEndpoint(spec));
+  const series = costSeries(pointRows, startedAt, prices);
+  // `budget/cost` on every point of a priced job, budgets block or not
+  if (table) await storeCost(env, row.id, pointRows, series);
+  const usage = series.at(-1)?.usage ?? { ...NO_USAGE };
+  // a reached cap or limit pauses at every report while it stays reached (so a resume without
+  // room pauses again), and is recorded once per limit
+  for (const cap of spec.budgets ? capsReached(usage, spec.budgets) : []) {
+    pause = true;
+    if (fired.has(`budget:${cap.budget}:${cap.limit}`)) continue;
+    await recordJobEvent(db, env, ref, 'job.budget_reached', {
+      ...cap,
+      reason: 'job_budget',
+      step,
+      action: 'pause',
+      usage: roundUsage(usage),
+      message: `${cap.budget} reached ${roundNumber(cap.used)} (cap ${cap.limit}); the job pauses — raise the cap with POST /v1/jobs/${row.id}/budgets and resume`,
+    });
+  }
+  // every job counts to its key's spend (a lowered limit may be reached by the key's other jobs)
+  const key = await keySpend(env, row.id, usage.cost_usd);
+  const keyOver = key !== null && key.limit !== null && key.spent >= key.limit;
+  if (keyOver) pause = true;
+  if (keyOver && !fired.has(`budget:key_spend_limit:${key.limit}`)) {
+    await recordJobEvent(db, env, ref, 'job.budget_reached', {
+      budget: 'key_spend_limit',
+      reason: 'key_spend_limit',
+      key_id: key.id,
+      limit: key.limit,
+      used: Math.round(key.spent * 1e6) / 1e6,
+      step,
+      action: 'pause',
+      usage: roundUsage(usage),
+      message: `API key ${key.id} has spent $${roundNumber(key.spent)} of its $${key.limit} limit over its jobs; the job pauses — raise the limit with PATCH /v1/keys/${key.id} (admin scope) and resume the job`,
+    });
   }
   const alarms = spec.alarms ?? DEFAULT_ALARMS;
   const firings: AlarmFiring[] =
@@ -374,7 +432,7 @@ async function admitJobForKey(
       .first();
     if (replay) return;
   }
-  const estimate = estimateJob(resolved.spec, 'gpu-small');
+  const estimate = estimateJob(resolved.spec, 'gpu-small', 0.5, priceTableFor(c.env, resolved.spec));
   const spent = await spentByKey(c.env, keyId);
   if (spent + estimate.cost_usd > limit) {
     const round = (x: number) => Math.round(x * 1e6) / 1e6;
@@ -384,7 +442,7 @@ async function admitJobForKey(
       `this job's estimated cost $${round(estimate.cost_usd)} plus the $${round(spent)} this key's jobs have cost exceeds the key's spend limit of $${limit}; lower the job's size (total_steps, prompts_per_step, max_response_tokens) or use a key with a higher limit`,
       [
         {
-          path: 'budgets.prices',
+          path: deploymentPrices(c.env).table ? 'hyperparameters' : 'budgets.prices',
           message: `estimated $${round(estimate.cost_usd)}, $${round(limit - spent)} left on the key`,
         },
       ],
@@ -427,9 +485,15 @@ export type RunnerClass = keyof typeof RUNNER_CLASSES;
  * assumed to fill `response_fill` of max_response_tokens; RL generates prompts × group_size
  * responses a step (plus one refinement per triggered group for critique-grpo, all groups
  * assumed triggered) and trains on all of them `epochs_per_step` times; SFT generates nothing
- * and trains on prompts_per_step completions a step.
+ * and trains on prompts_per_step completions a step. Cost is priced with `table` (callers pass
+ * priceTableFor: the deployment's PRICE_TABLE, else the spec's own budgets.prices).
  */
-export function estimateJob(spec: JobSpec, runnerClass: RunnerClass, responseFill = 0.5): JobEstimate {
+export function estimateJob(
+  spec: JobSpec,
+  runnerClass: RunnerClass,
+  responseFill = 0.5,
+  table: PriceTable | null = spec.budgets?.prices ?? null,
+): JobEstimate {
   const h = spec.hyperparameters;
   const responseTokens = h.max_response_tokens * responseFill;
   const steps = spec.algorithm === 'evaluate' ? 1 : h.total_steps;
@@ -454,7 +518,7 @@ export function estimateJob(spec: JobSpec, runnerClass: RunnerClass, responseFil
   const trained = Math.round(trainedPerStep * steps);
   const speed = RUNNER_CLASSES[runnerClass];
   const seconds = generated / speed.generate_tps + trained / speed.train_tps;
-  const prices = jobPrices(spec.budgets?.prices ?? ZERO_PRICES, spec.runner_labels, llmEndpoint);
+  const prices = jobPrices(table ?? ZERO_PRICES, spec.runner_labels, llmEndpoint);
   const u = {
     generated_tokens: generated,
     trained_tokens: trained,

@@ -14,6 +14,12 @@ export interface Env {
   MAX_UPLOAD_BYTES?: string;
   LEASE_SECONDS?: string;
   MAX_JOB_RETRIES?: string;
+  /**
+   * The deployment's price table (contract PriceTable as JSON, or a JSON object in `[vars]`): when
+   * set and valid it prices every job's cost and key spend, and jobs' own `budgets.prices` are
+   * ignored; an invalid value is logged and ignored (docs/budgets-and-alarms.md, "Deployment prices").
+   */
+  PRICE_TABLE?: string | object;
 }
 
 export type Db = DrizzleD1Database<typeof schema>;

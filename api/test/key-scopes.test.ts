@@ -1,6 +1,9 @@
+import { createExecutionContext, waitOnExecutionContext } from 'cloudflare:test';
 import { API_KEY_SCOPES, type ApiKeyScope } from '@cgrpo/contract';
 import { describe, expect, it } from 'vitest';
+import { app } from '../src/index';
 import {
+  type CallOptions,
   call,
   expectJson,
   type JobBody,
@@ -9,6 +12,7 @@ import {
   newAccount,
   newRunner,
   type TestAccount,
+  testEnv,
 } from './helpers';
 
 // API keys with scopes (one route of every group, allowed and refused) and spend limits (refused
@@ -202,5 +206,304 @@ describe('API key spend limits', () => {
       json: smallJob(),
     });
     expect(refused.error.code).toBe('key_spend_limit_exceeded');
+  });
+});
+
+/** Requests into the Worker with a PRICE_TABLE setting (the worker's own fetch, real D1, inside workerd). */
+function withPriceTable(priceTable: string) {
+  const env = { ...testEnv, PRICE_TABLE: priceTable };
+  const callPriced = async (path: string, options: CallOptions = {}) => {
+    const headers: Record<string, string> = { ...(options.headers ?? {}) };
+    if (options.key) headers.authorization = `Bearer ${options.key}`;
+    if (options.json !== undefined) headers['content-type'] = 'application/json';
+    const body = options.json !== undefined ? JSON.stringify(options.json) : undefined;
+    const ctx = createExecutionContext();
+    const req = new Request(`http://api.test${path}`, {
+      method: options.method ?? (body ? 'POST' : 'GET'),
+      headers,
+      body,
+    });
+    const res = await app.fetch(req, env, ctx);
+    await waitOnExecutionContext(ctx);
+    return res;
+  };
+  const expectPriced = async <T = Record<string, unknown>>(
+    path: string,
+    status: number,
+    options: CallOptions = {},
+  ): Promise<T> => {
+    const res = await callPriced(path, options);
+    const text = await res.text();
+    expect(res.status, `${options.method ?? 'GET'} ${path} → ${text}`).toBe(status);
+    return (text ? JSON.parse(text) : null) as T;
+  };
+  return { call: callPriced, expectJson: expectPriced };
+}
+
+describe('API key spend limits with a deployment price table', () => {
+  it('a job with no prices is charged at deployment prices, pauses at its key limit, and resumes after PATCH raises it', async () => {
+    const priced = withPriceTable(JSON.stringify({ generated_mtok_usd: 100 }));
+    const account = await newAccount();
+    const key = await newKey(account, { scopes: ['jobs:read', 'jobs:write'], spend_limit_usd: 0.25 });
+    const runner = await newRunner(account);
+    // no budgets block: before deployment prices this job cost $0 whatever it generated
+    const spec = minimalSpec({
+      hyperparameters: {
+        prompts_per_step: 1,
+        mini_batches_per_step: 1,
+        group_size: 2,
+        max_response_tokens: 10,
+        total_steps: 100,
+      },
+    });
+    // the submission estimate is priced at deployment prices too: 100 steps × 15 tokens × $100/M
+    const est = await priced.expectJson<{ cost_usd: number }>('/v1/jobs/estimate', 200, {
+      key: key.key,
+      json: { spec },
+    });
+    expect(est.cost_usd).toBeCloseTo(0.15, 9);
+    const job = await priced.expectJson<JobBody>('/v1/jobs', 201, { key: key.key, json: spec });
+    const leased = await lease(runner.token);
+    expect(leased?.job_id).toBe(job.id);
+    const report = (s: number) =>
+      priced.expectJson(`/v1/runner/jobs/${job.id}/metrics`, 200, {
+        key: runner.token,
+        json: {
+          lease_id: leased!.lease_id,
+          attempt: 1,
+          points: [{ step: s, values: { 'tokens/generated': 1000 } }],
+        },
+      });
+    const state = async () =>
+      priced.expectJson<{ pause_requested: boolean; status: string }>(`/v1/jobs/${job.id}`, 200, {
+        key: account.apiKey,
+      });
+    const reached = async () =>
+      (
+        await priced.expectJson<{ data: { type: string; data: Record<string, unknown> }[] }>(
+          `/v1/jobs/${job.id}/events?limit=1000`,
+          200,
+          { key: account.apiKey },
+        )
+      ).data.filter((e) => e.type === 'job.budget_reached');
+
+    await report(0); // $0.1
+    await report(1); // $0.2 < $0.25
+    expect((await state()).pause_requested).toBe(false);
+    await report(2); // $0.3 ≥ $0.25
+    expect((await state()).pause_requested).toBe(true);
+    const first = await reached();
+    expect(first).toHaveLength(1);
+    expect(first[0]!.data).toMatchObject({ reason: 'key_spend_limit', key_id: key.id, limit: 0.25 });
+    expect(first[0]!.data.used as number).toBeCloseTo(0.3, 9);
+    // budget/cost is stored though the job has no budgets block
+    const cost = await priced.expectJson<{ data: { values: Record<string, number> }[] }>(
+      `/v1/jobs/${job.id}/metrics?names=budget/cost`,
+      200,
+      { key: account.apiKey },
+    );
+    expect(cost.data.map((p) => p.values['budget/cost'])).toEqual([0.1, 0.2, 0.3]);
+
+    // a resume without room pauses again at the next report
+    await priced.expectJson(`/v1/jobs/${job.id}/resume`, 200, { key: account.apiKey, json: {} });
+    expect((await state()).pause_requested).toBe(false);
+    await report(3); // $0.4
+    expect((await state()).pause_requested).toBe(true);
+
+    // only an admin key changes limits; the limited key cannot raise its own
+    const refused = await priced.expectJson<{ error: { code: string } }>(`/v1/keys/${key.id}`, 403, {
+      key: key.key,
+      method: 'PATCH',
+      json: { spend_limit_usd: 100 },
+    });
+    expect(refused.error.code).toBe('insufficient_scope');
+    const raised = await priced.expectJson<CreatedKey>(`/v1/keys/${key.id}`, 200, {
+      key: account.apiKey,
+      method: 'PATCH',
+      json: { spend_limit_usd: 1 },
+    });
+    expect(raised.spend_limit_usd).toBe(1);
+    expect(raised.spent_usd).toBeCloseTo(0.4, 9);
+    await priced.expectJson(`/v1/jobs/${job.id}/resume`, 200, { key: account.apiKey, json: {} });
+    await report(4); // $0.5 < $1: keeps running
+    expect((await state()).pause_requested).toBe(false);
+    expect(await reached()).toHaveLength(1);
+
+    // lowering it below the spend pauses the running job at its next report, with a new event
+    await priced.expectJson(`/v1/keys/${key.id}`, 200, {
+      key: account.apiKey,
+      method: 'PATCH',
+      json: { spend_limit_usd: 0.55 },
+    });
+    await report(5); // $0.6 ≥ $0.55
+    expect((await state()).pause_requested).toBe(true);
+    const second = await reached();
+    expect(second).toHaveLength(2);
+    expect(second[1]!.data).toMatchObject({ reason: 'key_spend_limit', limit: 0.55 });
+
+    // null removes the limit
+    const unlimited = await priced.expectJson<CreatedKey>(`/v1/keys/${key.id}`, 200, {
+      key: account.apiKey,
+      method: 'PATCH',
+      json: { spend_limit_usd: null },
+    });
+    expect(unlimited.spend_limit_usd).toBeNull();
+  });
+
+  it('a job naming prices of 0 is still charged at deployment prices', async () => {
+    const priced = withPriceTable(JSON.stringify({ generated_mtok_usd: 100 }));
+    const account = await newAccount();
+    const key = await newKey(account, { spend_limit_usd: 0.15 });
+    const runner = await newRunner(account);
+    const job = await priced.expectJson<JobBody>('/v1/jobs', 201, {
+      key: key.key,
+      json: smallJob({ budgets: { prices: { generated_mtok_usd: 0 } } }),
+    });
+    const leased = await lease(runner.token);
+    expect(leased?.job_id).toBe(job.id);
+    await priced.expectJson(`/v1/runner/jobs/${job.id}/metrics`, 200, {
+      key: runner.token,
+      json: {
+        lease_id: leased!.lease_id,
+        attempt: 1,
+        points: [0, 1].map((step) => ({ step, values: { 'tokens/generated': 1000 } })),
+      },
+    });
+    const after = await priced.expectJson<{ pause_requested: boolean }>(`/v1/jobs/${job.id}`, 200, {
+      key: account.apiKey,
+    });
+    expect(after.pause_requested).toBe(true);
+  });
+
+  it('PATCH /v1/keys/{id} validates the limit and the key', async () => {
+    const account = await newAccount();
+    const key = await newKey(account, { spend_limit_usd: 1 });
+    for (const body of [{ spend_limit_usd: 0 }, { spend_limit_usd: -2 }, { spend_limit_usd: '5' }, {}]) {
+      const bad = await expectJson<{ error: { code: string; fields: { path: string; message: string }[] } }>(
+        `/v1/keys/${key.id}`,
+        400,
+        { key: account.apiKey, method: 'PATCH', json: body },
+      );
+      expect(bad.error.fields[0]!.path, JSON.stringify(body)).toBe('spend_limit_usd');
+    }
+    const extra = await expectJson<{ error: { fields: { path: string }[] } }>(`/v1/keys/${key.id}`, 400, {
+      key: account.apiKey,
+      method: 'PATCH',
+      json: { spend_limit_usd: 2, scopes: ['admin'] },
+    });
+    expect(JSON.stringify(extra.error.fields)).toContain('scopes');
+    await expectJson(`/v1/keys/key_nope`, 404, {
+      key: account.apiKey,
+      method: 'PATCH',
+      json: { spend_limit_usd: 2 },
+    });
+    // another account's key is not found either
+    const other = await newAccount();
+    await expectJson(`/v1/keys/${key.id}`, 404, {
+      key: other.apiKey,
+      method: 'PATCH',
+      json: { spend_limit_usd: 2 },
+    });
+    await expectJson(`/v1/keys/${key.id}`, 200, { key: account.apiKey, method: 'DELETE' });
+    const revoked = await expectJson<{ error: { code: string } }>(`/v1/keys/${key.id}`, 409, {
+      key: account.apiKey,
+      method: 'PATCH',
+      json: { spend_limit_usd: 2 },
+    });
+    expect(revoked.error.code).toBe('key_revoked');
+  });
+});
+
+describe('the PRICE_TABLE setting', () => {
+  it('GET /v1/jobs/prices shows a valid deployment table; an invalid one is ignored with a warning and never a 5xx', async () => {
+    const account = await newAccount();
+    const valid = await withPriceTable('{"generated_mtok_usd": 100}').expectJson<{
+      source: string;
+      table: Record<string, unknown> | null;
+      warning: string | null;
+    }>('/v1/jobs/prices', 200, { key: account.apiKey });
+    expect(valid).toMatchObject({ source: 'deployment', warning: null, table: { generated_mtok_usd: 100 } });
+
+    const invalid = ['{not json', '{"generated_mtok_usd": -1}', '{"bogus": 1}', '[1]', '"2.5"'];
+    for (const [i, setting] of invalid.entries()) {
+      const priced = withPriceTable(setting);
+      const prices = await priced.expectJson<{ source: string; table: unknown; warning: string }>(
+        '/v1/jobs/prices',
+        200,
+        { key: account.apiKey },
+      );
+      expect(prices.source, setting).toBe('job');
+      expect(prices.table).toBeNull();
+      expect(prices.warning).toMatch(/^PRICE_TABLE is not (JSON|a valid price table)/);
+      // every route that prices still answers, falling back to the job's own prices
+      const spec = smallJob();
+      const est = await priced.expectJson<{ cost_usd: number }>('/v1/jobs/estimate', 200, {
+        key: account.apiKey,
+        json: { spec },
+      });
+      expect(est.cost_usd).toBeCloseTo(0.003, 9);
+      const runner = await newRunner(account);
+      const job = await priced.expectJson<JobBody>('/v1/jobs', 201, { key: account.apiKey, json: spec });
+      const leased = await lease(runner.token);
+      expect(leased?.job_id, `setting ${i}`).toBe(job.id);
+      await priced.expectJson(`/v1/runner/jobs/${job.id}/metrics`, 200, {
+        key: runner.token,
+        json: {
+          lease_id: leased!.lease_id,
+          attempt: 1,
+          points: [{ step: 0, values: { 'tokens/generated': 1000 } }],
+        },
+      });
+      const cost = await priced.expectJson<{ data: { values: Record<string, number> }[] }>(
+        `/v1/jobs/${job.id}/metrics?names=budget/cost`,
+        200,
+        { key: account.apiKey },
+      );
+      expect(cost.data.map((p) => p.values['budget/cost'])).toEqual([0.1]);
+    }
+    // no setting: the warning says what that means for key limits
+    const none = await expectJson<{ source: string; warning: string }>('/v1/jobs/prices', 200, {
+      key: account.apiKey,
+    });
+    expect(none.source).toBe('job');
+    expect(none.warning).toContain('spend limits');
+  });
+
+  it("with a deployment table, a job's own budgets.prices are ignored for its cost and max_cost_usd", async () => {
+    const priced = withPriceTable(
+      JSON.stringify({ generated_mtok_usd: 10, runners: { h100: { generated_mtok_usd: 20 } } }),
+    );
+    const account = await newAccount();
+    const runner = await newRunner(account, ['h100']);
+    const job = await priced.expectJson<JobBody>('/v1/jobs', 201, {
+      key: account.apiKey,
+      json: smallJob({ budgets: { max_cost_usd: 0.05, prices: { generated_mtok_usd: 1_000_000 } } }),
+    });
+    const leased = await lease(runner.token);
+    expect(leased?.job_id).toBe(job.id);
+    const report = (step: number) =>
+      priced.expectJson(`/v1/runner/jobs/${job.id}/metrics`, 200, {
+        key: runner.token,
+        json: {
+          lease_id: leased!.lease_id,
+          attempt: 1,
+          points: [{ step, values: { 'tokens/generated': 1000 } }],
+        },
+      });
+    await report(0); // 1000 × $20/M (the h100 label) = $0.02
+    await report(1);
+    let state = await priced.expectJson<{ pause_requested: boolean }>(`/v1/jobs/${job.id}`, 200, {
+      key: account.apiKey,
+    });
+    expect(state.pause_requested).toBe(false);
+    await report(2); // $0.06 ≥ $0.05
+    state = await priced.expectJson(`/v1/jobs/${job.id}`, 200, { key: account.apiKey });
+    expect(state.pause_requested).toBe(true);
+    const cost = await priced.expectJson<{ data: { values: Record<string, number> }[] }>(
+      `/v1/jobs/${job.id}/metrics?names=budget/cost`,
+      200,
+      { key: account.apiKey },
+    );
+    expect(cost.data.map((p) => p.values['budget/cost'])).toEqual([0.02, 0.04, 0.06]);
   });
 });

@@ -42,10 +42,21 @@ export const CreateApiKeySchema = z
       .array(ApiKeyScopeSchema)
       .min(1, 'name at least one scope, or leave scopes out for all')
       .optional(),
-    /** USD the key's jobs may cost in all (computed with each job's budgets.prices); left out = no limit. */
+    /**
+     * USD the key's jobs may cost in all (priced with the deployment's PRICE_TABLE, else each job's
+     * budgets.prices); left out = no limit.
+     */
     spend_limit_usd: num(0, undefined, { exclusiveMin: true }).nullable().default(null),
   })
   .meta({ id: 'CreateApiKey' });
+
+/** PATCH /v1/keys/{id}: a new spend limit (null removes it); it applies at each job's next metrics report. */
+export const UpdateApiKeySchema = z
+  .strictObject({
+    spend_limit_usd: num(0, undefined, { exclusiveMin: true }).nullable(),
+  })
+  .meta({ id: 'UpdateApiKey' });
+export type UpdateApiKey = z.infer<typeof UpdateApiKeySchema>;
 export const CreatedApiKeySchema = ApiKeySchema.extend({
   /** The secret, shown only in this response. */
   key: z.string(),

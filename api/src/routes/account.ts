@@ -11,6 +11,7 @@ import {
   RUNNER_REGISTRATION_KEY_PREFIX,
   type RunnerKey,
   RunnerKeySchema,
+  UpdateApiKeySchema,
 } from '@cgrpo/contract';
 import { createRoute } from '@hono/zod-openapi';
 import { and, desc, eq, isNull } from 'drizzle-orm';
@@ -19,9 +20,9 @@ import { scopesOf, userOf } from '../auth';
 import { spentByKey } from '../budgets';
 import { type ApiKeyRow, accounts, apiKeys, runners } from '../db/schema';
 import type { Db, Env } from '../env';
-import { notFound } from '../errors';
+import { ApiError, notFound } from '../errors';
 import { iso, newId, newSecret, sha256Hex } from '../ids';
-import { bearerSecurity, errors, json, jsonBody, router } from '../openapi';
+import { bearerSecurity, conflictError, errors, json, jsonBody, router } from '../openapi';
 
 // The account, its API keys (`cgrpo_sk_…`), its runner registration keys (`cgrpo_rk_…`) and its
 // registered runners. Secrets are returned once, at creation; only their SHA-256 is stored.
@@ -186,6 +187,38 @@ for (const kind of ['api', 'registration'] as const) {
     },
   );
 }
+
+account.openapi(
+  createRoute({
+    method: 'patch',
+    path: '/keys/{id}',
+    tags,
+    summary: "Change an API key's spend limit (null removes it)",
+    description:
+      "Needs the `admin` scope. The new limit applies to the key's running jobs at their next metrics report: a job over it pauses with job.budget_reached (key_spend_limit); a job paused on the old limit can be resumed (POST /v1/jobs/{id}/resume) once the key has room.",
+    security: bearerSecurity,
+    request: { params: KeyIdParams, body: jsonBody(UpdateApiKeySchema) },
+    responses: { 200: json(ApiKeySchema, 'The key with its new limit'), ...errors, ...conflictError },
+  }),
+  async (c) => {
+    const { accountId } = userOf(c);
+    const { id } = c.req.valid('param');
+    const body = c.req.valid('json');
+    const db = c.get('db');
+    const where = and(eq(apiKeys.id, id), eq(apiKeys.accountId, accountId), eq(apiKeys.kind, 'api'));
+    const row = await db.select().from(apiKeys).where(where).get();
+    if (!row) throw notFound(`API key ${id}`);
+    if (row.revokedAt !== null)
+      throw new ApiError(
+        409,
+        'key_revoked',
+        `API key ${id} is revoked; create a new key with POST /v1/keys`,
+        [{ path: 'id', message: 'revoked' }],
+      );
+    await db.update(apiKeys).set({ spendLimitUsd: body.spend_limit_usd }).where(where).run();
+    return c.json(toKey({ ...row, spendLimitUsd: body.spend_limit_usd }, await spentByKey(c.env, id)), 200);
+  },
+);
 
 const RunnerSchema = z
   .object({

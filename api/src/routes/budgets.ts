@@ -4,12 +4,20 @@ import {
   JobSchema,
   type JobSpec,
   JobSpecInputSchema,
+  PriceTableSchema,
   resolveJobSpec,
 } from '@cgrpo/contract';
 import { createRoute } from '@hono/zod-openapi';
 import { z } from 'zod';
 import { userOf } from '../auth';
-import { checkJobHealth, estimateJob, RUNNER_CLASSES, type RunnerClass } from '../budgets';
+import {
+  checkJobHealth,
+  deploymentPrices,
+  estimateJob,
+  priceTableFor,
+  RUNNER_CLASSES,
+  type RunnerClass,
+} from '../budgets';
 import { invalid } from '../errors';
 import { getAccountJob, requestResume, toJob } from '../lifecycle';
 import { bearerSecurity, conflictError, errors, json, jsonBody, router } from '../openapi';
@@ -29,7 +37,7 @@ budgetsRouter.openapi(
     tags,
     summary: 'Estimate tokens, runner time and cost of a spec before submitting it',
     description:
-      'A simple model (docs/budgets-and-alarms.md): responses fill `response_fill` of max_response_tokens; throughput by runner class; cost from `spec.budgets.prices`.',
+      "A simple model (docs/budgets-and-alarms.md): responses fill `response_fill` of max_response_tokens; throughput by runner class; cost from the deployment's price table (`GET /v1/jobs/prices`), else from `spec.budgets.prices`.",
     security: bearerSecurity,
     request: {
       body: jsonBody(
@@ -51,7 +59,46 @@ budgetsRouter.openapi(
         'the job spec is invalid',
         resolved.fields.map((f) => ({ ...f, path: `spec.${f.path}` })),
       );
-    return c.json(estimateJob(resolved.spec, body.runner_class, body.response_fill), 200);
+    const table = priceTableFor(c.env, resolved.spec);
+    return c.json(estimateJob(resolved.spec, body.runner_class, body.response_fill, table), 200);
+  },
+);
+
+const PricesSchema = z
+  .object({
+    /** `deployment`: the PRICE_TABLE setting prices every job; `job`: each job's own budgets.prices. */
+    source: z.enum(['deployment', 'job']),
+    /** The deployment's table, or null when it has none (or its setting is invalid). */
+    table: PriceTableSchema.nullable(),
+    /** Why a PRICE_TABLE setting is ignored, or what a missing one means for key spend limits. */
+    warning: z.string().nullable(),
+  })
+  .meta({ id: 'Prices' });
+
+budgetsRouter.openapi(
+  createRoute({
+    method: 'get',
+    path: '/jobs/prices',
+    tags,
+    summary: 'The price table that prices jobs on this deployment, and any problem with it',
+    security: bearerSecurity,
+    responses: { 200: json(PricesSchema, 'The deployment prices'), ...errors },
+  }),
+  async (c) => {
+    userOf(c);
+    const { table, warning } = deploymentPrices(c.env);
+    return c.json(
+      {
+        source: table ? ('deployment' as const) : ('job' as const),
+        table,
+        warning:
+          warning ??
+          (table
+            ? null
+            : 'this deployment has no PRICE_TABLE: each job is priced with its own budgets.prices, which its submitter chooses, so API key spend limits only hold for jobs that name honest prices; set PRICE_TABLE (docs/budgets-and-alarms.md, "Deployment prices")'),
+      },
+      200,
+    );
   },
 );
 

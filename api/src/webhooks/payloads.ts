@@ -224,12 +224,21 @@ export const PAYLOAD_EXAMPLES: Record<string, WebhookPayload> = {
       updated_at: '2026-11-22T08:25:00.000Z',
     },
     {
-      budget: 'generated_tokens',
-      limit: 2000000,
-      used: 2011520,
+      budget: 'critic_tokens',
+      limit: 500000,
+      used: 503808,
+      reason: 'job_budget',
       step: 61,
       action: 'pause',
-      usage: { generated_tokens: 2011520, trained_tokens: 1530112, runner_seconds: 1495, cost_usd: 1.42 },
+      usage: {
+        generated_tokens: 2011520,
+        trained_tokens: 1530112,
+        runner_seconds: 1495,
+        critic_tokens: 503808,
+        cost_usd: 1.42,
+      },
+      message:
+        'critic_tokens reached 503808 (cap 500000); the job pauses — raise the cap with POST /v1/jobs/job_01JD3Q7R8ZK4V6M2N9P5T0XWYC/budgets and resume',
     },
   ),
   'job.alarm': example(
