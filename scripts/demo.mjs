@@ -229,6 +229,30 @@ function smooth(points, k = 5) {
   });
 }
 
+/**
+ * Whether the change is more than chance, on the same problems: McNemar's test over the problems
+ * solved before but not after (lost) and after but not before (gained), |z| >= 1.96 at 5%.
+ */
+export function verdict(beforeRecords, afterRecords) {
+  const after = new Map(afterRecords.map((r) => [r.row, r.correct]));
+  let gained = 0;
+  let lost = 0;
+  for (const b of beforeRecords) {
+    const a = after.get(b.row);
+    if (a === undefined) continue;
+    if (a && !b.correct) gained++;
+    if (!a && b.correct) lost++;
+  }
+  const z = gained + lost > 0 ? (gained - lost) / Math.sqrt(gained + lost) : 0;
+  const what =
+    Math.abs(z) < 1.96
+      ? 'no significant change: this run did not move held-out accuracy (why: bench/RESULTS.md, "learning: why held-out pass@1 does not move")'
+      : z > 0
+        ? 'a significant gain on held-out problems'
+        : 'a significant loss on held-out problems (see bench/RESULTS.md, "learning: why held-out pass@1 does not move")';
+  return `newly solved ${gained}, newly failed ${lost} (McNemar z = ${z.toFixed(2)}): ${what}`;
+}
+
 /** Wilson score interval (95%) of k successes in n. */
 export function wilson(k, n, z = 1.96) {
   if (n === 0) return [0, 1];
@@ -311,6 +335,7 @@ export async function runDemo({ url, apiKey, registrationKey, out = (l) => proce
   out(
     `[demo]   before ${pct(before.pass1)} (95% CI ${pct(lo0)}–${pct(hi0)})   after ${pct(after.pass1)} (95% CI ${pct(lo1)}–${pct(hi1)})`,
   );
+  out(`[demo]   ${verdict(before.records, after.records)}`);
   if (refineMean !== null)
     out(
       `[demo] refinement success (a refinement after the critique is correct): ${pct(refineMean)} on average`,
