@@ -8,7 +8,8 @@
 // models, a `cgrpo-runner` launcher and a short README. It needs only Node >= 20.
 //
 //   <out>/cgrpo-runner                launcher (node --no-node-snapshot lib/runner/cgrpo-runner.mjs)
-//   <out>/lib/runner/*.mjs            the bundle and the engine's session-host worker
+//   <out>/lib/runner/*.mjs            the bundle, the engine's session-host worker and setup-cuda.mjs
+//   <out>/.ort-cuda/                  made by `./cgrpo-runner setup-cuda --route npm` (not shipped)
 //   <out>/lib/models/                 tiny demo checkpoints
 //   <out>/node_modules/               native packages, not bundled
 //   <out>/licenses/                   LICENSE of each bundled or shipped package
@@ -108,6 +109,20 @@ const result = await build({
   legalComments: 'none',
 });
 rmSync(entry);
+// `./cgrpo-runner setup-cuda`: the CUDA set-up script with the engine's device detection bundled
+// in, so it needs no TypeScript source; it installs into <out>/.ort-cuda, where the bundled engine
+// (lib/runner/../../.ort-cuda, device.ts's SETUP_CUDA_ORT) looks by itself.
+await build({
+  entryPoints: [path.join(runnerDir, 'scripts', 'setup-cuda.mjs')],
+  outfile: path.join(out, 'lib', 'runner', 'setup-cuda.mjs'),
+  bundle: true,
+  platform: 'node',
+  format: 'esm',
+  target: 'node20',
+  define: { CGRPO_RUNNER_BUNDLE: 'true' },
+  logLevel: 'warning',
+  legalComments: 'none',
+});
 cpSync(
   path.join(runnerDir, 'src', 'engine', 'session-host.mjs'),
   path.join(out, 'lib', 'runner', 'session-host.mjs'),
@@ -171,6 +186,10 @@ writeFileSync(
   `#!/bin/sh
 # --no-node-snapshot: isolated-vm (the plugin sandbox's V8 engine) needs it on Node >= 20
 DIR=$(cd "$(dirname "$0")" && pwd)
+if [ "$1" = "setup-cuda" ]; then
+  shift
+  exec "\${NODE:-node}" "$DIR/lib/runner/setup-cuda.mjs" "$@"
+fi
 exec "\${NODE:-node}" --no-node-snapshot "$DIR/lib/runner/cgrpo-runner.mjs" "$@"
 `,
 );
@@ -190,7 +209,14 @@ Runs cgrpo training jobs on this machine. Needs Node.js >= 20 and nothing else
 Models named \`org/name\` come from the Hugging Face cache (HF_HOME / HF_HUB_CACHE, shared with
 Python) and are downloaded from the Hub when missing (HF_TOKEN for gated models, HF_ENDPOINT for
 a mirror, HF_HUB_OFFLINE=1 to never download). \`./cgrpo-runner --help\` lists every option.
-GPU (CUDA): see docs/engine.md in the cgrpo repository. Licences: licenses/.
+GPU (CUDA): onnxruntime-node ships no CUDA provider. Install it once, then check:
+
+    ./cgrpo-runner setup-cuda                 # nuget when api.nuget.org answers, else npm
+    ./cgrpo-runner setup-cuda --route npm [--from <folder of .tgz files>]   # into .ort-cuda/
+    ./cgrpo-runner setup-cuda --check         # names any missing library, exit 1 until none is
+
+The runner then uses the GPU with \`--device cuda\` (or auto). Details: docs/engine.md in the cgrpo
+repository. Licences: licenses/.
 `,
 );
 

@@ -1,9 +1,10 @@
 // The installable runner: `npm run build:runner` output, unpacked from its tarball into a folder
 // that has never seen this repository, registered and run with plain Node against the real local
 // API (wrangler dev). Its job names a Hub model id (`org/name` + revision), which the runner pulls
-// from a loopback stand-in for the Hugging Face Hub into a fresh HF_HOME and trains end to end.
+// from a loopback stand-in for the Hugging Face Hub into a fresh HF_HOME and trains end to end;
+// `./cgrpo-runner setup-cuda --check` runs from the same folder (the bundled CUDA set-up script).
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -65,6 +66,32 @@ describe('the installable runner (npm run build:runner)', () => {
       HF_ENDPOINT: hub.url,
       OMP_NUM_THREADS: '1',
     };
+    // `./cgrpo-runner setup-cuda --check`: the bundled set-up script (no TypeScript source in the
+    // folder) runs the engine's detection; this machine has no CUDA provider, so it names the two
+    // provider libraries beside the shipped onnxruntime-node and exits 1 without a stack trace.
+    expect(existsSync(join(dir, 'lib', 'runner', 'setup-cuda.mjs'))).toBe(true);
+    const check = spawnSync(join(dir, 'cgrpo-runner'), ['setup-cuda', '--check'], {
+      cwd: home,
+      encoding: 'utf8',
+      env,
+    });
+    const checkOut = `${check.stdout}${check.stderr}`;
+    expect(check.status, checkOut).toBe(1);
+    expect(checkOut).toContain(
+      'libonnxruntime_providers_shared.so and libonnxruntime_providers_cuda.so not found beside onnxruntime-node',
+    );
+    expect(checkOut).toContain(join(dir, 'node_modules', 'onnxruntime-node', 'bin'));
+    expect(checkOut).toContain('run `./cgrpo-runner setup-cuda`');
+    expect(checkOut).not.toMatch(/\n\s+at /);
+    expect(checkOut).not.toMatch(/\.ts\b/);
+    const badRoute = spawnSync(join(dir, 'cgrpo-runner'), ['setup-cuda', '--route', 'pip'], {
+      cwd: home,
+      encoding: 'utf8',
+      env,
+    });
+    expect(badRoute.status).toBe(1);
+    expect(badRoute.stderr).toMatch(/^setup\.cuda\.route: --route must be nuget or npm, not pip\n/);
+
     // plain `node` from PATH (the project's tests run under node 22; the bundle targets >= 20)
     const reg = spawnSync(
       join(dir, 'cgrpo-runner'),
@@ -129,5 +156,23 @@ describe('the installable runner (npm run build:runner)', () => {
       readFileSync(join(ROOT, 'gpu-runner', 'models', 'tiny-llama', 'config.json'), 'utf8'),
     );
     expect(hub.resolves().length).toBeGreaterThan(0);
+
+    // The npm route's target: a copy of onnxruntime-node in <folder>/.ort-cuda (here a stand-in
+    // with a provider whose DT_NEEDED names a library no machine has). The bundled detection
+    // finds it there by itself and names that library.
+    const ort = join(dir, '.ort-cuda', 'node_modules', 'onnxruntime-node');
+    const bin = join(ort, 'bin', 'napi-v6', process.platform, process.arch);
+    mkdirSync(bin, { recursive: true });
+    writeFileSync(join(ort, 'package.json'), '{"name":"onnxruntime-node","version":"1.29.0"}');
+    writeFileSync(join(bin, 'libonnxruntime_providers_shared.so'), 'stand-in');
+    writeFileSync(join(bin, 'libonnxruntime_providers_cuda.so'), 'stand-in\0libcublasLt.so.99\0');
+    const found = spawnSync(join(dir, 'cgrpo-runner'), ['setup-cuda', '--check'], {
+      cwd: home,
+      encoding: 'utf8',
+      env,
+    });
+    expect(found.status, found.stderr).toBe(1);
+    expect(found.stdout).toMatch(/^engine\.device\.cuda: libcublasLt\.so\.99(, [\w.]+)* not found/);
+    expect(found.stdout).toContain('onnxruntime-node 1.29.0');
   }, 300_000);
 });
