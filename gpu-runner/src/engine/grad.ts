@@ -89,10 +89,33 @@ function ratio(x: Tensor, y: Tensor): Tensor | number {
   );
 }
 
+/** The float16 graph input (or initializer) that `t` is a float32 Cast of, else null. */
+function halfSource(t: Tensor): Tensor | null {
+  const p = t.producer;
+  const src = p?.op === 'Cast' ? p.inputs[0] : null;
+  return src && src.dtype === 'float16' && !src.producer && t.dtype === 'float32' ? src : null;
+}
+
+/** transposeLast(W) for the input gradient of x @ W. A frozen fp16 weight that the forward cast
+ *  to float32 is re-cast here from its fp16 input instead of read from the forward's Cast, so
+ *  onnxruntime can free each float32 copy after its forward MatMul rather than hold all of them
+ *  until the backward (+4 bytes/parameter during a step). Transpose-then-Cast is a different
+ *  pattern from the forward's Cast, so onnxruntime's common-subexpression elimination (level 1)
+ *  does not merge the two; its MatMul-transpose fusion (level 2, after CSE) then moves the Cast
+ *  in front of the Transpose and folds the Transpose into a FusedMatMul, so the backward reads a
+ *  fresh float32 copy made right before it.
+ *  Only the right operand: a weight on the left is the tied head (E·hᵀ), whose forward and
+ *  backward sit next to each other around the loss; a re-cast there would be a second copy of
+ *  the embedding alive over the same span (onnxruntime schedules it early), not a saving. */
+function transposedWeight(w: Tensor): Tensor {
+  const half = halfSource(w);
+  return half ? cast(transposeLast(half), w.dtype) : transposeLast(w);
+}
+
 function matmulGrad(g: Tensor, a: Tensor, b: Tensor): [Tensor, Tensor] {
   if (a.rank < 2 || b.rank < 2)
     throw new EngineError('engine.grad', 'MatMul gradients need operands of rank >= 2');
-  const da = unbroadcast(matmul(g, transposeLast(b)), a);
+  const da = unbroadcast(matmul(g, transposedWeight(b)), a);
   // x[..., k] @ W[k, n]: fold the batch axes into rows instead of a batched product + sum.
   const db =
     b.rank === 2 && a.rank > 2
