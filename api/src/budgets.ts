@@ -282,11 +282,11 @@ async function checkRow(db: Db, env: Env, row: JobRow): Promise<void> {
   // `budget/cost` on every point of a priced job, budgets block or not
   if (table) await storeCost(env, row.id, pointRows, series);
   const usage = series.at(-1)?.usage ?? { ...NO_USAGE };
-  // a reached cap or limit pauses at every report while it stays reached (so a resume without
-  // room pauses again), and is recorded once per limit
+  // a job cap fires once per cap value: the job's owner may raise it anyway, so resuming by hand is
+  // the deliberate override
   for (const cap of spec.budgets ? capsReached(usage, spec.budgets) : []) {
-    pause = true;
     if (fired.has(`budget:${cap.budget}:${cap.limit}`)) continue;
+    pause = true;
     await recordJobEvent(db, env, ref, 'job.budget_reached', {
       ...cap,
       reason: 'job_budget',
@@ -296,7 +296,8 @@ async function checkRow(db: Db, env: Env, row: JobRow): Promise<void> {
       message: `${cap.budget} reached ${roundNumber(cap.used)} (cap ${cap.limit}); the job pauses — raise the cap with POST /v1/jobs/${row.id}/budgets and resume`,
     });
   }
-  // every job counts to its key's spend (a lowered limit may be reached by the key's other jobs)
+  // every job counts to its key's spend. A key over its limit pauses its job at every report, not
+  // once: the holder of a limited key can resume jobs but only an admin key can raise the limit
   const key = await keySpend(env, row.id, usage.cost_usd);
   const keyOver = key !== null && key.limit !== null && key.spent >= key.limit;
   if (keyOver) pause = true;
