@@ -9,9 +9,10 @@
 // kernel choices (one lm_head product over every row, a reduction over its output), so a real
 // step can beat it (ratio > 1; the 0.5B LoRA step did, at 2.08). The in-graph rows time
 // `generateInGraph` (prefill and the decode Loop in one run), the decode rows `generate`.
-import { copyFileSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
+import { writeRandomCheckpoint } from '../gpu-runner/scripts/random-checkpoint';
 import * as op from '../gpu-runner/src/engine/index';
 import { buildModel, Graph, type Tensor } from '../gpu-runner/src/engine/index';
 import { LORA_TARGETS, modulePath, projShape } from '../gpu-runner/src/model/decoder';
@@ -22,7 +23,6 @@ import {
   generateInGraph,
   type LossHook,
 } from '../gpu-runner/src/model/index';
-import { writeSafetensors } from '../gpu-runner/src/model/safetensors';
 
 const arg = (name: string, fallback: string) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -76,75 +76,11 @@ async function bareMatmulSeconds(model: CausalLM, rows: number, repeats: number)
   return median(times);
 }
 
-/** A Qwen2.5-0.5B-shaped checkpoint (random weights) written to a temp folder, with the tiny Qwen2 tokenizer. */
+/** A Qwen2.5-0.5B-shaped checkpoint (random BF16 weights, the tiny Qwen2 tokenizer) in a fresh temp folder. */
 function writeQwen05b(layers: number): string {
   const dir = join(os.tmpdir(), `cgrpo-bench-qwen2.5-0.5b-${layers}l`);
   rmSync(dir, { recursive: true, force: true });
-  mkdirSync(dir, { recursive: true });
-  const H = 896;
-  const I = 4864;
-  const nH = 14;
-  const nKV = 2;
-  const hd = 64;
-  const V = 151936;
-  const config = {
-    architectures: ['Qwen2ForCausalLM'],
-    model_type: 'qwen2',
-    hidden_size: H,
-    intermediate_size: I,
-    num_hidden_layers: layers,
-    num_attention_heads: nH,
-    num_key_value_heads: nKV,
-    hidden_act: 'silu',
-    max_position_embeddings: 32768,
-    rms_norm_eps: 1e-6,
-    rope_theta: 1000000,
-    tie_word_embeddings: true,
-    use_sliding_window: false,
-    vocab_size: V,
-    torch_dtype: 'bfloat16',
-  };
-  writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
-  for (const f of ['tokenizer.json', 'tokenizer_config.json', 'generation_config.json']) {
-    copyFileSync(join(MODELS, 'tiny-qwen2', f), join(dir, f));
-  }
-  let s = 12345;
-  const rand = (n: number, scale: number) => {
-    const a = new Float32Array(n);
-    for (let i = 0; i < n; i++) {
-      s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-      a[i] = (s / 4294967296 - 0.5) * 2 * scale;
-    }
-    return a;
-  };
-  const t: Record<string, { shape: number[]; data: Float32Array; dtype: 'BF16' }> = {};
-  const put = (name: string, shape: number[], scale: number, mean = 0) => {
-    const d = rand(
-      shape.reduce((a, b) => a * b, 1),
-      scale,
-    );
-    if (mean) for (let i = 0; i < d.length; i++) d[i] += mean;
-    t[name] = { shape, data: d, dtype: 'BF16' };
-  };
-  put('model.embed_tokens.weight', [V, H], 0.05);
-  put('model.norm.weight', [H], 0.05, 1);
-  for (let l = 0; l < layers; l++) {
-    const p = `model.layers.${l}`;
-    put(`${p}.input_layernorm.weight`, [H], 0.05, 1);
-    put(`${p}.post_attention_layernorm.weight`, [H], 0.05, 1);
-    put(`${p}.self_attn.q_proj.weight`, [nH * hd, H], 1 / Math.sqrt(H));
-    put(`${p}.self_attn.q_proj.bias`, [nH * hd], 0.05);
-    put(`${p}.self_attn.k_proj.weight`, [nKV * hd, H], 1 / Math.sqrt(H));
-    put(`${p}.self_attn.k_proj.bias`, [nKV * hd], 0.05);
-    put(`${p}.self_attn.v_proj.weight`, [nKV * hd, H], 1 / Math.sqrt(H));
-    put(`${p}.self_attn.v_proj.bias`, [nKV * hd], 0.05);
-    put(`${p}.self_attn.o_proj.weight`, [H, nH * hd], 1 / Math.sqrt(nH * hd));
-    put(`${p}.mlp.gate_proj.weight`, [I, H], 1 / Math.sqrt(H));
-    put(`${p}.mlp.up_proj.weight`, [I, H], 1 / Math.sqrt(H));
-    put(`${p}.mlp.down_proj.weight`, [H, I], 1 / Math.sqrt(I));
-  }
-  writeSafetensors(join(dir, 'model.safetensors'), t);
-  return dir;
+  return writeRandomCheckpoint(dir, '0.5b', { layers }).dir;
 }
 
 interface Row {
