@@ -184,10 +184,12 @@ describe('POST /v1/plugins/run', () => {
         },
         cases: [{ response: 'a', reference: 'a' }],
       },
-      400,
+      422,
     );
+    expect(judge.error.code).toBe('dry_run_unsupported');
+    expect(judge.error.message).toContain('a judge LLM endpoint with a token only a runner holds');
     expect(judge.error.fields).toEqual([
-      { path: 'verifier.plugin', message: expect.stringContaining('runs in jobs only') },
+      { path: 'verifier.plugin', message: 'not available in the dry run' },
     ]);
   });
 

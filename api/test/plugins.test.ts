@@ -66,6 +66,9 @@ describe('plugin registry', () => {
       'builtin:exact',
       'builtin:regex',
       'builtin:choice',
+      'builtin:text-similarity',
+      'builtin:score-model',
+      'builtin:multi',
     ]);
     expect(list.data.find((v) => v.ref.startsWith(`${account.handle}/grader@`))?.version).toBe('1.10.0');
     const builtin = await expectJson<{ data: Version[] }>('/v1/plugins/builtin/ground-truth', 200, {
