@@ -451,6 +451,28 @@ async function admitJobForKey(
   }
 }
 
+/**
+ * Before a resume: a job whose submitting key has spent its limit would only pause again at its
+ * next report, so the resume is refused (402) with what to do. Jobs no key is counted for pass.
+ */
+export async function assertKeyHasRoom(env: Env, jobId: string): Promise<void> {
+  const key = await env.DB.prepare(
+    `SELECT k.id AS id, k.spend_limit_usd AS spend_limit,
+       (SELECT COALESCE(SUM(cost_usd), 0) FROM job_spend WHERE api_key_id = k.id) AS spent
+     FROM job_spend s JOIN api_keys k ON k.id = s.api_key_id WHERE s.job_id = ?1`,
+  )
+    .bind(jobId)
+    .first<{ id: string; spend_limit: number | null; spent: number }>();
+  if (!key || key.spend_limit === null || key.spent < key.spend_limit) return;
+  const round = (x: number) => Math.round(x * 1e6) / 1e6;
+  throw new ApiError(
+    402,
+    'key_spend_limit_exceeded',
+    `the key that submitted job ${jobId} (${key.id}) has spent $${round(key.spent)} of its $${key.spend_limit} limit, so the job would pause again at once; raise the limit with PATCH /v1/keys/${key.id} (an admin-scope key) and resume again`,
+    [{ path: 'spend_limit_usd', message: `$${round(key.spent)} spent of $${key.spend_limit}` }],
+  );
+}
+
 /** After a job was submitted with an API key: counts it to the key's spend. */
 async function recordKeyJob(c: Context<AppEnv>, keyId: string): Promise<void> {
   const job = (await c.res.clone().json()) as { id?: unknown };

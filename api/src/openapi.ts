@@ -42,6 +42,10 @@ export const errors = {
   404: errorResponse('Not found (or owned by another account)'),
 } as const;
 export const conflictError = { 409: errorResponse('Conflict with the current state') } as const;
+/** A key's spend limit is used up (docs/budgets-and-alarms.md). */
+export const spendLimitError = {
+  402: errorResponse("The API key's spend limit does not leave room: error.message says what to do"),
+} as const;
 
 export const bearerSecurity = [{ bearer: [] as string[] }];
 

@@ -241,7 +241,7 @@ function withPriceTable(priceTable: string) {
 }
 
 describe('API key spend limits with a deployment price table', () => {
-  it('a job with no prices is charged at deployment prices, pauses at its key limit, and resumes after PATCH raises it', async () => {
+  it('a job with no prices is charged at deployment prices, pauses at its key limit, cannot resume until PATCH raises it', async () => {
     const priced = withPriceTable(JSON.stringify({ generated_mtok_usd: 100 }));
     const account = await newAccount();
     const key = await newKey(account, { scopes: ['jobs:read', 'jobs:write'], spend_limit_usd: 0.25 });
@@ -304,10 +304,25 @@ describe('API key spend limits with a deployment price table', () => {
     );
     expect(cost.data.map((p) => p.values['budget/cost'])).toEqual([0.1, 0.2, 0.3]);
 
-    // a resume without room pauses again at the next report
-    await priced.expectJson(`/v1/jobs/${job.id}/resume`, 200, { key: account.apiKey, json: {} });
-    expect((await state()).pause_requested).toBe(false);
-    await report(3); // $0.4
+    // a resume without room is refused up front, saying how to raise the limit; the job stays paused
+    const noRoom = await priced.expectJson<{ error: { code: string; message: string } }>(
+      `/v1/jobs/${job.id}/resume`,
+      402,
+      { key: account.apiKey, json: {} },
+    );
+    expect(noRoom.error.code).toBe('key_spend_limit_exceeded');
+    expect(noRoom.error.message).toContain(`PATCH /v1/keys/${key.id}`);
+    const viaBudgets = await priced.expectJson<{ error: { code: string } }>(
+      `/v1/jobs/${job.id}/budgets`,
+      402,
+      {
+        key: account.apiKey,
+        json: { budgets: {}, resume: true },
+      },
+    );
+    expect(viaBudgets.error.code).toBe('key_spend_limit_exceeded');
+    expect((await state()).pause_requested).toBe(true);
+    await report(3); // $0.4: the runner's last report before it stops
     expect((await state()).pause_requested).toBe(true);
 
     // only an admin key changes limits; the limited key cannot raise its own

@@ -11,6 +11,7 @@ import { createRoute } from '@hono/zod-openapi';
 import { z } from 'zod';
 import { userOf } from '../auth';
 import {
+  assertKeyHasRoom,
   checkJobHealth,
   deploymentPrices,
   estimateJob,
@@ -20,7 +21,7 @@ import {
 } from '../budgets';
 import { invalid } from '../errors';
 import { getAccountJob, requestResume, toJob } from '../lifecycle';
-import { bearerSecurity, conflictError, errors, json, jsonBody, router } from '../openapi';
+import { bearerSecurity, conflictError, errors, json, jsonBody, router, spendLimitError } from '../openapi';
 
 // Budgets as users see them: an estimate before a run, and raising a job's caps (optionally
 // resuming it) after it paused on one. Enforcement is in ../budgets.ts.
@@ -113,7 +114,12 @@ budgetsRouter.openapi(
       params: z.object({ id: z.string().min(1).max(100) }),
       body: jsonBody(z.strictObject({ budgets: BudgetsSchema, resume: z.boolean().default(false) })),
     },
-    responses: { 200: json(JobSchema, 'The job with its new caps'), ...errors, ...conflictError },
+    responses: {
+      200: json(JobSchema, 'The job with its new caps'),
+      ...errors,
+      ...conflictError,
+      ...spendLimitError,
+    },
   }),
   async (c) => {
     const { accountId } = userOf(c);
@@ -121,6 +127,8 @@ budgetsRouter.openapi(
     const { id } = c.req.valid('param');
     const body = c.req.valid('json');
     const job = await getAccountJob(db, accountId, id);
+    // a resume the key's spend limit would undo at once is refused before anything is written
+    if (body.resume) await assertKeyHasRoom(c.env, id);
     const spec = JSON.parse(job.spec) as JobSpec;
     spec.budgets = body.budgets;
     await c.env.DB.prepare('UPDATE jobs SET spec = ?1, updated_at = ?2 WHERE id = ?3')

@@ -16,6 +16,7 @@ import { and, asc, desc, eq, gt, gte, inArray, lt, or, sql } from 'drizzle-orm';
 import { streamSSE } from 'hono/streaming';
 import { z } from 'zod';
 import { userOf } from '../auth';
+import { assertKeyHasRoom } from '../budgets';
 import {
   type CheckpointRow,
   checkpoints,
@@ -38,7 +39,16 @@ import {
   toJob,
   toJobSummary,
 } from '../lifecycle';
-import { bearerSecurity, binaryResponse, conflictError, errors, json, jsonBody, router } from '../openapi';
+import {
+  bearerSecurity,
+  binaryResponse,
+  conflictError,
+  errors,
+  json,
+  jsonBody,
+  router,
+  spendLimitError,
+} from '../openapi';
 import { decodeCursor, page } from '../pagination';
 import { checkSpecReferences, modelWarnings, requiredCapabilities } from '../spec-checks';
 import { jobWebhookUrlProblem } from '../webhooks/job-events';
@@ -68,6 +78,7 @@ jobsRouter.openapi(
       200: json(JobSchema, 'The job an earlier request with the same Idempotency-Key created'),
       ...errors,
       ...conflictError,
+      ...spendLimitError,
     },
   }),
   async (c) => {
@@ -263,12 +274,18 @@ for (const control of controls) {
       summary: control.summary,
       security: bearerSecurity,
       request: { params: IdParams },
-      responses: { 200: json(JobSchema, 'The job after the request'), ...errors, ...conflictError },
+      responses: {
+        200: json(JobSchema, 'The job after the request'),
+        ...errors,
+        ...conflictError,
+        ...(control.action === 'resume' ? spendLimitError : {}),
+      },
     }),
     async (c) => {
       const { accountId } = userOf(c);
       const db = c.get('db');
       const job = await getAccountJob(db, accountId, c.req.valid('param').id);
+      if (control.action === 'resume') await assertKeyHasRoom(c.env, job.id);
       return c.json(toJob(await control.run(db, c.env, job)), 200);
     },
   );
