@@ -75,6 +75,44 @@ describe('single-request upload', () => {
     });
   });
 
+  it('a job naming no fields reads an uploaded dataset with the mapping it was uploaded with; named fields win', async () => {
+    const account = await newAccount();
+    const res = await upload(
+      account.apiKey,
+      'name=renamed.jsonl&kind=dataset&prompt_field=question&reference_field=final&solution_field=work',
+      jsonl(20)
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => {
+          const row = JSON.parse(l) as { question: string; answer: string };
+          return JSON.stringify({ question: row.question, final: row.answer, work: 'w' });
+        })
+        .join('\n'),
+    );
+    expect(res.status).toBe(201);
+    const artifact = (await res.json()) as Artifact;
+    const submit = (train: Record<string, unknown>) =>
+      expectJson<{ spec: { datasets: { train: { fields: Record<string, string> } } } }>('/v1/jobs', 201, {
+        key: account.apiKey,
+        json: {
+          model: { id: 'Qwen/Qwen3-0.6B' },
+          datasets: { train },
+          hyperparameters: { prompts_per_step: 4 },
+        },
+      });
+    const inherited = await submit({ uri: `artifact://${artifact.id}` });
+    expect(inherited.spec.datasets.train.fields).toEqual({
+      prompt: 'question',
+      reference: 'final',
+      solution: 'work',
+    });
+    const named = await submit({
+      uri: `artifact://${artifact.id}`,
+      fields: { prompt: 'question', reference: 'work' },
+    });
+    expect(named.spec.datasets.train.fields).toEqual({ prompt: 'question', reference: 'work' });
+  });
+
   it('rejects a dataset whose line 17 is bad, naming line 17, and stores nothing', async () => {
     const account = await newAccount();
     const lines = jsonl(30).split('\n');

@@ -18,6 +18,7 @@ import { z } from 'zod';
 import { userOf } from '../auth';
 import { assertKeyHasRoom } from '../budgets';
 import {
+  artifacts,
   type CheckpointRow,
   checkpoints,
   type JobRow,
@@ -84,7 +85,8 @@ jobsRouter.openapi(
   async (c) => {
     const { accountId } = userOf(c);
     const db = c.get('db');
-    const resolved = resolveJobSpec(c.req.valid('json'));
+    const submitted = await withArtifactFields(db, accountId, c.req.valid('json'), await c.req.json());
+    const resolved = resolveJobSpec(submitted);
     if (!resolved.ok) throw invalid('the job spec is invalid', resolved.fields);
     const spec = resolved.spec;
     const idempotencyKey = c.req.valid('header')['idempotency-key'] ?? null;
@@ -250,6 +252,40 @@ jobsRouter.openapi(
     return c.json(toJob(await getAccountJob(c.get('db'), accountId, c.req.valid('param').id)), 200);
   },
 );
+
+/**
+ * A dataset uploaded with a field mapping (`POST /v1/artifacts?kind=dataset&prompt_field=…`) keeps
+ * it: an `artifact://` dataset whose spec names no `fields` gets the mapping stored with the
+ * artifact. A spec that names `fields` wins; an unknown artifact is left to the reference checks.
+ */
+async function withArtifactFields(
+  db: Db,
+  accountId: string,
+  input: SubmittedSpec,
+  raw: unknown,
+): Promise<SubmittedSpec> {
+  const datasets = { ...input.datasets };
+  for (const name of ['train', 'validation'] as const) {
+    const ref = datasets[name];
+    if (!ref?.uri.startsWith('artifact://') || namesFields(raw, name)) continue;
+    const row = await db
+      .select({ fields: artifacts.fields })
+      .from(artifacts)
+      .where(and(eq(artifacts.id, ref.uri.slice('artifact://'.length)), eq(artifacts.accountId, accountId)))
+      .get();
+    if (row?.fields) datasets[name] = { ...ref, fields: { ...ref.fields, ...row.fields } };
+  }
+  return { ...input, datasets };
+}
+
+type SubmittedSpec = z.output<typeof JobSpecInputSchema>;
+
+/** Whether the body as sent names `datasets.<name>.fields` (parsing fills the default in). */
+function namesFields(raw: unknown, name: string): boolean {
+  const datasets = (raw as { datasets?: Record<string, unknown> } | null)?.datasets;
+  const ref = datasets?.[name];
+  return typeof ref === 'object' && ref !== null && 'fields' in ref;
+}
 
 const controls = [
   {

@@ -163,8 +163,8 @@ export async function uploadDataset(
     },
     { multipartOver: multipartOver(opts.multipartOver), quiet: json },
   );
-  // A job reads the dataset with the spec's own field mapping (the default is prompt/answer), so
-  // a renamed column has to be named there too.
+  // A job naming no fields reads the dataset with the mapping stored at upload; the fragment still
+  // names a renamed column, so the spec says what it reads.
   const mapping = {
     ...(fields.prompt !== 'prompt' ? { prompt: fields.prompt } : {}),
     ...(fields.reference !== 'answer' ? { reference: fields.reference } : {}),
