@@ -10,6 +10,7 @@
 //   PROBE_ADAPTER  full (default) | lora (rank 16, alpha 32, all seven projections)
 //   PROBE_TRAIN_LIMIT  train on the first N training problems only (e.g. 16: the same problems
 //                  every step, which shows whether the update learns what it sees)
+//   PROBE_MODEL (gpu-runner/models/starter) the model folder; PROBE_MAX_TOKENS (48) response budget
 //   PROBE_EVAL (320) validation problems; PROBE_EVAL_TEMPS (0,1) temperatures, 0 = greedy;
 //   PROBE_EVAL_K (1) samples per problem when sampling; PROBE_START_EVAL (1) evaluate step 0 too
 import { readFileSync } from 'node:fs';
@@ -35,7 +36,8 @@ const ADAPTER = env('ADAPTER', 'full') as 'full' | 'lora';
 const EVAL_TEMPS = env('EVAL_TEMPS', '0,1').split(',').map(Number);
 const root = join(import.meta.dirname, '..');
 const DATA = join(root, 'examples', 'datasets', 'arithmetic');
-const STARTER = join(root, 'gpu-runner', 'models', 'starter');
+const STARTER = env('MODEL', join(root, 'gpu-runner', 'models', 'starter'));
+const MAX_TOKENS = Number(env('MAX_TOKENS', '48'));
 
 const read = (split: string, completion: boolean): Example[] =>
   parseDataset(
@@ -61,7 +63,7 @@ async function evaluate(model: CausalLM, label: string) {
       topP: 1,
       maxPrompts: null,
       seed: 0,
-      maxNewTokens: 48,
+      maxNewTokens: MAX_TOKENS,
       maxPromptTokens: 256,
       systemPrompt: DEFAULT_SYSTEM_PROMPT,
       promptTemplate: DEFAULT_PROMPT_TEMPLATE,
@@ -87,7 +89,7 @@ const parsed = parseJobSpec({
   hyperparameters: {
     prompts_per_step: PROMPTS,
     group_size: Number(env('GROUP', '8')),
-    max_response_tokens: 48,
+    max_response_tokens: MAX_TOKENS,
     max_prompt_tokens: 256,
     learning_rate: LR,
     total_steps: STEPS,
