@@ -17,13 +17,13 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DEFAULT_PROMPT_TEMPLATE, DEFAULT_SYSTEM_PROMPT, parseJobSpec } from '@cgrpo/contract';
 import { getBuiltinVerifier } from '@cgrpo/plugins/builtin';
-import { fromHyperparameters, scheduleForJob } from '../gpu-runner/src/algo/config';
+import { fromHyperparameters, optimizerForJob } from '../gpu-runner/src/algo/config';
 import { createEngine } from '../gpu-runner/src/engine';
 import { type Example, parseDataset } from '../gpu-runner/src/job/dataset';
 import { evaluatePolicy } from '../gpu-runner/src/job/evaluate';
 import { critiqueGrpoLoss } from '../gpu-runner/src/job/loss-graph';
 import { resolvePlugins, type VerifyFn } from '../gpu-runner/src/job/plugins';
-import { SftLoop, sftLoss } from '../gpu-runner/src/job/sft';
+import { SftLoop, sftFormat, sftLoss } from '../gpu-runner/src/job/sft';
 import { TrainingLoop } from '../gpu-runner/src/job/train';
 import { CausalLM } from '../gpu-runner/src/model/model';
 
@@ -125,30 +125,16 @@ const trainer = await model.trainer({
   mode: ADAPTER,
   loss: ARM === 'sft' ? sftLoss : critiqueGrpoLoss(algo),
   temperature: ARM === 'sft' ? 1 : hp.temperature,
-  optimizer: {
-    lr: scheduleForJob(hp),
-    beta1: hp.adam_beta1,
-    beta2: hp.adam_beta2,
-    eps: hp.adam_eps,
-    weightDecay: hp.weight_decay,
-    maxGradNorm: hp.max_grad_norm,
-  },
+  optimizer: optimizerForJob(hp),
 });
 const plugins = await resolvePlugins(spec, {});
 const loop =
   ARM === 'sft'
-    ? new SftLoop(
-        model,
-        trainer,
-        train,
-        {
-          systemPrompt: hp.system_prompt,
-          promptTemplate: hp.prompt_template,
-          maxPromptTokens: hp.max_prompt_tokens,
-          maxCompletionTokens: hp.max_response_tokens,
-        },
-        { perStep: PROMPTS, seed: spec.seed, dropLast: true },
-      )
+    ? new SftLoop(model, trainer, train, sftFormat(spec), {
+        perStep: PROMPTS,
+        seed: spec.seed,
+        dropLast: true,
+      })
     : new TrainingLoop(spec, algo, model, trainer, plugins, train);
 const t0 = performance.now();
 let generated = 0;

@@ -13,7 +13,7 @@ import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { type JobSpec, parseJobSpec } from '@cgrpo/contract';
 import { getBuiltinVerifier } from '@cgrpo/plugins/builtin';
-import { fromHyperparameters, scheduleForJob } from '../gpu-runner/src/algo/config';
+import { fromHyperparameters, optimizerForJob } from '../gpu-runner/src/algo/config';
 import { createEngine, type Engine } from '../gpu-runner/src/engine';
 import { parseDataset } from '../gpu-runner/src/job/dataset';
 import { evaluatePolicy } from '../gpu-runner/src/job/evaluate';
@@ -132,14 +132,7 @@ async function rlRun(engine: Engine, arm: string, seed: number, groupSize: numbe
       mode: 'full',
       loss: critiqueGrpoLoss(algo),
       temperature: hp.temperature,
-      optimizer: {
-        lr: scheduleForJob(hp),
-        beta1: hp.adam_beta1,
-        beta2: hp.adam_beta2,
-        eps: hp.adam_eps,
-        weightDecay: hp.weight_decay,
-        maxGradNorm: hp.max_grad_norm,
-      },
+      optimizer: optimizerForJob(hp),
     });
     const plugins = await resolvePlugins(spec, {});
     const loop = new TrainingLoop(spec, algo, model, trainer, plugins, train);

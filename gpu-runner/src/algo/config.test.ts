@@ -2,6 +2,7 @@ import { CRITIQUE_GRPO_DEFAULTS, GRPO_PRESETS, parseJobSpec } from '@cgrpo/contr
 import { describe, expect, it } from 'vitest';
 import {
   fromHyperparameters,
+  optimizerForJob,
   optimizerStepsPerRolloutStep,
   resolveAlgoConfig,
   scheduleForJob,
@@ -141,5 +142,30 @@ describe('scheduleForJob: warmup and total in one unit', () => {
   it("maps refinement_selection 'first_correct' to firstCorrect", () => {
     const hp = { ...CRITIQUE_GRPO_DEFAULTS, refinement_selection: 'first_correct' as const };
     expect(fromHyperparameters(hp, 'critique-grpo').refinementSelection).toBe('firstCorrect');
+  });
+});
+
+describe('optimizerForJob', () => {
+  const hp = {
+    ...CRITIQUE_GRPO_DEFAULTS,
+    learning_rate: 3e-5,
+    lr_schedule: 'constant' as const,
+    warmup_steps: 2,
+    mini_batches_per_step: 2,
+    epochs_per_step: 1,
+    adam_beta2: 0.98,
+  };
+  it("is the job's schedule (in optimizer steps), betas, eps, decay and clip", () => {
+    expect(optimizerForJob({ ...hp, max_grad_norm: 0.5 })).toEqual({
+      lr: { kind: 'constant', lr: 3e-5, warmupSteps: 4 },
+      beta1: 0.9,
+      beta2: 0.98,
+      eps: 1e-8,
+      weightDecay: 0.01,
+      maxGradNorm: 0.5,
+    });
+  });
+  it('max_grad_norm 0 means no clipping, not a clip to 0', () => {
+    expect(optimizerForJob({ ...hp, max_grad_norm: 0 })).not.toHaveProperty('maxGradNorm');
   });
 });

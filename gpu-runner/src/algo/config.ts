@@ -8,7 +8,7 @@ import {
   GRPO_PRESET_VALUES,
   type Hyperparameters,
 } from '@cgrpo/contract';
-import type { Schedule } from '../engine/optim';
+import type { AdamWConfig, Schedule } from '../engine/optim';
 
 export type Algorithm = 'critique-grpo' | 'grpo';
 export type AdvantageNorm = 'mean' | 'meanStd';
@@ -192,4 +192,20 @@ export function scheduleForJob(hp: ScheduleKnobs): Schedule {
   const warmupSteps = hp.warmup_steps * per;
   if (hp.lr_schedule === 'constant') return { kind: 'constant', lr: hp.learning_rate, warmupSteps };
   return { kind: hp.lr_schedule, lr: hp.learning_rate, warmupSteps, totalSteps: hp.total_steps * per };
+}
+
+/** A job's AdamW settings: its schedule in optimizer steps, its betas, eps and decay, and its
+ *  gradient-norm clip (0 = none). What the runner trains with; the learning benches use it too. */
+export function optimizerForJob(
+  hp: ScheduleKnobs &
+    Pick<Hyperparameters, 'adam_beta1' | 'adam_beta2' | 'adam_eps' | 'weight_decay' | 'max_grad_norm'>,
+): AdamWConfig {
+  return {
+    lr: scheduleForJob(hp),
+    beta1: hp.adam_beta1,
+    beta2: hp.adam_beta2,
+    eps: hp.adam_eps,
+    weightDecay: hp.weight_decay,
+    ...(hp.max_grad_norm > 0 ? { maxGradNorm: hp.max_grad_norm } : {}),
+  };
 }

@@ -6,7 +6,7 @@
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import type { JobSpec } from '@cgrpo/contract';
-import { type AlgoConfig, fromHyperparameters, scheduleForJob } from '../algo/config';
+import { type AlgoConfig, fromHyperparameters, optimizerForJob } from '../algo/config';
 import { ApiError } from '../api-client';
 import { apiFileDownload, cachedBundles } from '../download';
 import { createEngine, type Engine } from '../engine';
@@ -255,15 +255,8 @@ async function loadPolicy(ctx: JobContext, job: PreparedJob, own: Owned): Promis
     // SFT: the likelihood of the completion as written (temperature 1); RL: the sampling policy's
     loss: sft ? sftLoss : critiqueGrpoLoss(algo),
     temperature: sft ? 1 : hp.temperature,
-    optimizer: {
-      // warmup and total in optimizer steps (rollout steps × mini-batches × epochs; SFT: 1 per step)
-      lr: scheduleForJob(hp),
-      beta1: hp.adam_beta1,
-      beta2: hp.adam_beta2,
-      eps: hp.adam_eps,
-      weightDecay: hp.weight_decay,
-      ...(hp.max_grad_norm > 0 ? { maxGradNorm: hp.max_grad_norm } : {}),
-    },
+    // warmup and total in optimizer steps (rollout steps × mini-batches × epochs; SFT: 1 per step)
+    optimizer: optimizerForJob(hp),
   });
   if (resumeDir) await restoreOptimizer(resumeDir, trainer);
   // the KL term's reference policy: the base model as loaded, frozen (never trained, never resumed)
