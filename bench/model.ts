@@ -2,8 +2,9 @@
 // Rollout throughput (generated tokens/s) at batch 1, 8, 32 and train-step tokens/s (LoRA and full)
 // on the tiny Qwen2/Qwen3/Llama checkpoints and on a Qwen2.5-0.5B-shaped model with random weights
 // (generated here, never downloaded). Every number is also given as a ratio to a bare-MatMul
-// reference measured in the same run on the same weights: the time onnxruntime needs for just the
-// model's Linear layers at that batch (decode: one row per sequence; training: 3× the forward
+// reference measured in the same run on weights of the same shapes (bench/linear-reference.ts):
+// the time onnxruntime needs for just the model's Linear layers at that batch (decode: one row per
+// sequence; training: 3× the forward
 // matmuls for full fine-tuning, 2× for LoRA, whose frozen weights need no weight gradient).
 // The reference is NOT a bound: it is a separate graph with its own per-run cost and its own
 // kernel choices (one lm_head product over every row, a reduction over its output), so a real
@@ -14,8 +15,7 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { writeRandomCheckpoint } from '../gpu-runner/scripts/random-checkpoint';
 import * as op from '../gpu-runner/src/engine/index';
-import { buildModel, Graph, type Tensor } from '../gpu-runner/src/engine/index';
-import { LORA_TARGETS, modulePath, projShape } from '../gpu-runner/src/model/decoder';
+import { LORA_TARGETS } from '../gpu-runner/src/model/decoder';
 import {
   CausalLM,
   type GenerateStats,
@@ -23,6 +23,7 @@ import {
   generateInGraph,
   type LossHook,
 } from '../gpu-runner/src/model/index';
+import { bareMatmulSeconds, median } from './linear-reference';
 
 const arg = (name: string, fallback: string) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -33,7 +34,6 @@ const LAYERS_05B = Number(arg('layers', '24'));
 const NEW_TOKENS = Number(arg('new-tokens', '16'));
 const THREADS = Number(arg('threads', '0')) || undefined;
 const MODELS = join(import.meta.dirname, '..', 'gpu-runner', 'models');
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const rssGiB = () => (process.resourceUsage().maxRSS * 1024) / 2 ** 30;
 
 const nll: LossHook = ({ logp, mask }) => ({
@@ -42,39 +42,6 @@ const nll: LossHook = ({ logp, mask }) => ({
     op.reduceSum(mask, undefined, false),
   ),
 });
-
-/** Seconds for the model's Linear layers alone on `rows` input rows, reading the model's own weights. */
-async function bareMatmulSeconds(model: CausalLM, rows: number, repeats: number): Promise<number> {
-  const cfg = model.config;
-  const g = new Graph('bare_matmul');
-  const width = { h: cfg.hiddenSize, q: cfg.numHeads * cfg.headDim, i: cfg.intermediateSize };
-  const xs = {
-    h: g.input('x_h', 'float32', ['rows', width.h]),
-    q: g.input('x_q', 'float32', ['rows', width.q]),
-    i: g.input('x_i', 'float32', ['rows', width.i]),
-  };
-  const pick = (n: number) => (n === width.h ? xs.h : n === width.q ? xs.q : xs.i);
-  let total: Tensor | null = null;
-  const acc = (t: Tensor) => {
-    const s = op.reduceSum(t, undefined, false);
-    total = total ? op.add(total, s) : s;
-  };
-  for (let l = 0; l < cfg.numLayers; l++) {
-    for (const m of LORA_TARGETS) {
-      const [i, o] = projShape(cfg, m);
-      acc(op.matmul(pick(i), g.input(`${modulePath(l, m)}.weight`, 'float32', [i, o])));
-    }
-  }
-  acc(op.matmul(xs.h, g.input('lm_head.weight', 'float32', [cfg.hiddenSize, cfg.vocabSize])));
-  const compiled = await model.engine.load(buildModel(g, { total: total! }));
-  const feed = (n: number) => ({ dims: [rows, n], data: new Float32Array(rows * n).fill(0.01) });
-  const feeds = { x_h: feed(width.h), x_q: feed(width.q), x_i: feed(width.i) };
-  await compiled.run(feeds, { stateKey: model.stateKey });
-  const times: number[] = [];
-  for (let r = 0; r < repeats; r++)
-    times.push((await compiled.run(feeds, { stateKey: model.stateKey })).ms / 1000);
-  return median(times);
-}
 
 /** A Qwen2.5-0.5B-shaped checkpoint (random BF16 weights, the tiny Qwen2 tokenizer) in a fresh temp folder. */
 function writeQwen05b(layers: number): string {
