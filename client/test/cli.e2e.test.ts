@@ -2,7 +2,6 @@
 // process (bin/cgrpo.mjs) with its own config file. login → jobs create (YAML) → jobs follow
 // (exit code = outcome) → checkpoints download (sha256 checked) → metrics/compare/rollouts; and
 // every route the typed client calls exists in the API's OpenAPI document.
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,7 +10,6 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import {
   type LocalApi,
-  ROOT,
   registerRunner,
   startApi,
   startRunner,
@@ -19,39 +17,14 @@ import {
   tinyJob,
 } from '../../gpu-runner/test/harness';
 import { CLIENT_ROUTES } from '../src/api';
+import { runCgrpo } from './cli-run';
 
-const BIN = join(ROOT, 'client', 'bin', 'cgrpo.mjs');
 let api: LocalApi;
 let dir: string;
 let jobId: string;
 
-function cgrpo(
-  args: string[],
-  env: Record<string, string> = {},
-): Promise<{ code: number; out: string; err: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, ['--no-node-snapshot', BIN, ...args], {
-      cwd: dir,
-      env: {
-        ...process.env,
-        CGRPO_CONFIG: join(dir, 'config.json'),
-        CGRPO_API_URL: '',
-        CGRPO_API_KEY: '',
-        CGRPO_DEBUG: '1',
-        ...env,
-      },
-    });
-    let out = '';
-    let err = '';
-    p.stdout.on('data', (d) => {
-      out += d;
-    });
-    p.stderr.on('data', (d) => {
-      err += d;
-    });
-    p.on('exit', (code) => resolve({ code: code ?? -1, out, err }));
-  });
-}
+/** `cgrpo ...args` in this file's folder (its own config file, no saved login). */
+const cgrpo = (args: string[], env: Record<string, string> = {}) => runCgrpo(dir, args, env);
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'cgrpo-cli-'));
