@@ -195,6 +195,20 @@ export const DeprecatePluginSchema = z
   .meta({ id: 'DeprecatePlugin' });
 
 /** The built-in plugins every runner ships, listed by the registry as `builtin:<name>`. */
+/** The metrics of builtin:text-similarity (its config's `metric`), which the OpenAI surface maps
+ *  `text_similarity` graders onto. */
+export const TEXT_SIMILARITY_METRICS = [
+  'fuzzy_match',
+  'bleu',
+  'gleu',
+  'rouge_1',
+  'rouge_2',
+  'rouge_3',
+  'rouge_4',
+  'rouge_5',
+  'rouge_l',
+] as const;
+
 export const BUILTIN_PLUGINS: readonly {
   name: string;
   kind: z.infer<typeof PluginKindSchema>;

@@ -1,4 +1,4 @@
-import type { Job, JobEvent } from '@cgrpo/contract';
+import { type Job, type JobEvent, TEXT_SIMILARITY_METRICS } from '@cgrpo/contract';
 import { type Context, Hono } from 'hono';
 import type { AppEnv, Env } from '../env';
 
@@ -82,17 +82,7 @@ export type MappedGrader = { verifier: VerifierUse; referenceField: string | nul
 const ITEM_REF = /^\{\{\s*item\.([A-Za-z0-9_]+)\s*\}\}$/;
 const SAMPLE_TEXT = /^\{\{\s*sample\.output_text\s*\}\}$/;
 const TEMPLATE_VAR = /\{\{\s*([A-Za-z0-9_.]+)\s*\}\}/g;
-const SIMILARITY_METRICS = new Set([
-  'fuzzy_match',
-  'bleu',
-  'gleu',
-  'rouge_1',
-  'rouge_2',
-  'rouge_3',
-  'rouge_4',
-  'rouge_5',
-  'rouge_l',
-]);
+const SIMILARITY_METRICS = new Set<string>(TEXT_SIMILARITY_METRICS);
 const SIMILARITY_REFUSED: Record<string, string> = {
   meteor: 'METEOR needs WordNet synonyms, which cgrpo does not ship',
   cosine: 'cosine compares OpenAI embeddings, which cgrpo does not compute',

@@ -3,22 +3,11 @@
 // TheFuzz, the algorithm rapidfuzz implements); ROUGE is js-rouge with rouge_score's tokenizer;
 // BLEU and GLEU are short implementations of NLTK's sentence_bleu / sentence_gleu (no maintained
 // npm package computes them), tested against hand-computed values.
-import type { VerifierInput, VerifierResult } from '@cgrpo/contract';
+import { TEXT_SIMILARITY_METRICS, type VerifierInput, type VerifierResult } from '@cgrpo/contract';
 import { WRatio } from 'fuzzball';
 import { l as rougeL, n as rougeN } from 'js-rouge';
 import { z } from 'zod';
 
-export const TEXT_SIMILARITY_METRICS = [
-  'fuzzy_match',
-  'bleu',
-  'gleu',
-  'rouge_1',
-  'rouge_2',
-  'rouge_3',
-  'rouge_4',
-  'rouge_5',
-  'rouge_l',
-] as const;
 export type TextSimilarityMetric = (typeof TEXT_SIMILARITY_METRICS)[number];
 
 export const TextSimilarityConfigSchema = z.strictObject({
