@@ -6,15 +6,12 @@ import {
   DEFAULT_ALARMS,
   type JobEstimate,
   type JobSpec,
-  JobSpecInputSchema,
   type PriceTable,
   PriceTableSchema,
-  resolveJobSpec,
 } from '@cgrpo/contract';
-import type { Context, MiddlewareHandler } from 'hono';
 import { type AlarmFiring, evaluateAlarms, type StepValues } from './alarms';
 import type { JobRow } from './db/schema';
-import type { AppEnv, Db, Env } from './env';
+import type { Db, Env } from './env';
 import { ApiError } from './errors';
 import { recordJobEvent } from './events';
 import { getAccountJob, jobRef, requestPause } from './lifecycle';
@@ -395,46 +392,17 @@ export async function spentByKey(env: Env, keyId: string): Promise<number> {
 }
 
 /**
- * Middleware on POST /v1/jobs (after the body limits, so the body is parsed once): checks the
- * key's spend limit before the job is stored and counts the new job to the key after.
- */
-export const keySpendGuard: MiddlewareHandler<AppEnv> = async (c, next) => {
-  const principal = c.get('principal');
-  if (c.req.method !== 'POST' || principal?.type !== 'user') return next();
-  const key = await c.env.DB.prepare('SELECT account_id, spend_limit_usd FROM api_keys WHERE id = ?1')
-    .bind(principal.keyId)
-    .first<{ account_id: string; spend_limit_usd: number | null }>();
-  if (key?.spend_limit_usd != null)
-    await admitJobForKey(c, principal.keyId, key.account_id, key.spend_limit_usd);
-  await next();
-  if (c.res.status === 201) await recordKeyJob(c, principal.keyId);
-};
-
-/**
- * Before a job is submitted with a key that has a spend limit: refuses it (402) when its estimated
+ * Before a job is stored with a key that has a spend limit: refuses it (402) when its estimated
  * cost (runner class gpu-small, responses half full) plus the key's spend so far exceeds the limit.
- * A body the route would refuse anyway, or an Idempotency-Key replay, passes through to the route.
  */
-async function admitJobForKey(
-  c: Context<AppEnv>,
-  keyId: string,
-  accountId: string,
-  limit: number,
-): Promise<void> {
-  const body: unknown = await c.req.json().catch(() => undefined);
-  const input = JobSpecInputSchema.safeParse(body);
-  if (!input.success) return;
-  const resolved = resolveJobSpec(input.data);
-  if (!resolved.ok) return;
-  const idempotencyKey = c.req.header('idempotency-key');
-  if (idempotencyKey) {
-    const replay = await c.env.DB.prepare('SELECT 1 FROM jobs WHERE account_id = ?1 AND idempotency_key = ?2')
-      .bind(accountId, idempotencyKey)
-      .first();
-    if (replay) return;
-  }
-  const estimate = estimateJob(resolved.spec, 'gpu-small', 0.5, priceTableFor(c.env, resolved.spec));
-  const spent = await spentByKey(c.env, keyId);
+export async function admitJobForKey(env: Env, keyId: string, spec: JobSpec): Promise<void> {
+  const key = await env.DB.prepare('SELECT spend_limit_usd FROM api_keys WHERE id = ?1')
+    .bind(keyId)
+    .first<{ spend_limit_usd: number | null }>();
+  const limit = key?.spend_limit_usd;
+  if (limit == null) return;
+  const estimate = estimateJob(spec, 'gpu-small', 0.5, priceTableFor(env, spec));
+  const spent = await spentByKey(env, keyId);
   if (spent + estimate.cost_usd > limit) {
     const round = (x: number) => Math.round(x * 1e6) / 1e6;
     throw new ApiError(
@@ -443,12 +411,19 @@ async function admitJobForKey(
       `this job's estimated cost $${round(estimate.cost_usd)} plus the $${round(spent)} this key's jobs have cost exceeds the key's spend limit of $${limit}; lower the job's size (total_steps, prompts_per_step, max_response_tokens) or use a key with a higher limit`,
       [
         {
-          path: deploymentPrices(c.env).table ? 'hyperparameters' : 'budgets.prices',
+          path: deploymentPrices(env).table ? 'hyperparameters' : 'budgets.prices',
           message: `estimated $${round(estimate.cost_usd)}, $${round(limit - spent)} left on the key`,
         },
       ],
     );
   }
+}
+
+/** The statement that counts a new job to the key that submitted it (batched with the job's insert). */
+export function countJobToKey(env: Env, jobId: string, keyId: string, now: number): D1PreparedStatement {
+  return env.DB.prepare(
+    'INSERT INTO job_spend (job_id, api_key_id, cost_usd, updated_at) VALUES (?1, ?2, 0, ?3) ON CONFLICT DO NOTHING',
+  ).bind(jobId, keyId, now);
 }
 
 /**
@@ -471,17 +446,6 @@ export async function assertKeyHasRoom(env: Env, jobId: string): Promise<void> {
     `the key that submitted job ${jobId} (${key.id}) has spent $${round(key.spent)} of its $${key.spend_limit} limit, so the job would pause again at once; raise the limit with PATCH /v1/keys/${key.id} (an admin-scope key) and resume again`,
     [{ path: 'spend_limit_usd', message: `$${round(key.spent)} spent of $${key.spend_limit}` }],
   );
-}
-
-/** After a job was submitted with an API key: counts it to the key's spend. */
-async function recordKeyJob(c: Context<AppEnv>, keyId: string): Promise<void> {
-  const job = (await c.res.clone().json()) as { id?: unknown };
-  if (typeof job.id !== 'string') return;
-  await c.env.DB.prepare(
-    'INSERT INTO job_spend (job_id, api_key_id, cost_usd, updated_at) VALUES (?1, ?2, 0, ?3) ON CONFLICT DO NOTHING',
-  )
-    .bind(job.id, keyId, Date.now())
-    .run();
 }
 
 const roundNumber = (x: number) => Math.round(x * 1000) / 1000;

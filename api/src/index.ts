@@ -4,7 +4,6 @@ import { drizzle } from 'drizzle-orm/d1';
 import { HTTPException } from 'hono/http-exception';
 import { z } from 'zod';
 import { requireUser } from './auth';
-import { keySpendGuard } from './budgets';
 import * as schema from './db/schema';
 import { DOCS_PAGE } from './docs-page';
 import type { AppEnv, Env } from './env';
@@ -46,8 +45,6 @@ app.use('/v1/*', async (c, next) => {
 });
 // JSON bodies: size (413), depth, lengths and forbidden keys checked before any route runs.
 app.use('/v1/*', jsonBodyLimits);
-// API keys' spend limits: checked on submission, the new job counted to its key.
-app.use('/v1/jobs', keySpendGuard);
 
 app.get('/v1/health', (c) => c.json({ ok: true }));
 app.route('/v1', bootstrap);

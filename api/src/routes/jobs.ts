@@ -16,7 +16,7 @@ import { and, asc, desc, eq, gt, gte, inArray, lt, or, sql } from 'drizzle-orm';
 import { streamSSE } from 'hono/streaming';
 import { z } from 'zod';
 import { userOf } from '../auth';
-import { assertKeyHasRoom } from '../budgets';
+import { admitJobForKey, assertKeyHasRoom, countJobToKey } from '../budgets';
 import {
   artifacts,
   type CheckpointRow,
@@ -83,7 +83,7 @@ jobsRouter.openapi(
     },
   }),
   async (c) => {
-    const { accountId } = userOf(c);
+    const { accountId, keyId } = userOf(c);
     const db = c.get('db');
     const submitted = await withArtifactFields(db, accountId, c.req.valid('json'), await c.req.json());
     const resolved = resolveJobSpec(submitted);
@@ -99,6 +99,7 @@ jobsRouter.openapi(
         .get();
       if (existing) return replay(existing, specJson);
     }
+    await admitJobForKey(c.env, keyId, spec);
     const problems = await checkSpecReferences(db, accountId, spec);
     if (spec.webhook) {
       // A URL the webhook engine would refuse (SSRF rules) must fail the submission, not go silent.
@@ -158,7 +159,7 @@ jobsRouter.openapi(
       jobRef(row),
       'job.queued',
       { spec_name: spec.name },
-      [insertJob],
+      [insertJob, countJobToKey(c.env, row.id, keyId, now)],
     );
     if (!recorded) {
       // Another request with the same Idempotency-Key won the race.
