@@ -112,6 +112,11 @@ function declaredLength(c: Context<AppEnv>, max: number): number {
  * line) on the way; memory use is one chunk. On any failure the write is aborted, the object is
  * deleted and the first meaningful error is thrown.
  */
+/** Reads a body to its end, discarding it. */
+async function drain(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<void> {
+  for (;;) if ((await reader.read()).done) return;
+}
+
 async function streamToR2(
   env: Env,
   key: string,
@@ -143,7 +148,10 @@ async function streamToR2(
     await Promise.all([hashWriter.close(), storeWriter.close()]);
     await stored;
   } catch (error) {
-    await Promise.allSettled([reader.cancel(), storeWriter.abort(error), hashWriter.abort(error), stored]);
+    // A refused line: read the rest of the body (bounded by its declared length) and drop it, so
+    // the client, still sending, gets the 400 instead of a connection cut mid-upload.
+    const rest = error instanceof DatasetLineError ? drain(reader) : reader.cancel();
+    await Promise.allSettled([rest, storeWriter.abort(error), hashWriter.abort(error), stored]);
     await env.ARTIFACTS.delete(key).catch(() => undefined);
     if (error instanceof DatasetLineError) throw error;
     throw new ApiError(
